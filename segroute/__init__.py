@@ -1,0 +1,3 @@
+"""segroute: replay and route Segment events into the Courier API."""
+
+__version__ = "0.1.0"

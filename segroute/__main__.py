@@ -1,0 +1,3 @@
+from segroute.cli import main
+
+main()

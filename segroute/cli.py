@@ -1,0 +1,261 @@
+"""The command line: parse -> load -> call -> render -> exit. The only module that imports typer."""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+
+from segroute import __version__, render
+from segroute.config import (
+    ConfigFile,
+    Link,
+    add_link,
+    config_path,
+    load_config,
+    remove_links,
+    resolve_api_url,
+    save_config,
+)
+from segroute.errors import ExitCode, SegrouteError, UsageError
+from segroute.pipeline import Planned, Rejected, Summary, plan
+from segroute.routing import Router
+from segroute.sources import Note, check_inputs, iter_items
+
+app = typer.Typer(
+    name="segroute",
+    help="Replay and route Segment events into the Courier API.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Tracebacks that show local variables could show the API key.
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class RequestFormat(enum.StrEnum):
+    """How ``send --dry-run`` shows the requests."""
+
+    text = "text"
+    jsonl = "jsonl"
+
+
+class ListFormat(enum.StrEnum):
+    """How ``links`` shows the links."""
+
+    table = "table"
+    json = "json"
+
+
+ConfigOption = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file. [default: $SEGROUTE_CONFIG, else ./segroute.toml]",
+        show_default=False,
+    ),
+]
+
+
+@contextmanager
+def _boundary() -> Iterator[None]:
+    """The one place errors become a message on stderr and an exit code."""
+    try:
+        yield
+    except SegrouteError as exc:
+        render.show_error(render.stderr_console(), str(exc))
+        raise typer.Exit(exc.exit_code) from None
+    except BrokenPipeError:
+        # The reader of stdout went away (`segroute ... | head`): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(ExitCode.OK) from None
+    except KeyboardInterrupt:
+        render.show_error(render.stderr_console(), "interrupted")
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"segroute {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """Replay and route Segment events into the Courier API."""
+
+
+@app.command()
+def send(
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Files or folders of Segment events, or - for stdin. [default: stdin, when piped]",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the requests instead of sending them; needs no API key.")
+    ] = False,
+    output: Annotated[
+        RequestFormat | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="How to print requests: text, or jsonl (one JSON object per line). "
+            "[default: text on a terminal, else jsonl]",
+            show_default=False,
+        ),
+    ] = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Courier API base URL. [default: $COURIER_BASE_URL, else the config, else "
+            "https://api.courier.com]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Route Segment events to Courier: each linked track event invokes its automations, each identify
+    merges traits into the profile.
+
+    Inputs may be JSON, NDJSON, JSON arrays, /v1/batch bodies, gzip'd or not, or folders of them.
+
+    Example: segroute send events.jsonl --dry-run --output jsonl
+    """
+    with _boundary():
+        names = _input_names(inputs)
+        loaded = _load(config)
+        if not dry_run:
+            raise UsageError("sending to the API is not available yet; add --dry-run to see the requests")
+        base_url = resolve_api_url(api_url, os.environ, loaded.config)
+        err = render.stderr_console()
+        if not loaded.exists:
+            render.show_message(err, f"note: no {loaded.path} here, so no links: track events are skipped")
+        fmt = output or (RequestFormat.text if sys.stdout.isatty() else RequestFormat.jsonl)
+        writer = (
+            render.TextWriter(sys.stdout)
+            if fmt is RequestFormat.text
+            else render.JsonlWriter(sys.stdout.buffer)
+        )
+        summary = Summary()
+        items = iter_items(names, stdin=sys.stdin.buffer)
+        for outcome in plan(items, Router(loaded.config), base_url=base_url):
+            if isinstance(outcome, Note):
+                render.show_note(err, outcome)
+                continue
+            summary.add(outcome)
+            if isinstance(outcome, Planned):
+                writer.write(outcome.requests, outcome.event)
+            elif isinstance(outcome, Rejected):
+                render.show_rejected(err, outcome)
+        writer.close()
+        render.show_summary(err, summary, title="dry run: nothing was sent")
+    raise typer.Exit(summary.exit_code)
+
+
+def _input_names(inputs: list[str] | None) -> list[str]:
+    if not inputs:
+        if sys.stdin.isatty():
+            raise UsageError("no input: name files or folders, or pipe events to stdin")
+        inputs = ["-"]
+    check_inputs(inputs)
+    return inputs
+
+
+def _load(option: str | None) -> ConfigFile:
+    path, named = config_path(option, os.environ)
+    return load_config(path, must_exist=named)
+
+
+@app.command()
+def link(
+    event: Annotated[str, typer.Argument(help="The Segment track event name, matched exactly.")],
+    automation: Annotated[str, typer.Argument(help="The Courier automation template ID or alias.")],
+    brand: Annotated[str | None, typer.Option(help="The brand the automation runs with.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Link a track event to an automation; creates the config if it is missing.
+
+    Linking twice changes nothing. The config is rewritten atomically and keeps every setting, but
+    not its comments (TOML writers do not keep them).
+
+    Example: segroute link "Checkout Complete" welcome-flow
+    """
+    with _boundary():
+        loaded = load_config(config_path(config, os.environ)[0], must_exist=False)
+        new = Link(event=event, automation=automation, brand=brand)
+        change = add_link(loaded.raw, new)
+        err = render.stderr_console()
+        what = f"{event!r} -> {automation!r}"
+        if change == "unchanged":
+            render.show_message(err, f"already linked: {what}; nothing changed")
+            return
+        save_config(loaded.path, loaded.raw)
+        verb = "linked" if change == "added" else "changed the brand of"
+        created = "" if loaded.exists else f" (created {loaded.path})"
+        render.show_message(err, f"{verb} {what} in {loaded.path}{created}")
+
+
+@app.command()
+def unlink(
+    event: Annotated[str, typer.Argument(help="The Segment track event name.")],
+    automation: Annotated[
+        str | None, typer.Argument(help="The automation to unlink. [default: all of the event's links]")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Remove an event's link to one automation, or all of its links.
+
+    Example: segroute unlink "Checkout Complete" welcome-flow
+    """
+    with _boundary():
+        path, _ = config_path(config, os.environ)
+        loaded = load_config(path, must_exist=True)
+        removed = remove_links(loaded.raw, event, automation)
+        err = render.stderr_console()
+        what = f"{event!r} -> {automation!r}" if automation else f"{event!r}"
+        if not removed:
+            render.show_message(err, f"no link {what} in {loaded.path}; nothing changed")
+            return
+        save_config(loaded.path, loaded.raw)
+        plural = "" if removed == 1 else "s"
+        render.show_message(err, f"removed {removed} link{plural} of {what} from {loaded.path}")
+
+
+@app.command()
+def links(
+    config: ConfigOption = None,
+    output: Annotated[
+        ListFormat, typer.Option("--output", "-o", help="table, or json for scripts.")
+    ] = ListFormat.table,
+) -> None:
+    """List the event -> automation links.
+
+    Example: segroute links --output json
+    """
+    with _boundary():
+        loaded = _load(config)
+        if output is ListFormat.json:
+            sys.stdout.buffer.write(render.links_json(loaded.config.links))
+            sys.stdout.flush()
+        else:
+            render.show_links(render.stdout_console(), loaded.config.links, source=str(loaded.path))
+
+
+def main() -> None:
+    """The console script's entry point."""
+    app()

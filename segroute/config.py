@@ -1,0 +1,207 @@
+"""segroute.toml: the event -> automation links and the settings, loaded strictly and saved atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from segroute.errors import ConfigError
+
+DEFAULT_CONFIG = "segroute.toml"
+CONFIG_ENV = "SEGROUTE_CONFIG"
+DEFAULT_API_URL = "https://api.courier.com"
+BASE_URL_ENV = "COURIER_BASE_URL"
+
+
+class Link(BaseModel):
+    """One Segment track event name -> one Courier automation."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    event: str = Field(min_length=1)
+    """The track event's name, matched exactly."""
+    automation: str = Field(min_length=1)
+    """The automation template's ID or alias."""
+    brand: str | None = Field(default=None, min_length=1)
+    """The brand the automation runs with; none by default, as Courier's Segment integration does."""
+
+
+class Config(BaseModel):
+    """The whole of segroute.toml."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    api_url: str | None = None
+    """Courier's API base URL; ``--api-url`` and COURIER_BASE_URL come first."""
+    update_profiles: bool = True
+    """Whether identify events merge their traits into the Courier profile."""
+    links: list[Link] = Field(default_factory=list)
+
+    @field_validator("api_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return check_api_url(value)
+
+    def links_by_event(self) -> dict[str, tuple[Link, ...]]:
+        """The links grouped by event name, in the order the file lists them."""
+        grouped: dict[str, list[Link]] = {}
+        for link in self.links:
+            grouped.setdefault(link.event, []).append(link)
+        return {event: tuple(links) for event, links in grouped.items()}
+
+
+def check_api_url(value: str) -> str:
+    """An http(s) base URL without its trailing slash; ValueError otherwise."""
+    if not value.startswith(("https://", "http://")) or len(value.split("://", 1)[1].strip("/")) == 0:
+        raise ValueError(f"must be an http:// or https:// URL, not {value!r}")
+    return value.rstrip("/")
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A config as loaded: where it lives, its raw TOML table, and the validated model."""
+
+    path: Path
+    exists: bool
+    raw: dict[str, Any]
+    config: Config
+
+
+def config_path(option: str | None, environ: Mapping[str, str]) -> tuple[Path, bool]:
+    """Which config file, and whether the user named it: ``-c``, SEGROUTE_CONFIG, else ./segroute.toml."""
+    if option:
+        return Path(option), True
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV]), True
+    return Path(DEFAULT_CONFIG), False
+
+
+def load_config(path: Path, *, must_exist: bool) -> ConfigFile:
+    """Read and validate a config file; a missing file is an empty config unless it must exist."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError as exc:
+        if must_exist:
+            raise ConfigError(f"{path}: no such config file") from exc
+        return ConfigFile(path, False, {}, Config())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        raw = tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return ConfigFile(path, True, raw, validate_config(raw, path))
+
+
+def validate_config(raw: dict[str, Any], path: Path) -> Config:
+    """The model for a raw TOML table; `ConfigError` lists every bad key by its path."""
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = [f"{_key_path(error['loc'])}: {_describe(error)}" for error in exc.errors()]
+        raise ConfigError(f"{path}: invalid config:\n" + "\n".join(f"  - {p}" for p in problems)) from exc
+    seen: dict[tuple[str, str], int] = {}
+    for index, link in enumerate(config.links):
+        first = seen.setdefault((link.event, link.automation), index)
+        if first != index:
+            raise ConfigError(
+                f"{path}: invalid config:\n  - links[{index}]: repeats links[{first}] "
+                f"({link.event!r} -> {link.automation!r})"
+            )
+    return config
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(error: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind.endswith("_type"):
+        return f"{error['msg'].lower()}, got {type(error['input']).__name__} {error['input']!r}"
+    return str(error["msg"])
+
+
+def save_config(path: Path, raw: dict[str, Any]) -> None:
+    """Validate, then write atomically: a temp file beside the config, fsync'd, renamed over it."""
+    validate_config(raw, path)
+    data = tomli_w.dumps(raw).encode()
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644
+    try:
+        fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+
+
+def add_link(raw: dict[str, Any], link: Link) -> str:
+    """Add a link to a raw config table; returns ``added``, ``unchanged`` or ``updated`` (a new brand)."""
+    links: list[dict[str, Any]] = raw.setdefault("links", [])
+    for entry in links:
+        if entry.get("event") == link.event and entry.get("automation") == link.automation:
+            if entry.get("brand") == link.brand:
+                return "unchanged"
+            if link.brand is None:
+                entry.pop("brand", None)
+            else:
+                entry["brand"] = link.brand
+            return "updated"
+    links.append(link.model_dump(exclude_none=True))
+    return "added"
+
+
+def remove_links(raw: dict[str, Any], event: str, automation: str | None) -> int:
+    """Remove the event's link to one automation, or all of the event's links; returns how many."""
+    links: list[dict[str, Any]] = raw.get("links", [])
+    kept = [
+        entry
+        for entry in links
+        if not (entry.get("event") == event and automation in (None, entry.get("automation")))
+    ]
+    removed = len(links) - len(kept)
+    if removed:
+        raw["links"] = kept
+    return removed
+
+
+def resolve_api_url(option: str | None, environ: Mapping[str, str], config: Config) -> str:
+    """The base URL: ``--api-url``, then COURIER_BASE_URL, then the config, then Courier's default."""
+    for source, value in (("--api-url", option), (BASE_URL_ENV, environ.get(BASE_URL_ENV))):
+        if value:
+            try:
+                return check_api_url(value)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: {exc}") from exc
+    return config.api_url or DEFAULT_API_URL

@@ -1,0 +1,40 @@
+"""The exception tree and the exit codes.
+
+Library code raises these; ``cli.py`` has the one boundary that prints them and exits with the code
+each class carries.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """The process exit codes, documented in the README."""
+
+    OK = 0
+    """Every record was planned or sent, or deliberately skipped."""
+    FAILED = 1
+    """At least one record was rejected or failed."""
+    USAGE = 2
+    """Bad command line, bad config, or an input that cannot be opened."""
+    INTERRUPTED = 130
+    """The run was stopped by SIGINT or SIGTERM."""
+
+
+class SegrouteError(Exception):
+    """Base of every error segroute raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.USAGE
+
+
+class UsageError(SegrouteError):
+    """The command line asks for something that cannot be done."""
+
+
+class ConfigError(SegrouteError):
+    """The config file is missing, unreadable or invalid; the message names the file and the key."""
+
+
+class InputError(SegrouteError):
+    """An input named on the command line does not exist or cannot be opened."""

@@ -1,0 +1,104 @@
+"""Segment events: the few checks routing needs, done by hand on the parsed value.
+
+The event itself stays the dict that was read, so the request's ``data`` is every field as it came.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from segroute._json import dumps
+from segroute.sources import Record
+
+EVENT_TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias"})
+MAX_EVENT_BYTES = 32 * 1024
+"""Segment's limit for one message."""
+DERIVED_ID_PREFIX = "sr-"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A valid Segment event."""
+
+    origin: str
+    data: dict[str, Any]
+    """The event as read."""
+    type: str
+    message_id: str
+    """The event's ``messageId``, or one derived from its canonical JSON when it has none."""
+    user_id: str | None
+    name: str | None
+    """The track event's ``event``; None for other types."""
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """Why a record is not a Segment event that can be routed."""
+
+    origin: str
+    reason: str
+    detail: str
+    value: Any
+
+
+def parse_event(record: Record) -> Event | Invalid:
+    """Check a record against the Segment spec; an `Invalid` names the first problem."""
+    value = record.value
+    origin = record.origin
+    if not isinstance(value, dict):
+        return Invalid(origin, "not_object", f"not a JSON object but {_kind(value)}", value)
+    if record.size > MAX_EVENT_BYTES:
+        return Invalid(
+            origin, "too_large", f"{record.size} bytes, over Segment's {MAX_EVENT_BYTES}-byte limit", value
+        )
+    kind = value.get("type")
+    if not isinstance(kind, str):
+        return Invalid(origin, "missing_type", "no 'type'", value)
+    if kind not in EVENT_TYPES:
+        return Invalid(origin, "unknown_type", f"unknown type {kind!r}", value)
+    name = value.get("event")
+    if kind == "track":
+        if not isinstance(name, str) or not name:
+            return Invalid(origin, "missing_event", "track event without an 'event' name", value)
+    else:
+        name = None
+    if kind == "identify" and not isinstance(value.get("traits", {}), dict | None):
+        return Invalid(origin, "invalid_traits", "identify 'traits' is not a JSON object", value)
+    user_id = _identifier(value.get("userId"))
+    if user_id is False:
+        return Invalid(origin, "invalid_user_id", "'userId' is neither a string nor a number", value)
+    if user_id is None and _identifier(value.get("anonymousId")) in (None, False):
+        return Invalid(origin, "missing_user", "neither 'userId' nor 'anonymousId'", value)
+    message_id = _identifier(value.get("messageId")) or derive_message_id(value)
+    return Event(origin, value, kind, message_id, user_id, name)
+
+
+def _identifier(value: Any) -> str | None | Literal[False]:
+    """A Segment id as a string (the clients stringify numbers); None when absent, False when invalid."""
+    if isinstance(value, str):
+        return value or None
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return False
+
+
+def derive_message_id(event: dict[str, Any]) -> str:
+    """A stable id for an event that has no ``messageId``: a hash of its canonical JSON."""
+    canonical = dumps(event, sort_keys=True)
+    return DERIVED_ID_PREFIX + hashlib.sha256(canonical).hexdigest()[:32]
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"

@@ -1,0 +1,60 @@
+"""Which Courier targets an event goes to, from the config's links. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from segroute.config import Config
+from segroute.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a request goes: an automation (with the link's brand), or the user's profile."""
+
+    kind: Literal["automation", "profile"]
+    automation: str | None = None
+    brand: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How summaries and reports name the target."""
+        return f"automation {self.automation}" if self.kind == "automation" else "profile merge"
+
+
+PROFILE = Target("profile")
+
+SKIP_REASONS = {
+    "not_routed": "a type Courier's Segment integration does not route (page, screen, group, alias)",
+    "anonymous": "no userId: Courier addresses users by id",
+    "unlinked": "a track event that no link names",
+    "profiles_off": "an identify, with update_profiles = false in the config",
+    "no_traits": "an identify with no traits to merge",
+    "duplicate": "a messageId already seen in this run",
+}
+
+
+class Router:
+    """Routes events by the config: track -> every linked automation, identify -> profile merge."""
+
+    def __init__(self, config: Config) -> None:
+        self._targets = {
+            event: tuple(Target("automation", link.automation, link.brand) for link in links)
+            for event, links in config.links_by_event().items()
+        }
+        self._update_profiles = config.update_profiles
+
+    def route(self, event: Event) -> tuple[Target, ...] | str:
+        """The event's targets, or the reason (a key of SKIP_REASONS) it goes nowhere."""
+        if event.type == "track":
+            if event.user_id is None:
+                return "anonymous"
+            return self._targets.get(event.name or "") or "unlinked"
+        if event.type == "identify":
+            if event.user_id is None:
+                return "anonymous"
+            if not self._update_profiles:
+                return "profiles_off"
+            return (PROFILE,) if event.data.get("traits") else "no_traits"
+        return "not_routed"

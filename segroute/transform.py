@@ -1,0 +1,69 @@
+"""Event + target -> the exact request Courier's Segment integration would make. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from segroute._json import dumps
+from segroute.events import Event
+from segroute.routing import Target
+
+IDEMPOTENCY_KEY_PREFIX = "sr1-"
+CONTENT_TYPE = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One planned HTTP request, its body serialized once."""
+
+    method: str
+    url: str
+    path: str
+    body: bytes
+    idempotency_key: str
+    target: Target
+
+
+def idempotency_key(message_id: str, method: str, path: str) -> str:
+    """``sr1-`` + the first 32 hex digits of SHA-256 over ``"<messageId>\\n<METHOD> <path>"``.
+
+    The same on every run and every machine for the same event and target, whatever the base URL.
+    """
+    digest = hashlib.sha256(f"{message_id}\n{method} {path}".encode()).hexdigest()
+    return IDEMPOTENCY_KEY_PREFIX + digest[:32]
+
+
+def target_path(event: Event, target: Target) -> str:
+    """The API path for a target, its variable segment percent-encoded (ids hold '/', spaces, unicode)."""
+    if target.kind == "automation":
+        return f"/automations/{quote(target.automation or '', safe='')}/invoke"
+    return f"/profiles/{quote(event.user_id or '', safe='')}"
+
+
+def build_requests(event: Event, targets: tuple[Target, ...], base_url: str) -> tuple[Request, ...]:
+    """The requests for a routed event; the event is serialized once however many targets it has."""
+    requests = []
+    data: bytes | None = None
+    for target in targets:
+        path = target_path(event, target)
+        if target.kind == "automation":
+            if data is None:
+                data = dumps(event.data)
+            body = b"".join(
+                (
+                    b'{"brand":',
+                    dumps(target.brand),
+                    b',"data":',
+                    data,
+                    b',"profile":null,"recipient":',
+                    dumps(event.user_id),
+                    b"}",
+                )
+            )
+        else:
+            body = b'{"profile":' + dumps(event.data.get("traits")) + b"}"
+        key = idempotency_key(event.message_id, "POST", path)
+        requests.append(Request("POST", base_url + path, path, body, key, target))
+    return tuple(requests)
