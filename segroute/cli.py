@@ -120,6 +120,9 @@ def send(
             show_default=False,
         ),
     ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No notes and no summary; rejections and errors still show.")
+    ] = False,
     api_url: Annotated[
         str | None,
         typer.Option(
@@ -143,7 +146,7 @@ def send(
             raise UsageError("sending to the API is not available yet; add --dry-run to see the requests")
         base_url = resolve_api_url(api_url, os.environ, loaded.config)
         err = render.stderr_console()
-        if not loaded.exists:
+        if not loaded.exists and not quiet:
             render.show_message(err, f"note: no {loaded.path} here, so no links: track events are skipped")
         fmt = output or (RequestFormat.text if sys.stdout.isatty() else RequestFormat.jsonl)
         writer = (
@@ -155,7 +158,8 @@ def send(
         items = iter_items(names, stdin=sys.stdin.buffer)
         for outcome in plan(items, Router(loaded.config), base_url=base_url):
             if isinstance(outcome, Note):
-                render.show_note(err, outcome)
+                if not quiet:
+                    render.show_note(err, outcome)
                 continue
             summary.add(outcome)
             if isinstance(outcome, Planned):
@@ -163,7 +167,8 @@ def send(
             elif isinstance(outcome, Rejected):
                 render.show_rejected(err, outcome)
         writer.close()
-        render.show_summary(err, summary, title="dry run: nothing was sent")
+        if not quiet:
+            render.show_summary(err, summary, title="dry run: nothing was sent")
     raise typer.Exit(summary.exit_code)
 
 

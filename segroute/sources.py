@@ -9,9 +9,9 @@ chunk and one record at a time, whatever the size of the input.
 from __future__ import annotations
 
 import codecs
-import gzip
 import json
 import os
+import re
 import zlib
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -28,11 +28,14 @@ UTF8_BOM = b"\xef\xbb\xbf"
 CHUNK_BYTES = 256 * 1024
 MAX_LINE_BYTES = 1024 * 1024
 """A longer line is rejected without being held in memory; a /v1/batch body (500 KB) fits."""
+MAX_INFLATE_BYTES = 4 * 1024 * 1024
+"""The most one read decompresses, so a small gzip member cannot blow up in memory."""
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 """The largest single multi-line JSON value (a pretty-printed batch body, say) that is read whole."""
 STDIN_NAME = "<stdin>"
 _WHITESPACE = b" \t\r\n"
 _JSON_WHITESPACE = " \t\r\n"
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,33 @@ class _Prefixed:
             return data
         data, self._prefix = self._prefix[:size], self._prefix[size:]
         return data
+
+
+class _Gunzip:
+    """Streaming gzip (several members too) that hands out every byte before it reports a cut-off end.
+
+    ``gzip.GzipFile`` drops the last block it decompressed when the file turns out to be truncated;
+    here everything before the cut is read, then EOFError says what happened.
+    """
+
+    def __init__(self, raw: _Readable) -> None:
+        self._raw = raw
+        self._inflater = zlib.decompressobj(wbits=31)
+
+    def read(self, size: int = -1, /) -> bytes:
+        while True:
+            if self._inflater.eof:
+                data = self._inflater.unused_data or self._raw.read(CHUNK_BYTES)
+                if not data:
+                    return b""
+                self._inflater = zlib.decompressobj(wbits=31)
+            else:
+                data = self._inflater.unconsumed_tail or self._raw.read(CHUNK_BYTES)
+                if not data:
+                    raise EOFError("compressed file ended before the end-of-stream marker was reached")
+            out = self._inflater.decompress(data, MAX_INFLATE_BYTES)
+            if out:
+                return out
 
 
 class _Cursor:
@@ -154,9 +184,9 @@ def iter_stream(stream: _Readable, name: str) -> Iterator[Item]:
         head = _read_at_least(stream, len(GZIP_MAGIC))
         source: _Readable = _Prefixed(head, stream)
         if head.startswith(GZIP_MAGIC):
-            source = gzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[call-overload]
+            source = _Gunzip(source)
         yield from _iter_content(source, name, cursor)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+    except (EOFError, zlib.error) as exc:
         yield BadRecord(_at(name, cursor.line + 1), "unreadable", _gzip_problem(exc))
     except OSError as exc:
         yield BadRecord(_at(name, cursor.line + 1), "unreadable", f"read failed: {exc.strerror or exc}")
@@ -288,7 +318,7 @@ def _bad_json(origin: str, text: bytes) -> BadRecord:
     try:
         text.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return BadRecord(origin, "invalid_utf8", f"not valid UTF-8 (byte {exc.start})")
+        return BadRecord(origin, "invalid_utf8", f"not valid UTF-8 (column {exc.start + 1})")
     try:
         json.loads(text)
     except json.JSONDecodeError as exc:
@@ -337,28 +367,31 @@ class _ValueReader:
         self._stream = stream
         self._name = name
         self._cursor = cursor
-        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        # Bytes that are not UTF-8 become lone surrogates; the first one's position is remembered, so
+        # the values before it are still read and the value that holds it is named.
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+        self._bad_utf8: int | None = None
         self._json = json.JSONDecoder(parse_constant=_refuse_constant)
         self._text = ""
         self._pos = 0
         self._counted = 0
         self._line = 1
         self._eof = False
-        self._feed(head)
+        self._head = head
 
     def items(self) -> Iterator[Item]:
         """Every record, until the end or the first value that cannot be read."""
-        try:
-            yield from self._items()
-        except UnicodeDecodeError as exc:
-            yield BadRecord(
-                self._origin(self._pos),
-                "invalid_utf8",
-                f"not valid UTF-8 ({exc.reason}); the rest of the file is not read",
-            )
+        self._feed(self._head)
+        yield from self._items()
 
     def _feed(self, data: bytes) -> None:
-        self._text = self._text[self._pos :] + self._decoder.decode(data, final=not data)
+        kept = self._text[self._pos :]
+        new = self._decoder.decode(data, final=not data)
+        if self._bad_utf8 is not None:
+            self._bad_utf8 -= self._pos
+        elif found := _ESCAPED_BYTE.search(new):
+            self._bad_utf8 = len(kept) + found.start()
+        self._text = kept + new
         self._counted -= self._pos
         self._pos = 0
 
@@ -399,6 +432,8 @@ class _ValueReader:
             except _NotJSONError as exc:
                 return self._broken("invalid_json", f"not valid JSON: {exc}")
             except json.JSONDecodeError as exc:
+                if self._bad_utf8 is not None and exc.pos >= self._bad_utf8:
+                    return self._broken("invalid_utf8", "not valid UTF-8")
                 if len(self._text) - self._pos > MAX_DOCUMENT_BYTES:
                     mib = MAX_DOCUMENT_BYTES // (1024 * 1024)
                     return self._broken(
@@ -411,6 +446,8 @@ class _ValueReader:
                 continue
             except RecursionError:
                 return self._broken("invalid_json", "not valid JSON: nested too deeply")
+            if self._bad_utf8 is not None and self._bad_utf8 < end:
+                return self._broken("invalid_utf8", "not valid UTF-8")
             length = end - self._pos
             self._pos = end
             return value, length
@@ -440,6 +477,7 @@ class _ValueReader:
             return True
         index = 0
         while True:
+            self._skip_whitespace()
             origin = f"{self._origin(self._pos)}[{index}]"
             decoded = self._decode()
             if isinstance(decoded, BadRecord):

@@ -1,0 +1,56 @@
+"""Shared fixtures: the repository, and real /v1/batch bodies written by the official Segment client."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_capture() -> ModuleType:
+    """examples/capture.py, which drives segment-analytics-python against a capture server."""
+    spec = importlib.util.spec_from_file_location(
+        "segroute_example_capture", ROOT / "examples" / "capture.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _many(client: Any) -> None:
+    """More traffic than the example: several users, every type, ids the client generates itself."""
+    for n in range(60):
+        user = f"user-{n % 7}"
+        client.identify(user, {"email": f"{user}@example.com", "n": n})
+        client.track(user, "Checkout Complete", {"order_id": f"ord-{n}", "total": n * 1.5, "tags": ["a", n]})
+        client.track(anonymous_id=f"anon-{n}", event="Product Viewed", properties={"sku": f"sku-{n}"})
+        client.page(user, "Docs", "Pricing", {"url": "https://example.com/p"})
+        client.screen(user, "App", "Home")
+        client.group(user, f"acct-{n % 3}", {"name": "Acme"})
+        client.alias(f"anon-{n}", user)
+
+
+@pytest.fixture(scope="session")
+def capture() -> ModuleType:
+    """The capture module."""
+    return load_capture()
+
+
+@pytest.fixture(scope="session")
+def segment_bodies(capture: ModuleType) -> list[dict[str, Any]]:
+    """/v1/batch bodies the official client posted for the example scenario and more traffic."""
+    bodies: list[dict[str, Any]] = capture.capture(capture.storefront) + capture.capture(_many)
+    assert sum(len(body["batch"]) for body in bodies) == 11 + 60 * 7
+    return bodies
+
+
+@pytest.fixture(scope="session")
+def segment_events(segment_bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every event the official client sent, in order."""
+    return [item for body in segment_bodies for item in body["batch"]]

@@ -1,0 +1,447 @@
+"""segroute.toml: strict loading, the path and base-URL precedence, link edits, atomic saves."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from segroute.config import (
+    BASE_URL_ENV,
+    CONFIG_ENV,
+    DEFAULT_API_URL,
+    Config,
+    Link,
+    add_link,
+    config_path,
+    load_config,
+    remove_links,
+    resolve_api_url,
+    save_config,
+)
+from segroute.errors import ConfigError, ExitCode
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(path: Path, text: str) -> Path:
+    """Write a config file as UTF-8 and return its path."""
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(path: Path, text: str) -> str:
+    """The message of the ConfigError that loading ``text`` from ``path`` raises."""
+    write(path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, must_exist=True)
+    return str(info.value)
+
+
+def problems(message: str) -> list[str]:
+    """The bullet lines of an ``invalid config`` message, without their bullet."""
+    return [line.removeprefix("  - ") for line in message.splitlines()[1:]]
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Path:
+    """Where a test's segroute.toml lives."""
+    return tmp_path / "segroute.toml"
+
+
+# --- the example file -------------------------------------------------------------------------
+
+
+def test_example_config_loads() -> None:
+    loaded = load_config(ROOT / "config.example.toml", must_exist=True)
+    assert loaded.exists is True
+    assert loaded.config.api_url == "https://api.courier.com"
+    assert loaded.config.update_profiles is True
+    assert len(loaded.config.links) > 0
+    assert [(link.event, link.automation, link.brand) for link in loaded.config.links] == [
+        ("Signed Up", "welcome-flow", None),
+        ("Checkout Complete", "order-confirmation", None),
+        ("Checkout Complete", "loyalty-points", "storefront-brand"),
+        ("Password Reset Requested", "password-reset", None),
+    ]
+
+
+def test_example_config_groups_links_by_event_in_file_order() -> None:
+    config = load_config(ROOT / "config.example.toml", must_exist=True).config
+    grouped = config.links_by_event()
+    assert list(grouped) == ["Signed Up", "Checkout Complete", "Password Reset Requested"]
+    assert [link.automation for link in grouped["Checkout Complete"]] == [
+        "order-confirmation",
+        "loyalty-points",
+    ]
+
+
+def test_minimal_config_gets_defaults(cfg: Path) -> None:
+    loaded = load_config(write(cfg, ""), must_exist=True)
+    assert loaded.exists is True
+    assert loaded.raw == {}
+    assert loaded.config == Config()
+    assert loaded.config.api_url is None
+    assert loaded.config.update_profiles is True
+    assert loaded.config.links == []
+
+
+def test_config_api_url_loses_its_trailing_slash(cfg: Path) -> None:
+    loaded = load_config(write(cfg, 'api_url = "https://api.eu.courier.com/"\n'), must_exist=True)
+    assert loaded.config.api_url == "https://api.eu.courier.com"
+    assert loaded.raw == {"api_url": "https://api.eu.courier.com/"}
+
+
+# --- strict validation --------------------------------------------------------------------------
+
+
+def test_unknown_top_level_key_names_file_and_key(cfg: Path) -> None:
+    message = config_error(cfg, 'api_url = "https://api.courier.com"\nupdate_profile = false\n')
+    assert message.startswith(f"{cfg}: invalid config:\n")
+    assert problems(message) == ["update_profile: unknown key"]
+
+
+def test_unknown_key_inside_a_link_names_its_index(cfg: Path) -> None:
+    text = (
+        '[[links]]\nevent = "A"\nautomation = "a"\n\n'
+        '[[links]]\nevent = "B"\nautomation = "b"\ncolour = "red"\n'
+    )
+    message = config_error(cfg, text)
+    assert message.startswith(f"{cfg}: invalid config:\n")
+    assert problems(message) == ["links[1].colour: unknown key"]
+
+
+def test_wrong_type_names_key_and_value(cfg: Path) -> None:
+    message = config_error(cfg, 'update_profiles = "yes"\n')
+    assert message.startswith(f"{cfg}: invalid config:\n")
+    assert problems(message) == ["update_profiles: input should be a valid boolean, got str 'yes'"]
+
+
+def test_integer_is_not_a_string_in_strict_mode(cfg: Path) -> None:
+    message = config_error(cfg, '[[links]]\nevent = "A"\nautomation = 42\n')
+    [problem] = problems(message)
+    assert problem.startswith("links[0].automation: ")
+    assert problem.endswith("got int 42")
+
+
+def test_missing_automation_is_named(cfg: Path) -> None:
+    message = config_error(cfg, '[[links]]\nevent = "A"\nautomation = "a"\n\n[[links]]\nevent = "B"\n')
+    assert message.startswith(f"{cfg}: invalid config:\n")
+    assert problems(message) == ["links[1].automation: required key is missing"]
+
+
+def test_empty_event_name_is_an_error(cfg: Path) -> None:
+    message = config_error(cfg, '[[links]]\nevent = ""\nautomation = "a"\n')
+    assert message.startswith(f"{cfg}: invalid config:\n")
+    [problem] = problems(message)
+    assert problem.startswith("links[0].event: ")
+    assert "at least 1 character" in problem
+
+
+def test_empty_brand_is_an_error(cfg: Path) -> None:
+    message = config_error(cfg, '[[links]]\nevent = "A"\nautomation = "a"\nbrand = ""\n')
+    [problem] = problems(message)
+    assert problem.startswith("links[0].brand: ")
+
+
+def test_every_problem_is_listed(cfg: Path) -> None:
+    message = config_error(cfg, 'colour = 1\nupdate_profiles = 3\n[[links]]\nautomation = "a"\n')
+    lines = problems(message)
+    assert len(lines) == 3
+    assert "colour: unknown key" in lines
+    assert "links[0].event: required key is missing" in lines
+    assert any(line.startswith("update_profiles: ") for line in lines)
+
+
+@pytest.mark.parametrize("url", ["ftp://api.courier.com", "api.courier.com", "https://", "https:///", ""])
+def test_bad_api_url_in_config_names_file_and_key(cfg: Path, url: str) -> None:
+    message = config_error(cfg, f'api_url = "{url}"\n')
+    assert message.startswith(f"{cfg}: invalid config:\n")
+    [problem] = problems(message)
+    assert problem.startswith("api_url: ")
+    assert repr(url) in problem
+
+
+def test_invalid_toml_names_the_file(cfg: Path) -> None:
+    message = config_error(cfg, "links = [\n")
+    assert message.startswith(f"{cfg}: not valid TOML: ")
+
+
+def test_non_utf8_file_names_the_file(cfg: Path) -> None:
+    cfg.write_bytes(b'api_url = "https://api.courier.com"\n# caf\xe9\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg, must_exist=True)
+    assert str(info.value) == f"{cfg}: not UTF-8 text"
+
+
+def test_config_error_is_a_usage_error() -> None:
+    assert ConfigError("x").exit_code == ExitCode.USAGE
+
+
+def test_duplicate_link_names_the_repeat(cfg: Path) -> None:
+    text = (
+        '[[links]]\nevent = "A"\nautomation = "a"\n\n'
+        '[[links]]\nevent = "B"\nautomation = "a"\n\n'
+        '[[links]]\nevent = "A"\nautomation = "a"\nbrand = "other"\n'
+    )
+    message = config_error(cfg, text)
+    assert message.startswith(f"{cfg}: invalid config:\n")
+    [problem] = problems(message)
+    assert problem.startswith("links[2]: repeats links[0]")
+    assert "'A' -> 'a'" in problem
+
+
+def test_same_event_to_two_automations_is_not_a_duplicate(cfg: Path) -> None:
+    text = '[[links]]\nevent = "A"\nautomation = "a"\n\n[[links]]\nevent = "A"\nautomation = "b"\n'
+    loaded = load_config(write(cfg, text), must_exist=True)
+    assert [link.automation for link in loaded.config.links] == ["a", "b"]
+
+
+# --- which file ---------------------------------------------------------------------------------
+
+
+def test_config_path_option_comes_first() -> None:
+    assert config_path("mine.toml", {CONFIG_ENV: "env.toml"}) == (Path("mine.toml"), True)
+
+
+def test_config_path_env_comes_second() -> None:
+    assert config_path(None, {CONFIG_ENV: "env.toml"}) == (Path("env.toml"), True)
+
+
+def test_config_path_default_is_local_file() -> None:
+    assert config_path(None, {}) == (Path("segroute.toml"), False)
+
+
+def test_config_path_ignores_empty_values() -> None:
+    assert config_path("", {CONFIG_ENV: ""}) == (Path("segroute.toml"), False)
+    assert config_path("", {CONFIG_ENV: "env.toml"}) == (Path("env.toml"), True)
+
+
+def test_missing_file_is_an_empty_config_unless_required(cfg: Path) -> None:
+    loaded = load_config(cfg, must_exist=False)
+    assert loaded.path == cfg
+    assert loaded.exists is False
+    assert loaded.raw == {}
+    assert loaded.config == Config()
+    assert loaded.config.links == []
+
+
+def test_missing_file_raises_when_required(cfg: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg, must_exist=True)
+    assert str(info.value) == f"{cfg}: no such config file"
+
+
+def test_unreadable_path_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, must_exist=False)
+    assert str(info.value).startswith(f"{tmp_path}: cannot read: ")
+
+
+# --- editing links ------------------------------------------------------------------------------
+
+
+def test_add_link_to_empty_raw() -> None:
+    raw: dict[str, Any] = {}
+    assert add_link(raw, Link(event="A", automation="a")) == "added"
+    assert raw == {"links": [{"event": "A", "automation": "a"}]}
+
+
+def test_add_link_added_unchanged_updated() -> None:
+    raw: dict[str, Any] = {"update_profiles": False, "links": [{"event": "A", "automation": "a"}]}
+    assert add_link(raw, Link(event="A", automation="a")) == "unchanged"
+    assert raw["links"] == [{"event": "A", "automation": "a"}]
+
+    assert add_link(raw, Link(event="A", automation="b", brand="x")) == "added"
+    assert raw["links"] == [
+        {"event": "A", "automation": "a"},
+        {"event": "A", "automation": "b", "brand": "x"},
+    ]
+
+    assert add_link(raw, Link(event="A", automation="a", brand="y")) == "updated"
+    assert raw["links"][0] == {"event": "A", "automation": "a", "brand": "y"}
+
+    assert add_link(raw, Link(event="A", automation="a", brand="y")) == "unchanged"
+
+    assert add_link(raw, Link(event="A", automation="a")) == "updated"
+    assert raw["links"][0] == {"event": "A", "automation": "a"}
+
+    assert raw["update_profiles"] is False
+    assert len(raw["links"]) == 2
+
+
+def test_remove_links_counts() -> None:
+    raw: dict[str, Any] = {
+        "links": [
+            {"event": "A", "automation": "a"},
+            {"event": "A", "automation": "b"},
+            {"event": "B", "automation": "a"},
+        ]
+    }
+    assert remove_links(raw, "A", "b") == 1
+    assert raw["links"] == [{"event": "A", "automation": "a"}, {"event": "B", "automation": "a"}]
+    assert remove_links(raw, "A", "zzz") == 0
+    assert remove_links(raw, "Nope", None) == 0
+    assert len(raw["links"]) == 2
+
+
+def test_remove_all_links_of_an_event() -> None:
+    raw: dict[str, Any] = {
+        "links": [
+            {"event": "A", "automation": "a"},
+            {"event": "B", "automation": "a"},
+            {"event": "A", "automation": "b"},
+        ]
+    }
+    assert remove_links(raw, "A", None) == 2
+    assert raw["links"] == [{"event": "B", "automation": "a"}]
+
+
+def test_remove_links_from_empty_raw() -> None:
+    raw: dict[str, Any] = {}
+    assert remove_links(raw, "A", None) == 0
+    assert raw == {}
+
+
+# --- saving -------------------------------------------------------------------------------------
+
+
+def test_save_keeps_other_settings(cfg: Path) -> None:
+    write(cfg, 'api_url = "https://api.eu.courier.com"\nupdate_profiles = false\n')
+    loaded = load_config(cfg, must_exist=True)
+    assert add_link(loaded.raw, Link(event="Signed Up", automation="welcome", brand="b1")) == "added"
+    save_config(cfg, loaded.raw)
+
+    again = load_config(cfg, must_exist=True)
+    assert again.raw == {
+        "api_url": "https://api.eu.courier.com",
+        "update_profiles": False,
+        "links": [{"event": "Signed Up", "automation": "welcome", "brand": "b1"}],
+    }
+    assert again.config.api_url == "https://api.eu.courier.com"
+    assert again.config.update_profiles is False
+    assert again.config.links == [Link(event="Signed Up", automation="welcome", brand="b1")]
+
+
+def test_save_round_trips_the_example(tmp_path: Path) -> None:
+    original = load_config(ROOT / "config.example.toml", must_exist=True)
+    target = tmp_path / "segroute.toml"
+    save_config(target, original.raw)
+    copy = load_config(target, must_exist=True)
+    assert copy.raw == original.raw
+    assert copy.config == original.config
+
+
+def test_save_then_remove_then_save(cfg: Path) -> None:
+    write(cfg, '[[links]]\nevent = "A"\nautomation = "a"\n\n[[links]]\nevent = "A"\nautomation = "b"\n')
+    loaded = load_config(cfg, must_exist=True)
+    assert remove_links(loaded.raw, "A", "a") == 1
+    save_config(cfg, loaded.raw)
+    assert load_config(cfg, must_exist=True).config.links == [Link(event="A", automation="b")]
+
+
+def test_save_leaves_no_temp_files(cfg: Path) -> None:
+    write(cfg, "update_profiles = true\n")
+    save_config(cfg, {"update_profiles": False, "links": [{"event": "A", "automation": "a"}]})
+    assert sorted(p.name for p in cfg.parent.iterdir()) == ["segroute.toml"]
+
+
+def test_save_creates_a_missing_file(cfg: Path) -> None:
+    save_config(cfg, {"links": [{"event": "A", "automation": "a"}]})
+    assert load_config(cfg, must_exist=True).config.links == [Link(event="A", automation="a")]
+    assert sorted(p.name for p in cfg.parent.iterdir()) == ["segroute.toml"]
+
+
+def test_save_to_a_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    save_config(Path("segroute.toml"), {"update_profiles": False})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["segroute.toml"]
+    assert load_config(tmp_path / "segroute.toml", must_exist=True).config.update_profiles is False
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o664])
+def test_save_keeps_the_file_mode(cfg: Path, mode: int) -> None:
+    write(cfg, "update_profiles = true\n")
+    os.chmod(cfg, mode)
+    save_config(cfg, {"update_profiles": False})
+    assert stat.S_IMODE(cfg.stat().st_mode) == mode
+    assert load_config(cfg, must_exist=True).config.update_profiles is False
+
+
+def test_save_refuses_an_invalid_raw_config(cfg: Path) -> None:
+    original = b'update_profiles = false\n\n[[links]]\nevent = "A"\nautomation = "a"\n'
+    cfg.write_bytes(original)
+    with pytest.raises(ConfigError) as info:
+        save_config(cfg, {"update_profiles": False, "links": [{"event": "A"}]})
+    message = str(info.value)
+    assert message.startswith(f"{cfg}: invalid config:\n")
+    assert problems(message) == ["links[0].automation: required key is missing"]
+    assert cfg.read_bytes() == original
+    assert sorted(p.name for p in cfg.parent.iterdir()) == ["segroute.toml"]
+
+
+def test_save_refuses_duplicate_links(cfg: Path) -> None:
+    original = b"update_profiles = true\n"
+    cfg.write_bytes(original)
+    duplicate = {"event": "A", "automation": "a"}
+    with pytest.raises(ConfigError) as info:
+        save_config(cfg, {"links": [duplicate, dict(duplicate)]})
+    assert problems(str(info.value))[0].startswith("links[1]: repeats links[0]")
+    assert cfg.read_bytes() == original
+
+
+# --- the base URL -------------------------------------------------------------------------------
+
+
+def test_api_url_option_comes_first() -> None:
+    config = Config(api_url="https://config.example")
+    environ = {BASE_URL_ENV: "https://env.example"}
+    assert resolve_api_url("https://option.example", environ, config) == "https://option.example"
+
+
+def test_api_url_env_comes_second() -> None:
+    config = Config(api_url="https://config.example")
+    assert resolve_api_url(None, {BASE_URL_ENV: "https://env.example"}, config) == "https://env.example"
+
+
+def test_api_url_config_comes_third() -> None:
+    config = Config(api_url="https://config.example")
+    assert resolve_api_url(None, {}, config) == "https://config.example"
+
+
+def test_api_url_default_comes_last() -> None:
+    assert resolve_api_url(None, {}, Config()) == "https://api.courier.com"
+    assert DEFAULT_API_URL == "https://api.courier.com"
+
+
+def test_api_url_empty_values_are_unset() -> None:
+    assert resolve_api_url("", {BASE_URL_ENV: ""}, Config()) == "https://api.courier.com"
+
+
+def test_api_url_trailing_slash_is_stripped() -> None:
+    assert resolve_api_url("https://option.example/", {}, Config()) == "https://option.example"
+    assert (
+        resolve_api_url(None, {BASE_URL_ENV: "http://127.0.0.1:8080//"}, Config()) == "http://127.0.0.1:8080"
+    )
+    assert (
+        resolve_api_url(None, {}, Config(api_url="https://config.example/v1/")) == "https://config.example/v1"
+    )
+
+
+def test_bad_api_url_option_names_its_source() -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_api_url("api.courier.com", {BASE_URL_ENV: "https://env.example"}, Config())
+    message = str(info.value)
+    assert message.startswith("--api-url: ")
+    assert "'api.courier.com'" in message
+
+
+def test_bad_api_url_env_names_its_source() -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_api_url(None, {BASE_URL_ENV: "ftp://env.example"}, Config())
+    message = str(info.value)
+    assert message.startswith(f"{BASE_URL_ENV}: ")
+    assert "'ftp://env.example'" in message

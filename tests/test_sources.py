@@ -1,0 +1,363 @@
+"""The readers: every shape from its content, streamed, with clear problems for bad input."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segroute.errors import InputError
+from segroute.sources import (
+    CHUNK_BYTES,
+    MAX_LINE_BYTES,
+    BadRecord,
+    Item,
+    Note,
+    Record,
+    check_inputs,
+    iter_items,
+    iter_stream,
+)
+
+
+def read_bytes(data: bytes, name: str = "in.json") -> list[Item]:
+    return list(iter_stream(io.BytesIO(data), name))
+
+
+def records(items: list[Item]) -> list[tuple[str, Any]]:
+    return [(item.origin, item.value) for item in items if isinstance(item, Record)]
+
+
+def ndjson(events: list[Any]) -> bytes:
+    return b"".join(json.dumps(event).encode() + b"\n" for event in events)
+
+
+def test_ndjson_lines_are_records_named_by_line() -> None:
+    data = b'{"type":"track","n":1}\n\n  \n{"type":"identify","n":2}\n'
+    assert records(read_bytes(data, "a.jsonl")) == [
+        ("a.jsonl:1", {"type": "track", "n": 1}),
+        ("a.jsonl:4", {"type": "identify", "n": 2}),
+    ]
+
+
+def test_crlf_bom_and_no_final_newline() -> None:
+    data = b'\xef\xbb\xbf{"n":1}\r\n{"n":2}'
+    assert records(read_bytes(data)) == [("in.json:1", {"n": 1}), ("in.json:2", {"n": 2})]
+
+
+def test_record_size_is_the_line_length() -> None:
+    line = b'{"type":"track","pad":"' + b"x" * 40_000 + b'"}'
+    (item,) = read_bytes(line + b"\n")
+    assert isinstance(item, Record)
+    assert item.size == len(line)
+
+
+def test_one_pretty_printed_object_is_one_record() -> None:
+    event = {"type": "track", "event": "A", "properties": {"x": [1, 2]}}
+    data = json.dumps(event, indent=2).encode()
+    assert records(read_bytes(data)) == [("in.json:1", event)]
+
+
+def test_concatenated_pretty_printed_objects() -> None:
+    data = b'{\n  "n": 1\n}\n{\n  "n": 2\n}\n'
+    assert records(read_bytes(data)) == [("in.json:1", {"n": 1}), ("in.json:4", {"n": 2})]
+
+
+def test_array_items_are_named_by_line_and_index() -> None:
+    data = b'[\n  {"n": 0},\n  {"n": 1},\n\n  {"n": 2}\n]\n'
+    assert records(read_bytes(data)) == [
+        ("in.json:2[0]", {"n": 0}),
+        ("in.json:3[1]", {"n": 1}),
+        ("in.json:5[2]", {"n": 2}),
+    ]
+
+
+def test_empty_array_and_array_of_non_objects() -> None:
+    assert read_bytes(b"[]") == []
+    assert records(read_bytes(b'[1, "x", null]')) == [
+        ("in.json:1[0]", 1),
+        ("in.json:1[1]", "x"),
+        ("in.json:1[2]", None),
+    ]
+
+
+def test_batch_body_fills_context_and_integrations_only_where_missing() -> None:
+    body = {
+        "batch": [
+            {"type": "track", "event": "A", "userId": "u"},
+            {"type": "track", "event": "B", "userId": "u", "context": {"own": True}},
+        ],
+        "context": {"ip": "1.2.3.4"},
+        "integrations": {"All": False},
+        "sentAt": "2026-11-02T10:00:00Z",
+    }
+    got = records(read_bytes(json.dumps(body).encode()))
+    assert got == [
+        (
+            "in.json:1[0]",
+            {
+                "type": "track",
+                "event": "A",
+                "userId": "u",
+                "context": {"ip": "1.2.3.4"},
+                "integrations": {"All": False},
+            },
+        ),
+        (
+            "in.json:1[1]",
+            {
+                "type": "track",
+                "event": "B",
+                "userId": "u",
+                "context": {"own": True},
+                "integrations": {"All": False},
+            },
+        ),
+    ]
+
+
+def test_an_event_with_a_batch_key_is_not_a_batch() -> None:
+    event = {"type": "track", "event": "A", "batch": [1, 2]}
+    assert records(read_bytes(json.dumps(event).encode())) == [("in.json:1", event)]
+
+
+def test_real_client_batch_bodies_in_every_shape(
+    tmp_path: Path, segment_bodies: list[dict[str, Any]]
+) -> None:
+    """Bodies the official client posted: one per file, pretty or not, as NDJSON, gzip'd, in an array."""
+    expected = [item for body in segment_bodies for item in body["batch"]]
+    (tmp_path / "a-pretty").mkdir()
+    for n, body in enumerate(segment_bodies):
+        (tmp_path / "a-pretty" / f"{n:03}.json").write_text(json.dumps(body, indent=2))
+    (tmp_path / "b.ndjson").write_bytes(ndjson(segment_bodies))
+    (tmp_path / "c.bin").write_bytes(gzip.compress(ndjson(segment_bodies)))
+    (tmp_path / "d.json").write_text(json.dumps(segment_bodies))
+    for name in ("a-pretty", "b.ndjson", "c.bin", "d.json"):
+        got = [item for item in iter_items([str(tmp_path / name)]) if isinstance(item, Record)]
+        assert [item.value for item in got] == expected, name
+
+
+def test_gzip_is_decided_by_magic_bytes_not_the_name(tmp_path: Path) -> None:
+    (tmp_path / "plain.gz").write_bytes(b'{"n":1}\n')
+    (tmp_path / "zipped.txt").write_bytes(gzip.compress(b'{"n":2}\n'))
+    got = records(list(iter_items([str(tmp_path / "plain.gz"), str(tmp_path / "zipped.txt")])))
+    assert got == [(f"{tmp_path}/plain.gz:1", {"n": 1}), (f"{tmp_path}/zipped.txt:1", {"n": 2})]
+
+
+def test_folders_are_read_recursively_in_sorted_order(tmp_path: Path) -> None:
+    for rel in ("b/2.json", "b/1.json", "a.json", "c/d/e.json", ".hidden.json", ".git/x.json"):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"file": rel}))
+    got = [value["file"] for _, value in records(list(iter_items([str(tmp_path)])))]
+    assert got == ["a.json", "b/1.json", "b/2.json", "c/d/e.json"]
+
+
+def test_stdin() -> None:
+    got = records(list(iter_items(["-"], stdin=io.BytesIO(b'{"n":1}\n'))))
+    assert got == [("<stdin>:1", {"n": 1})]
+
+
+@pytest.mark.parametrize("data", [b"", b"  \n\n\t", gzip.compress(b""), gzip.compress(b"\n\n")])
+def test_empty_inputs_are_a_note(data: bytes) -> None:
+    assert read_bytes(data, "e.json") == [Note("e.json", "empty: holds no events")]
+
+
+def test_invalid_utf8_line_is_named_and_the_run_goes_on() -> None:
+    data = b'{"n":1}\n{"name":"caf\xe9"}\n{"n":3}\n'
+    items = read_bytes(data)
+    assert items[1] == BadRecord("in.json:2", "invalid_utf8", "not valid UTF-8 (column 13)")
+    assert records(items) == [("in.json:1", {"n": 1}), ("in.json:3", {"n": 3})]
+
+
+def test_invalid_json_line_is_named_and_the_run_goes_on() -> None:
+    items = read_bytes(b'{"n":1}\n{"n": 2,}\n{"n":3}\n')
+    assert items[1] == BadRecord(
+        "in.json:2",
+        "invalid_json",
+        "not valid JSON: Expecting property name enclosed in double quotes (column 9)",
+    )
+    assert len(records(items)) == 2
+
+
+def test_a_broken_first_line_does_not_hide_the_rest() -> None:
+    items = read_bytes(b'{"n": \n{"n":2}\n{"n":3}\n')
+    assert isinstance(items[0], BadRecord) and items[0].origin == "in.json:1"
+    assert records(items) == [("in.json:2", {"n": 2}), ("in.json:3", {"n": 3})]
+
+
+def test_truncated_gzip_keeps_what_was_read_and_names_the_problem() -> None:
+    whole = gzip.compress(ndjson([{"n": n, "pad": "x" * 50} for n in range(2000)]))
+    items = read_bytes(whole[: len(whole) // 2], "t.gz")
+    bad = [item for item in items if isinstance(item, BadRecord)]
+    assert len(bad) == 1
+    assert bad[0].reason == "unreadable"
+    assert bad[0].detail == "truncated gzip stream: the file ends before the compressed data does"
+    good = records(items)
+    assert 0 < len(good) < 2000
+    assert [value["n"] for _, value in good] == list(range(len(good)))
+
+
+def test_corrupt_gzip_is_named() -> None:
+    data = gzip.compress(b'{"n":1}\n' * 100)
+    corrupt = data[:-8] + bytes(b ^ 0xFF for b in data[-8:-4]) + data[-4:]  # a wrong CRC-32
+    # The check fails in the read that decompresses the last block, so that block is not trusted.
+    assert read_bytes(corrupt) == [
+        BadRecord(
+            "in.json:1",
+            "unreadable",
+            "corrupt gzip stream: Error -3 while decompressing data: incorrect data check",
+        )
+    ]
+
+
+def test_a_10_mb_line_is_rejected_without_stopping_the_run() -> None:
+    huge = b'{"type":"track","pad":"' + b"x" * (10 * 1024 * 1024) + b'"}'
+    items = read_bytes(b'{"n":1}\n' + huge + b'\n{"n":3}\n')
+    assert items[1] == BadRecord("in.json:2", "too_large", "line longer than 1024 KiB; not read")
+    assert records(items) == [("in.json:1", {"n": 1}), ("in.json:3", {"n": 3})]
+
+
+def test_a_huge_last_line_without_newline() -> None:
+    items = read_bytes(b'{"n":1}\n' + b"x" * (MAX_LINE_BYTES + 10))
+    assert items[1] == BadRecord("in.json:2", "too_large", "line longer than 1024 KiB; not read")
+
+
+def test_a_broken_array_stops_that_file_with_a_clear_message() -> None:
+    items = read_bytes(b'[{"n":0},\n {"n":1} {"n":2}]')
+    assert records(items) == [("in.json:1[0]", {"n": 0}), ("in.json:2[1]", {"n": 1})]
+    bad = items[-1]
+    assert isinstance(bad, BadRecord)
+    assert bad.reason == "invalid_json"
+    assert bad.detail == (
+        "not valid JSON: expected ',' or ']' after array item 1, found '{'; the rest of the file is not read"
+    )
+
+
+def test_an_unterminated_array_is_named() -> None:
+    items = read_bytes(b'[{"n":0}, {"n":')
+    assert records(items) == [("in.json:1[0]", {"n": 0})]
+    assert isinstance(items[-1], BadRecord) and items[-1].reason == "invalid_json"
+
+
+def test_nan_is_not_json() -> None:
+    (bad,) = read_bytes(b'[{"n": NaN}]')
+    assert isinstance(bad, BadRecord)
+    assert bad.detail == "not valid JSON: NaN is not a JSON value; the rest of the file is not read"
+
+
+def test_invalid_utf8_inside_an_array() -> None:
+    items = read_bytes(b'[{"n":0},\n{"s":"\xff"}, {"n": 2}]')
+    assert items[1:] == [
+        BadRecord("in.json:2", "invalid_utf8", "not valid UTF-8; the rest of the file is not read")
+    ]
+    assert records(items) == [("in.json:1[0]", {"n": 0})]
+
+
+def test_arrays_and_documents_larger_than_a_chunk() -> None:
+    events = [{"type": "track", "n": n, "pad": "é" * 300} for n in range(3000)]
+    text = json.dumps(events, indent=1, ensure_ascii=False).encode()
+    assert len(text) > 4 * CHUNK_BYTES
+    assert [value for _, value in records(read_bytes(text))] == events
+    body = json.dumps({"batch": events[:1000], "sentAt": "x"}, indent=2).encode()
+    assert len(body) > 2 * CHUNK_BYTES
+    assert [value for _, value in records(read_bytes(body))] == events[:1000]
+
+
+class CountingStream(io.RawIOBase):
+    """An endless NDJSON stream that counts the bytes handed out."""
+
+    def __init__(self) -> None:
+        self.handed_out = 0
+        self.line = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1, /) -> bytes:
+        out = bytearray()
+        while len(out) < max(size, 1):
+            self.line += 1
+            out += json.dumps({"type": "track", "n": self.line}).encode() + b"\n"
+        self.handed_out += len(out)
+        return bytes(out)
+
+
+def test_reading_is_lazy_on_an_endless_stream() -> None:
+    stream = CountingStream()
+    items = iter_stream(stream, "endless")
+    for _ in range(100_000):
+        next(items)
+    # 100k records read, yet no more than a few chunks were ever pulled from the stream ahead of them.
+    per_line = len(b'{"type": "track", "n": 100000}\n')
+    assert stream.handed_out < 100_000 * per_line + 4 * CHUNK_BYTES
+
+
+def test_missing_inputs_are_named_before_anything_is_read(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text("{}")
+    check_inputs([str(tmp_path / "a.json"), "-"])
+    with pytest.raises(InputError, match="nope.json: no such file or directory"):
+        check_inputs([str(tmp_path / "a.json"), str(tmp_path / "nope.json")])
+
+
+def test_a_file_that_vanishes_before_it_is_read_is_a_bad_record(tmp_path: Path) -> None:
+    gone = tmp_path / "gone.json"
+    items = list(iter_items([str(gone), "-"], stdin=io.BytesIO(b'{"n":1}')))
+    assert items == [
+        BadRecord(str(gone), "unreadable", "cannot open: No such file or directory"),
+        Record("<stdin>:1", {"n": 1}, 7),
+    ]
+
+
+def test_concatenated_gzip_members() -> None:
+    data = gzip.compress(b'{"n":1}\n') + gzip.compress(b'{"n":2}\n')
+    assert records(read_bytes(data)) == [("in.json:1", {"n": 1}), ("in.json:2", {"n": 2})]
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+events_strategy = st.lists(
+    st.dictionaries(st.text(max_size=10), json_values, max_size=6).map(lambda d: {"type": "track", **d}),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    events=events_strategy,
+    shape=st.sampled_from(["ndjson", "array", "pretty", "batch", "pretty-batch"]),
+    zipped=st.booleans(),
+)
+def test_every_shape_reads_back_the_same_events(
+    events: list[dict[str, Any]], shape: str, zipped: bool
+) -> None:
+    if shape == "ndjson":
+        data = ndjson(events)
+    elif shape == "array":
+        data = json.dumps(events, ensure_ascii=False).encode()
+    elif shape == "pretty":
+        data = json.dumps(events, indent=2).encode()
+    else:
+        body = {"batch": events, "sentAt": "2026-11-02T10:00:00Z"}
+        data = json.dumps(body, indent=2 if shape == "pretty-batch" else None).encode()
+    if zipped:
+        data = gzip.compress(data)
+    items = read_bytes(data)
+    assert all(isinstance(item, Record) for item in items)
+    assert [value for _, value in records(items)] == events

@@ -1,0 +1,312 @@
+"""Event + target -> the exact request: body bytes, percent-encoded paths, idempotency keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segroute.events import Event, parse_event
+from segroute.routing import PROFILE, Target
+from segroute.sources import Record
+from segroute.transform import CONTENT_TYPE, IDEMPOTENCY_KEY_PREFIX, build_requests, idempotency_key
+
+BASE = "https://api.courier.com"
+KEY_PATTERN = re.compile(r"sr1-[0-9a-f]{32}")
+
+TRACK: dict[str, Any] = {
+    "userId": "user-1",
+    "type": "track",
+    "event": "Checkout Complete",
+    "properties": {"order_id": "ord-9", "total": 12.5, "items": [{"sku": "a", "qty": 2}], "gift": False},
+    "context": {"library": {"name": "analytics-python", "version": "2.3.3"}, "locale": "pt-BR"},
+    "messageId": "msg-1",
+    "timestamp": "2026-11-02T09:15:00.000Z",
+    "note": "café ☕",
+    "extra": None,
+}
+
+TRACK_DATA_BYTES = (
+    b'{"userId":"user-1","type":"track","event":"Checkout Complete",'
+    b'"properties":{"order_id":"ord-9","total":12.5,"items":[{"sku":"a","qty":2}],"gift":false},'
+    b'"context":{"library":{"name":"analytics-python","version":"2.3.3"},"locale":"pt-BR"},'
+    b'"messageId":"msg-1","timestamp":"2026-11-02T09:15:00.000Z",'
+    + '"note":"café ☕",'.encode()
+    + b'"extra":null}'
+)
+
+IDENTIFY: dict[str, Any] = {
+    "type": "identify",
+    "messageId": "msg-2",
+    "userId": "user-1",
+    "traits": {"name": "Ana", "email": "ana@example.com", "plan": {"tier": "pro", "seats": 3}},
+    "context": {"ip": "10.0.0.1"},
+}
+
+
+def make_event(value: dict[str, Any]) -> Event:
+    """A parsed event, as the pipeline hands it over."""
+    event = parse_event(Record("test.jsonl:1", value, len(json.dumps(value))))
+    assert isinstance(event, Event)
+    return event
+
+
+def expected_key(message_id: str, method: str, path: str) -> str:
+    """The documented formula, computed independently of the package."""
+    digest = hashlib.sha256(f"{message_id}\n{method} {path}".encode()).hexdigest()
+    return "sr1-" + digest[:32]
+
+
+# --- bodies -------------------------------------------------------------------------------------
+
+
+def test_track_body_exact_bytes() -> None:
+    event = make_event(dict(TRACK))
+    [request] = build_requests(event, (Target("automation", "order-confirmation"),), BASE)
+    assert request.method == "POST"
+    assert request.path == "/automations/order-confirmation/invoke"
+    assert request.url == "https://api.courier.com/automations/order-confirmation/invoke"
+    assert request.body == (
+        b'{"brand":null,"data":' + TRACK_DATA_BYTES + b',"profile":null,"recipient":"user-1"}'
+    )
+    assert request.target == Target("automation", "order-confirmation")
+
+
+def test_track_body_with_brand_exact_bytes() -> None:
+    event = make_event(dict(TRACK))
+    [request] = build_requests(event, (Target("automation", "loyalty-points", "storefront-brand"),), BASE)
+    assert request.body == (
+        b'{"brand":"storefront-brand","data":' + TRACK_DATA_BYTES + b',"profile":null,"recipient":"user-1"}'
+    )
+
+
+def test_track_body_parses_to_the_integration_payload() -> None:
+    event = make_event(dict(TRACK))
+    [request] = build_requests(event, (Target("automation", "a", "b"),), BASE)
+    body = orjson.loads(request.body)
+    assert list(body) == ["brand", "data", "profile", "recipient"]
+    assert body == {"brand": "b", "data": TRACK, "profile": None, "recipient": "user-1"}
+    assert list(body["data"]) == list(TRACK)
+
+
+def test_numeric_user_id_is_a_string_recipient() -> None:
+    event = make_event({"type": "track", "event": "E", "userId": 42, "messageId": "m"})
+    [request] = build_requests(event, (Target("automation", "a"),), BASE)
+    assert request.body == (
+        b'{"brand":null,"data":{"type":"track","event":"E","userId":42,"messageId":"m"},'
+        b'"profile":null,"recipient":"42"}'
+    )
+
+
+def test_integer_past_64_bits_is_written_exactly() -> None:
+    big = 2**70 + 1
+    event = make_event({"type": "track", "event": "E", "userId": "u", "messageId": "m", "n": big})
+    [request] = build_requests(event, (Target("automation", "a"),), BASE)
+    assert b'"n":1180591620717411303425' in request.body
+    assert json.loads(request.body)["data"]["n"] == big
+
+
+def test_identify_body_exact_bytes() -> None:
+    event = make_event(dict(IDENTIFY))
+    [request] = build_requests(event, (PROFILE,), BASE)
+    assert request.method == "POST"
+    assert request.path == "/profiles/user-1"
+    assert request.url == "https://api.courier.com/profiles/user-1"
+    assert request.body == (
+        b'{"profile":{"name":"Ana","email":"ana@example.com","plan":{"tier":"pro","seats":3}}}'
+    )
+    assert request.target == PROFILE
+
+
+def test_content_type_is_json() -> None:
+    assert CONTENT_TYPE == "application/json"
+
+
+# --- paths --------------------------------------------------------------------------------------
+
+
+def test_user_id_is_percent_encoded() -> None:
+    event = make_event({"type": "identify", "userId": "ana maría/eu", "messageId": "m", "traits": {"a": 1}})
+    [request] = build_requests(event, (PROFILE,), BASE)
+    assert request.path == "/profiles/ana%20mar%C3%ADa%2Feu"
+    assert request.url == "https://api.courier.com/profiles/ana%20mar%C3%ADa%2Feu"
+
+
+def test_automation_id_is_percent_encoded() -> None:
+    event = make_event({"type": "track", "event": "E", "userId": "u", "messageId": "m"})
+    [request] = build_requests(event, (Target("automation", "promo/2026 spring ü"),), BASE)
+    assert request.path == "/automations/promo%2F2026%20spring%20%C3%BC/invoke"
+
+
+def test_reserved_characters_are_percent_encoded() -> None:
+    event = make_event({"type": "identify", "userId": "a%b?c#d&e+f", "messageId": "m", "traits": {"a": 1}})
+    [request] = build_requests(event, (PROFILE,), BASE)
+    assert request.path == "/profiles/a%25b%3Fc%23d%26e%2Bf"
+
+
+def test_recipient_is_the_raw_user_id() -> None:
+    event = make_event({"type": "track", "event": "E", "userId": "ana maría/eu", "messageId": "m"})
+    [request] = build_requests(event, (Target("automation", "a"),), BASE)
+    assert orjson.loads(request.body)["recipient"] == "ana maría/eu"
+
+
+# --- idempotency keys ---------------------------------------------------------------------------
+
+
+def test_idempotency_key_format_and_formula() -> None:
+    event = make_event(dict(TRACK))
+    [request] = build_requests(event, (Target("automation", "order-confirmation"),), BASE)
+    assert KEY_PATTERN.fullmatch(request.idempotency_key)
+    assert request.idempotency_key.startswith(IDEMPOTENCY_KEY_PREFIX)
+    assert request.idempotency_key == expected_key("msg-1", "POST", "/automations/order-confirmation/invoke")
+
+
+def test_idempotency_key_uses_the_encoded_path() -> None:
+    event = make_event({"type": "identify", "userId": "ana maría/eu", "messageId": "m-7", "traits": {"a": 1}})
+    [request] = build_requests(event, (PROFILE,), BASE)
+    assert request.idempotency_key == expected_key("m-7", "POST", "/profiles/ana%20mar%C3%ADa%2Feu")
+
+
+def test_idempotency_key_function_matches_formula() -> None:
+    assert idempotency_key("abc", "POST", "/profiles/u") == expected_key("abc", "POST", "/profiles/u")
+    assert idempotency_key("abc", "POST", "/profiles/u") != idempotency_key("abc", "PUT", "/profiles/u")
+
+
+def test_idempotency_key_is_stable_across_runs_and_base_urls() -> None:
+    target = Target("automation", "order-confirmation")
+    first = build_requests(make_event(dict(TRACK)), (target,), BASE)[0]
+    second = build_requests(make_event(dict(TRACK)), (target,), "http://127.0.0.1:8080")[0]
+    assert second.url == "http://127.0.0.1:8080/automations/order-confirmation/invoke"
+    assert first.idempotency_key == second.idempotency_key
+
+
+def test_idempotency_key_differs_across_targets() -> None:
+    event = make_event(dict(TRACK))
+    targets = (Target("automation", "a"), Target("automation", "b"), PROFILE)
+    keys = [request.idempotency_key for request in build_requests(event, targets, BASE)]
+    assert len(set(keys)) == 3
+
+
+def test_idempotency_key_ignores_brand() -> None:
+    event = make_event(dict(TRACK))
+    plain = build_requests(event, (Target("automation", "a"),), BASE)[0]
+    branded = build_requests(event, (Target("automation", "a", "b"),), BASE)[0]
+    assert plain.idempotency_key == branded.idempotency_key
+
+
+def test_idempotency_key_differs_across_message_ids() -> None:
+    target = (Target("automation", "a"),)
+    one = build_requests(make_event({**TRACK, "messageId": "m-1"}), target, BASE)[0]
+    two = build_requests(make_event({**TRACK, "messageId": "m-2"}), target, BASE)[0]
+    assert one.idempotency_key != two.idempotency_key
+    assert one.idempotency_key == expected_key("m-1", "POST", "/automations/a/invoke")
+    assert two.idempotency_key == expected_key("m-2", "POST", "/automations/a/invoke")
+
+
+def test_derived_message_id_gives_a_stable_key() -> None:
+    value = {"type": "track", "event": "E", "userId": "u"}
+    one = build_requests(make_event(dict(value)), (Target("automation", "a"),), BASE)[0]
+    two = build_requests(make_event(dict(value)), (Target("automation", "a"),), BASE)[0]
+    assert one.idempotency_key == two.idempotency_key
+    assert KEY_PATTERN.fullmatch(one.idempotency_key)
+
+
+# --- several targets ----------------------------------------------------------------------------
+
+
+def test_two_automations_give_two_requests_with_the_same_data() -> None:
+    event = make_event(dict(TRACK))
+    targets = (Target("automation", "order-confirmation"), Target("automation", "loyalty-points", "sb"))
+    requests = build_requests(event, targets, BASE)
+    assert [request.path for request in requests] == [
+        "/automations/order-confirmation/invoke",
+        "/automations/loyalty-points/invoke",
+    ]
+    assert [request.target for request in requests] == list(targets)
+    bodies = [orjson.loads(request.body) for request in requests]
+    assert bodies[0]["data"] == bodies[1]["data"] == TRACK
+    assert [body["brand"] for body in bodies] == [None, "sb"]
+    assert [body["recipient"] for body in bodies] == ["user-1", "user-1"]
+    assert TRACK_DATA_BYTES in requests[0].body
+    assert TRACK_DATA_BYTES in requests[1].body
+
+
+def test_no_targets_no_requests() -> None:
+    assert build_requests(make_event(dict(TRACK)), (), BASE) == ()
+
+
+# --- properties ---------------------------------------------------------------------------------
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5),
+    max_leaves=20,
+)
+json_objects = st.dictionaries(st.text(), json_values, max_size=8)
+ids = st.text(min_size=1)
+
+
+def same_json(left: Any, right: Any) -> bool:
+    """Equal with types and key order: 1, 1.0 and True differ, as do {"a","b"} and {"b","a"}."""
+    return orjson.dumps(left) == orjson.dumps(right)
+
+
+@settings(deadline=None)
+@given(data=json_objects, user_id=ids, automation=ids, brand=st.none() | ids)
+def test_track_body_round_trips(
+    data: dict[str, Any], user_id: str, automation: str, brand: str | None
+) -> None:
+    event = Event("gen:1", data, "track", "m", user_id, "E")
+    [request] = build_requests(event, (Target("automation", automation, brand),), BASE)
+    expected = {"brand": brand, "data": data, "profile": None, "recipient": user_id}
+    loaded = orjson.loads(request.body)
+    assert loaded == expected
+    assert same_json(loaded, expected)
+
+    assert request.path.startswith("/automations/")
+    assert request.path.endswith("/invoke")
+    segment = request.path.removeprefix("/automations/").removesuffix("/invoke")
+    assert "/" not in segment
+    assert unquote(segment) == automation
+    assert request.url == BASE + request.path
+    assert request.idempotency_key == expected_key("m", "POST", request.path)
+
+
+@settings(deadline=None)
+@given(traits=json_objects, user_id=ids, message_id=ids)
+def test_identify_body_round_trips(traits: dict[str, Any], user_id: str, message_id: str) -> None:
+    data = {"type": "identify", "userId": user_id, "traits": traits}
+    event = Event("gen:1", data, "identify", message_id, user_id, None)
+    [request] = build_requests(event, (PROFILE,), BASE)
+    loaded = orjson.loads(request.body)
+    assert loaded == {"profile": traits}
+    assert same_json(loaded, {"profile": traits})
+
+    assert request.path.startswith("/profiles/")
+    segment = request.path.removeprefix("/profiles/")
+    assert "/" not in segment
+    assert unquote(segment) == user_id
+    assert KEY_PATTERN.fullmatch(request.idempotency_key)
+    assert request.idempotency_key == expected_key(message_id, "POST", request.path)
+
+
+@settings(deadline=None)
+@given(message_id=ids, first=ids, second=ids)
+def test_keys_differ_across_automations(message_id: str, first: str, second: str) -> None:
+    event = Event("gen:1", {}, "track", message_id, "u", "E")
+    targets = (Target("automation", first), Target("automation", second))
+    one, two = build_requests(event, targets, BASE)
+    assert (one.idempotency_key == two.idempotency_key) == (first == second)
