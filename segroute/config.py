@@ -97,7 +97,7 @@ def load_config(path: Path, *, must_exist: bool) -> ConfigFile:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
-        raw = tomllib.loads(text.decode("utf-8"))
+        raw = tomllib.loads(text.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text") from exc
     except tomllib.TOMLDecodeError as exc:
@@ -145,9 +145,10 @@ def save_config(path: Path, raw: dict[str, Any]) -> None:
     """Validate, then write atomically: a temp file beside the config, fsync'd, renamed over it."""
     validate_config(raw, path)
     data = tomli_w.dumps(raw).encode()
-    folder = path.parent if str(path.parent) else Path(".")
+    target = Path(os.path.realpath(path))  # a symlinked config stays a symlink; its target is rewritten
+    folder = target.parent
     try:
-        mode = path.stat().st_mode & 0o777
+        mode = target.stat().st_mode & 0o777
     except FileNotFoundError:
         mode = 0o644
     try:
@@ -160,10 +161,20 @@ def save_config(path: Path, raw: dict[str, Any]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp, mode)
-        os.replace(temp, path)
+        os.replace(temp, target)
+        _fsync_folder(folder)
     except OSError as exc:
         Path(temp).unlink(missing_ok=True)
         raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def add_link(raw: dict[str, Any], link: Link) -> str:

@@ -236,33 +236,33 @@ def _iter_content(stream: _Readable, name: str, cursor: _Cursor) -> Iterator[Ite
 
 
 def _is_document(head: bytes, *, eof: bool) -> bool | None:
-    """Whether text that starts with something other than '[' is one multi-line JSON document.
+    """Whether text that starts with something other than '[' is pretty-printed JSON, not NDJSON.
 
-    None when the first two lines are not read yet. A first line that does not parse is either a
-    broken NDJSON line or the start of a pretty-printed document; the next line tells: in NDJSON it
-    parses on its own.
+    None while the first line is not read whole. Pretty-printers end the first line with the
+    opening brace (``{``, or ``{"batch": [``); a broken NDJSON line does not parse either, but
+    does not end so, and is rejected alone while the lines after it are read.
     """
-    if len(head) > 2 * MAX_LINE_BYTES:
+    if len(head) > MAX_LINE_BYTES:
         return False
     lines = head.split(b"\n")
     if not eof:
         lines.pop()
-    content = [line for line in lines if line.strip(_WHITESPACE)][:2]
-    if not content:
-        return None
-    if _parses(content[0]):
-        return False
-    if len(content) == 1:
-        return True if eof else None
-    return not isinstance(_parses(content[1]), dict)
+    for line in lines:
+        first = line.strip(_WHITESPACE)
+        if first:
+            return first.startswith(b"{") and first.endswith((b"{", b"[")) and _parses(first) is _NO_VALUE
+    return None
+
+
+_NO_VALUE = object()
 
 
 def _parses(line: bytes) -> Any:
-    """The value a line holds, or False when it is not JSON."""
+    """The value a line holds, or _NO_VALUE when it is not JSON."""
     try:
         return orjson.loads(line)
     except orjson.JSONDecodeError:
-        return False
+        return _NO_VALUE
 
 
 def _iter_lines(stream: _Readable, cursor: _Cursor) -> Iterator[bytes | None]:

@@ -445,3 +445,21 @@ def test_bad_api_url_env_names_its_source() -> None:
     message = str(info.value)
     assert message.startswith(f"{BASE_URL_ENV}: ")
     assert "'ftp://env.example'" in message
+
+
+def test_a_byte_order_mark_is_allowed(cfg: Path) -> None:
+    cfg.write_bytes(b"\xef\xbb\xbfupdate_profiles = false\n")
+    assert load_config(cfg, must_exist=True).config.update_profiles is False
+
+
+def test_save_through_a_symlink_rewrites_its_target(tmp_path: Path) -> None:
+    real = tmp_path / "shared" / "segroute.toml"
+    real.parent.mkdir()
+    write(real, "update_profiles = false\n")
+    link = tmp_path / "segroute.toml"
+    link.symlink_to(real)
+    loaded = load_config(link, must_exist=True)
+    add_link(loaded.raw, Link(event="A", automation="b"))
+    save_config(link, loaded.raw)
+    assert link.is_symlink()
+    assert load_config(real, must_exist=True).config.links == [Link(event="A", automation="b")]

@@ -1,0 +1,140 @@
+"""The pipeline: one outcome per record read, in input order, duplicates caught in a bounded window."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segroute.config import Config, Link
+from segroute.errors import ExitCode
+from segroute.pipeline import NOT_JSON, Planned, Rejected, SeenIds, Skipped, Summary, plan
+from segroute.routing import Router
+from segroute.sources import Note, iter_stream
+
+BASE = "https://api.courier.com"
+CONFIG = Config(links=[Link(event="Checkout Complete", automation="order-confirmation")])
+
+
+def run(data: bytes, config: Config = CONFIG) -> list[Any]:
+    return list(plan(iter_stream(io.BytesIO(data), "in.jsonl"), Router(config), base_url=BASE))
+
+
+def lines(*events: Any) -> bytes:
+    return b"".join((e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\n" for e in events)
+
+
+def track(message_id: str, user: str | None = "u1", name: str = "Checkout Complete") -> dict[str, Any]:
+    return {"type": "track", "event": name, "userId": user, "anonymousId": "a1", "messageId": message_id}
+
+
+def test_each_record_ends_in_one_outcome_in_input_order() -> None:
+    outcomes = run(
+        lines(
+            track("m1"),
+            b"{oops",
+            track("m1"),
+            track("m2", name="Unlinked"),
+            track("m3", user=None),
+            {"type": "page", "userId": "u1"},
+            {"type": "identify", "userId": "u1", "traits": {"email": "a@b.c"}},
+            [1, 2],
+        )
+    )
+    kinds = [(type(o).__name__, getattr(o, "reason", "")) for o in outcomes]
+    assert kinds == [
+        ("Planned", ""),
+        ("Rejected", "invalid_json"),
+        ("Skipped", "duplicate"),
+        ("Skipped", "unlinked"),
+        ("Skipped", "anonymous"),
+        ("Skipped", "not_routed"),
+        ("Planned", ""),
+        ("Rejected", "not_object"),
+    ]
+    assert [o.origin for o in outcomes if not isinstance(o, Planned)] == [
+        "in.jsonl:2",
+        "in.jsonl:3",
+        "in.jsonl:4",
+        "in.jsonl:5",
+        "in.jsonl:6",
+        "in.jsonl:8",
+    ]
+    rejected = [o for o in outcomes if isinstance(o, Rejected)]
+    assert rejected[0].value is NOT_JSON
+    assert rejected[1].value == [1, 2]
+
+
+def test_notes_pass_through_and_are_not_outcomes() -> None:
+    assert run(b"") == [Note("in.jsonl", "empty: holds no events")]
+
+
+def test_duplicates_are_by_message_id_even_across_types() -> None:
+    outcomes = run(
+        lines(track("same"), {"type": "identify", "userId": "u", "traits": {"a": 1}, "messageId": "same"})
+    )
+    assert isinstance(outcomes[1], Skipped) and outcomes[1].reason == "duplicate"
+
+
+def test_events_without_message_id_dedupe_on_their_content() -> None:
+    event = {"type": "track", "event": "Checkout Complete", "userId": "u1"}
+    outcomes = run(lines(event, event, dict(event, userId="u2")))
+    assert [type(o).__name__ for o in outcomes] == ["Planned", "Skipped", "Planned"]
+
+
+def test_seen_ids_window_is_bounded_but_remembers_at_least_the_window() -> None:
+    seen = SeenIds(window=3)
+    assert [seen.add(x) for x in "abc"] == [True, True, True]
+    assert seen.add("a") is False
+    assert seen.add("d") is True  # the current generation rolls over: a, b, c are kept as previous
+    assert [seen.add(x) for x in "abcd"] == [False, False, False, False]
+    for x in "efg":
+        seen.add(x)
+    assert seen.add("a") is True  # two rollovers later, 'a' has left the window
+
+
+def test_summary_counts_add_up_and_set_the_exit_code() -> None:
+    summary = Summary()
+    for outcome in run(lines(track("m1"), track("m1"), b"nope", track("m2", name="Other"))):
+        assert not isinstance(outcome, Note)
+        summary.add(outcome)
+    assert summary.read == 4
+    assert dict(summary.outcomes) == {
+        ("planned", ""): 1,
+        ("skipped", "duplicate"): 1,
+        ("skipped", "unlinked"): 1,
+        ("rejected", "invalid_json"): 1,
+    }
+    assert dict(summary.requests) == {"automation order-confirmation": 1}
+    assert summary.exit_code is ExitCode.FAILED
+    clean = Summary()
+    clean.add(Skipped("x:1", "unlinked", "m"))
+    assert clean.exit_code is ExitCode.OK
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(track, st.sampled_from(["m1", "m2", "m3", "m4"]), st.sampled_from(["u1", None])),
+            st.just({"type": "page", "userId": "u"}),
+            st.just(b"not json"),
+            st.just(b""),
+            st.just({"type": "bogus"}),
+        ),
+        max_size=30,
+    )
+)
+def test_outcomes_add_up_to_what_was_read(events: list[Any]) -> None:
+    data = lines(*events)
+    outcomes = [o for o in run(data) if not isinstance(o, Note)]
+    non_blank = [e for e in events if e != b""]
+    assert len(outcomes) == len(non_blank)
+    summary = Summary()
+    for outcome in outcomes:
+        summary.add(outcome)
+    assert summary.read == len(non_blank)
+    assert summary.count("planned") + summary.count("skipped") + summary.count("rejected") == summary.read
