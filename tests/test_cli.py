@@ -1,0 +1,374 @@
+"""The command line through typer's CliRunner: exit codes first, then the exact output."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from segroute import __version__
+from segroute.cli import app
+
+runner = CliRunner()
+
+TRACK = {
+    "type": "track",
+    "event": "Signed Up",
+    "userId": "u1",
+    "messageId": "m1",
+    "properties": {"plan": "pro"},
+}
+# "sr1-" + sha256("m1\nPOST /automations/welcome-flow/invoke")[:32], the documented formula.
+TRACK_KEY = "sr1-92f94c5035840c93ad8b6f68acce3ad8"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test in its own folder, with none of the user's settings."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("SEGROUTE_CONFIG", "COURIER_BASE_URL", "COURIER_API_KEY", "COURIER_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+_LINES = b"".join(
+    json.dumps({"type": "track", "n": n, "id": f"{n * 7919 % 100_003:x}"}).encode() + b"\n"
+    for n in range(20_000)
+)
+TRUNCATED_GZIP = gzip.compress(_LINES)[: len(gzip.compress(_LINES)) // 2]
+
+
+def invoke(*args: str, input: bytes | None = None) -> Result:
+    return runner.invoke(app, list(args), input=input)
+
+
+def write_events(path: Path, *events: Any) -> Path:
+    path.write_bytes(
+        b"".join((e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\n" for e in events)
+    )
+    return path
+
+
+def config_with_link(event: str = "Signed Up", automation: str = "welcome-flow") -> None:
+    assert invoke("link", event, automation).exit_code == 0
+
+
+def jsonl(result: Result) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout == f"segroute {__version__}\n"
+
+
+def test_dry_run_jsonl_is_the_exact_request() -> None:
+    config_with_link()
+    write_events(Path("events.jsonl"), TRACK)
+    result = invoke("send", "events.jsonl", "--dry-run", "--output", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == (
+        '{"method":"POST","url":"https://api.courier.com/automations/welcome-flow/invoke",'
+        f'"headers":{{"Idempotency-Key":"{TRACK_KEY}","Content-Type":"application/json"}},'
+        '"body":{"brand":null,"data":{"type":"track","event":"Signed Up","userId":"u1","messageId":"m1",'
+        '"properties":{"plan":"pro"}},"profile":null,"recipient":"u1"},'
+        '"origin":"events.jsonl:1","messageId":"m1"}\n'
+    )
+
+
+def test_dry_run_summary_goes_to_stderr() -> None:
+    config_with_link()
+    write_events(Path("events.jsonl"), TRACK, TRACK, {"type": "page", "userId": "u1"}, b"{broken")
+    result = invoke("send", "events.jsonl", "--dry-run")
+    assert result.exit_code == 1
+    assert len(result.stdout.splitlines()) == 1
+    lines = [line.rstrip() for line in result.stderr.splitlines()]
+    assert lines == [
+        "events.jsonl:4: rejected (invalid_json): not valid JSON: Expecting property name enclosed in double "
+        "quotes (column 2)",
+        "dry run: nothing was sent",
+        "",
+        "  outcome    reason         records",
+        " ───────────────────────────────────",
+        "  planned                         1",
+        "  skipped    duplicate            1",
+        "  skipped    not_routed           1",
+        "  rejected   invalid_json         1",
+        "",
+        "  read                            4",
+        "",
+        "",
+        "  target                    requests",
+        " ────────────────────────────────────",
+        "  automation welcome-flow          1",
+        "",
+        "  total                            1",
+        "",
+    ]
+
+
+def test_dry_run_text_view() -> None:
+    config_with_link()
+    write_events(Path("events.jsonl"), TRACK)
+    result = invoke("send", "events.jsonl", "--dry-run", "--output", "text", "--quiet")
+    assert result.exit_code == 0
+    assert result.stderr == ""
+    assert result.stdout.splitlines()[:5] == [
+        "POST https://api.courier.com/automations/welcome-flow/invoke",
+        f"Idempotency-Key: {TRACK_KEY}",
+        "Content-Type: application/json",
+        "# events.jsonl:1  messageId m1",
+        "{",
+    ]
+    body = "\n".join(result.stdout.splitlines()[4:])
+    assert json.loads(body) == {"brand": None, "data": TRACK, "profile": None, "recipient": "u1"}
+
+
+def test_output_is_deterministic() -> None:
+    config_with_link()
+    write_events(
+        Path("events.jsonl"),
+        TRACK,
+        dict(TRACK, messageId=None),
+        {"type": "identify", "userId": "u", "traits": {"a": 1}},
+    )
+    first = invoke("send", "events.jsonl", "--dry-run", "-o", "jsonl")
+    second = invoke("send", "events.jsonl", "--dry-run", "-o", "jsonl")
+    assert first.exit_code == 0
+    assert first.stdout == second.stdout
+    assert len(first.stdout.splitlines()) == 3
+
+
+def test_stdin_when_piped_and_dash() -> None:
+    config_with_link()
+    data = json.dumps(TRACK).encode() + b"\n"
+    for args in ((), ("-",)):
+        result = invoke("send", *args, "--dry-run", "-q", input=data)
+        assert result.exit_code == 0
+        assert jsonl(result)[0]["origin"] == "<stdin>:1"
+
+
+def test_gzip_and_folder_inputs() -> None:
+    config_with_link()
+    Path("in").mkdir()
+    Path("in/b.json.gz").write_bytes(gzip.compress(json.dumps(dict(TRACK, messageId="m2")).encode()))
+    write_events(Path("in/a.jsonl"), TRACK)
+    result = invoke("send", "in", "--dry-run", "-q")
+    assert result.exit_code == 0
+    assert [(r["origin"], r["messageId"]) for r in jsonl(result)] == [
+        ("in/a.jsonl:1", "m1"),
+        ("in/b.json.gz:1", "m2"),
+    ]
+
+
+def test_api_url_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    Path("segroute.toml").write_text(
+        'api_url = "https://config.example"\n[[links]]\nevent = "Signed Up"\nautomation = "w"\n'
+    )
+    write_events(Path("e.jsonl"), TRACK)
+
+    def url(*args: str) -> str:
+        result = invoke("send", "e.jsonl", "--dry-run", "-q", *args)
+        assert result.exit_code == 0, result.stderr
+        return str(jsonl(result)[0]["url"])
+
+    assert url() == "https://config.example/automations/w/invoke"
+    monkeypatch.setenv("COURIER_BASE_URL", "https://env.example/")
+    assert url() == "https://env.example/automations/w/invoke"
+    assert url("--api-url", "http://127.0.0.1:9") == "http://127.0.0.1:9/automations/w/invoke"
+
+
+def test_config_from_env_and_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    Path("a.toml").write_text('[[links]]\nevent = "Signed Up"\nautomation = "from-a"\n')
+    Path("b.toml").write_text('[[links]]\nevent = "Signed Up"\nautomation = "from-b"\n')
+    write_events(Path("e.jsonl"), TRACK)
+    monkeypatch.setenv("SEGROUTE_CONFIG", "a.toml")
+    assert "from-a" in invoke("send", "e.jsonl", "--dry-run", "-q").stdout
+    assert "from-b" in invoke("send", "e.jsonl", "--dry-run", "-q", "-c", "b.toml").stdout
+
+
+def test_no_config_here_is_a_note_and_tracks_are_unlinked() -> None:
+    write_events(Path("e.jsonl"), TRACK)
+    result = invoke("send", "e.jsonl", "--dry-run")
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert (
+        result.stderr.splitlines()[0] == "note: no segroute.toml here, so no links: track events are skipped"
+    )
+    assert ["skipped", "unlinked", "1"] in [line.split() for line in result.stderr.splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b'{"type":"track","event":"A","userId":"caf\xe9"}\n',
+            "bad.json:1: rejected (invalid_utf8): not valid UTF-8 (column 42)",
+        ),
+        (
+            b"[1, 2",
+            "bad.json:1: rejected (invalid_json): not valid JSON: expected ',' or ']' after array item 1, "
+            "found the end of the file; the rest of the file is not read",
+        ),
+        (
+            TRUNCATED_GZIP,
+            "rejected (unreadable): truncated gzip stream: the file ends before the compressed data does",
+        ),
+        (
+            b'{"type":"track","p":"' + b"x" * 10_000_000 + b'"}\n',
+            "bad.json:1: rejected (too_large): line longer than 1024 KiB; not read",
+        ),
+        (
+            b'{"type":"track","event":"A","userId":"u","p":"' + b"x" * 40_000 + b'"}\n',
+            "bad.json:1: rejected (too_large): 40048 bytes, over Segment's 32768-byte limit",
+        ),
+        (b'{"event":"A","userId":"u"}\n', "bad.json:1: rejected (missing_type): no 'type'"),
+        (b'{"type":"tack","userId":"u"}\n', "bad.json:1: rejected (unknown_type): unknown type 'tack'"),
+        (
+            b'{"type":"track","userId":"u"}\n',
+            "bad.json:1: rejected (missing_event): track event without an 'event' name",
+        ),
+        (
+            b'{"type":"track","event":"A"}\n',
+            "bad.json:1: rejected (missing_user): neither 'userId' nor 'anonymousId'",
+        ),
+        (b'"just a string"\n', "bad.json:1: rejected (not_object): not a JSON object but a string"),
+    ],
+)
+def test_bad_input_gets_a_clear_line_and_exit_1(content: bytes, message: str) -> None:
+    Path("bad.json").write_bytes(content)
+    write_events(Path("good.json"), TRACK)
+    config_with_link()
+    result = invoke("send", "bad.json", "good.json", "--dry-run")
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert jsonl(result)[-1]["origin"] == "good.json:1"
+
+
+def test_empty_file_is_a_note_not_an_error() -> None:
+    Path("empty.json").write_bytes(b"")
+    result = invoke("send", "empty.json", "--dry-run")
+    assert result.exit_code == 0
+    assert "empty.json: note: empty: holds no events" in result.stderr
+
+
+def test_missing_input_is_a_usage_error() -> None:
+    result = invoke("send", "nope.jsonl", "--dry-run")
+    assert result.exit_code == 2
+    assert result.stderr == "error: nope.jsonl: no such file or directory\n"
+
+
+def test_send_without_dry_run_says_what_to_do() -> None:
+    write_events(Path("e.jsonl"), TRACK)
+    result = invoke("send", "e.jsonl")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: sending to the API is not available yet; add --dry-run to see the requests\n"
+    )
+
+
+def test_bad_config_names_the_key_and_exits_2() -> None:
+    Path("segroute.toml").write_text('update_profile = true\n[[links]]\nevent = "A"\nautomaton = "x"\n')
+    write_events(Path("e.jsonl"), TRACK)
+    result = invoke("send", "e.jsonl", "--dry-run")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: segroute.toml: invalid config:\n"
+        "  - links[0].automation: required key is missing\n"
+        "  - links[0].automaton: unknown key\n"
+        "  - update_profile: unknown key\n"
+    )
+
+
+def test_bad_api_url_is_a_usage_error() -> None:
+    write_events(Path("e.jsonl"), TRACK)
+    result = invoke("send", "e.jsonl", "--dry-run", "--api-url", "api.courier.com")
+    assert result.exit_code == 2
+    assert result.stderr == "error: --api-url: must be an http:// or https:// URL, not 'api.courier.com'\n"
+
+
+def test_link_creates_the_config_and_linking_twice_changes_nothing() -> None:
+    result = invoke("link", "Checkout Complete", "order-confirmation")
+    assert result.exit_code == 0
+    assert result.stderr == (
+        "linked 'Checkout Complete' -> 'order-confirmation' in segroute.toml (created segroute.toml)\n"
+    )
+    before = Path("segroute.toml").read_bytes()
+    again = invoke("link", "Checkout Complete", "order-confirmation")
+    assert again.exit_code == 0
+    assert again.stderr == "already linked: 'Checkout Complete' -> 'order-confirmation'; nothing changed\n"
+    assert Path("segroute.toml").read_bytes() == before
+    brand = invoke("link", "Checkout Complete", "order-confirmation", "--brand", "b1")
+    assert (
+        brand.stderr == "changed the brand of 'Checkout Complete' -> 'order-confirmation' in segroute.toml\n"
+    )
+
+
+def test_link_keeps_other_settings() -> None:
+    Path("segroute.toml").write_text(
+        '# comment\napi_url = "https://api.eu.courier.com"\nupdate_profiles = false\n'
+    )
+    assert invoke("link", "A", "b").exit_code == 0
+    text = Path("segroute.toml").read_text()
+    assert 'api_url = "https://api.eu.courier.com"' in text
+    assert "update_profiles = false" in text
+
+
+def test_link_help_says_comments_are_not_kept() -> None:
+    result = invoke("link", "--help")
+    assert result.exit_code == 0
+    assert "not its comments" in " ".join(result.stdout.split())
+
+
+def test_links_table_and_json() -> None:
+    config_with_link("Signed Up", "welcome-flow")
+    assert invoke("link", "Checkout Complete", "receipt", "--brand", "shop").exit_code == 0
+    table = invoke("links")
+    assert table.exit_code == 0
+    assert [line.rstrip() for line in table.stdout.splitlines()] == [
+        "",
+        "  event               automation     brand",
+        " ──────────────────────────────────────────",
+        "  Signed Up           welcome-flow",
+        "  Checkout Complete   receipt        shop",
+        "",
+    ]
+    as_json = invoke("links", "--output", "json")
+    assert as_json.exit_code == 0
+    assert json.loads(as_json.stdout) == [
+        {"event": "Signed Up", "automation": "welcome-flow", "brand": None},
+        {"event": "Checkout Complete", "automation": "receipt", "brand": "shop"},
+    ]
+
+
+def test_links_without_config() -> None:
+    result = invoke("links")
+    assert result.exit_code == 0
+    assert result.stdout == "no links in segroute.toml; add one with: segroute link EVENT AUTOMATION\n"
+
+
+def test_unlink_one_all_and_none() -> None:
+    config_with_link("A", "x")
+    config_with_link("A", "y")
+    config_with_link("B", "z")
+    one = invoke("unlink", "A", "x")
+    assert (one.exit_code, one.stderr) == (0, "removed 1 link of 'A' -> 'x' from segroute.toml\n")
+    none = invoke("unlink", "A", "x")
+    assert (none.exit_code, none.stderr) == (0, "no link 'A' -> 'x' in segroute.toml; nothing changed\n")
+    config_with_link("A", "x")
+    every = invoke("unlink", "A")
+    assert (every.exit_code, every.stderr) == (0, "removed 2 links of 'A' from segroute.toml\n")
+    assert json.loads(invoke("links", "-o", "json").stdout) == [
+        {"event": "B", "automation": "z", "brand": None}
+    ]
+
+
+def test_unlink_without_a_config_is_an_error() -> None:
+    result = invoke("unlink", "A")
+    assert result.exit_code == 2
+    assert result.stderr == "error: segroute.toml: no such config file\n"
