@@ -56,11 +56,18 @@ class JsonlWriter:
         self._out.flush()
 
 
+class _DataConsole(Console):
+    """A console for stdout whose closed pipe ends the run like any other write to stdout does."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
 class TextWriter:
     """A readable view of the same requests, for a terminal."""
 
     def __init__(self, out: IO[str]) -> None:
-        self._console = Console(file=out, soft_wrap=True)
+        self._console = _DataConsole(file=out, soft_wrap=True)
 
     def write(self, requests: Sequence[Request], event: Event) -> None:
         """Show one event's requests: the request line, headers, origin, then the body."""

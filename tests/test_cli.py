@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -372,3 +374,20 @@ def test_unlink_without_a_config_is_an_error() -> None:
     result = invoke("unlink", "A")
     assert result.exit_code == 2
     assert result.stderr == "error: segroute.toml: no such config file\n"
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "text"])
+def test_a_closed_stdout_ends_the_run_quietly(fmt: str) -> None:
+    """`segroute send ... | head -1`: no traceback, no 'Exception ignored' noise, exit 0."""
+    config_with_link()
+    write_events(Path("many.jsonl"), *(dict(TRACK, messageId=f"m{n}") for n in range(20_000)))
+    command = [sys.executable, "-m", "segroute", "send", "many.jsonl", "--dry-run", "-o", fmt]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        errors = proc.stderr.read()
+        code = proc.wait(timeout=60)
+    assert first.startswith(b'{"method":"POST"' if fmt == "jsonl" else b"POST https://api.courier.com/")
+    assert errors == b""
+    assert code == 0
