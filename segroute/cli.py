@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,13 +20,13 @@ from segroute.config import (
     config_path,
     load_config,
     remove_links,
+    resolve_api_key,
     resolve_api_url,
     save_config,
 )
-from segroute.errors import ExitCode, SegrouteError, UsageError
-from segroute.pipeline import Planned, Rejected, Summary, plan
-from segroute.routing import Router
-from segroute.sources import Note, check_inputs, iter_items
+from segroute.errors import AuthError, ExitCode, SegrouteError, UsageError
+from segroute.runner import RunOptions, RunResult, run
+from segroute.sources import check_inputs
 
 app = typer.Typer(
     name="segroute",
@@ -43,6 +44,16 @@ class RequestFormat(enum.StrEnum):
 
     text = "text"
     jsonl = "jsonl"
+
+
+class Region(enum.StrEnum):
+    """Courier's regions."""
+
+    us = "us"
+    eu = "eu"
+
+
+REGION_URLS = {Region.us: "https://api.courier.com", Region.eu: "https://api.eu.courier.com"}
 
 
 class ListFormat(enum.StrEnum):
@@ -115,13 +126,16 @@ def send(
         typer.Option(
             "--output",
             "-o",
-            help="How to print requests: text, or jsonl (one JSON object per line). "
-            "[default: text on a terminal, else jsonl]",
+            help="Per request on stdout: jsonl (one JSON object per line) or text. [default: a dry run "
+            "prints text on a terminal, else jsonl; a send prints nothing]",
             show_default=False,
         ),
     ] = None,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No notes and no summary; rejections and errors still show.")
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="No notes, progress or summary; rejections, failures and errors still show."
+        ),
     ] = False,
     api_url: Annotated[
         str | None,
@@ -131,45 +145,111 @@ def send(
             show_default=False,
         ),
     ] = None,
+    region: Annotated[
+        Region | None,
+        typer.Option(
+            help="Courier region: eu is https://api.eu.courier.com. Not with --api-url.", show_default=False
+        ),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=512, help="Requests in flight at once.")] = 8,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001, help="At most this many requests per second. [default: no cap]", show_default=False
+        ),
+    ] = None,
+    max_retries: Annotated[
+        int,
+        typer.Option(min=0, max=100, help="Retries per request (network errors, timeouts, 408, 429, 5xx)."),
+    ] = 5,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds one attempt may take.")] = 30.0,
+    max_time: Annotated[
+        float, typer.Option(min=0.1, help="Seconds one request may take, retries and waits included.")
+    ] = 120.0,
+    failed: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write every event that did not go out to this file, one per line, to replay with send.",
+            show_default=False,
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write a JSON report of the run to this file.", show_default=False)
+    ] = None,
 ) -> None:
     """Route Segment events to Courier: each linked track event invokes its automations, each identify
     merges traits into the profile.
 
-    Inputs may be JSON, NDJSON, JSON arrays, /v1/batch bodies, gzip'd or not, or folders of them.
+    Inputs may be JSON, NDJSON, JSON arrays, /v1/batch bodies, gzip'd or not, or folders of them. The
+    API key comes from $COURIER_API_KEY (or $COURIER_AUTH_TOKEN).
 
     Example: segroute send events.jsonl --dry-run --output jsonl
     """
     with _boundary():
         names = _input_names(inputs)
         loaded = _load(config)
+        if region is not None and api_url:
+            raise UsageError("--region and --api-url both name the API: give one")
+        base_url = resolve_api_url(api_url or (region and REGION_URLS[region]), os.environ, loaded.config)
+        options = RunOptions(names, loaded.config, base_url, dry_run, failed_path=failed, report_path=report)
         if not dry_run:
-            raise UsageError("sending to the API is not available yet; add --dry-run to see the requests")
-        base_url = resolve_api_url(api_url, os.environ, loaded.config)
+            options.api_key = resolve_api_key(os.environ, base_url)
+            options.delivery = _delivery_options(concurrency, rate, max_retries, timeout, max_time)
         err = render.stderr_console()
         if not loaded.exists and not quiet:
             render.show_message(err, f"note: no {loaded.path} here, so no links: track events are skipped")
-        fmt = output or (RequestFormat.text if sys.stdout.isatty() else RequestFormat.jsonl)
-        writer = (
-            render.TextWriter(sys.stdout)
-            if fmt is RequestFormat.text
-            else render.JsonlWriter(sys.stdout.buffer)
+        if output is None and dry_run:
+            output = RequestFormat.text if sys.stdout.isatty() else RequestFormat.jsonl
+        display = render.RunDisplay(
+            output=output.value if output else None,
+            stdout=sys.stdout,
+            err=err,
+            quiet=quiet,
+            live_progress=err.is_terminal,
         )
-        summary = Summary()
-        items = iter_items(names, stdin=sys.stdin.buffer)
-        for outcome in plan(items, Router(loaded.config), base_url=base_url):
-            if isinstance(outcome, Note):
-                if not quiet:
-                    render.show_note(err, outcome)
-                continue
-            summary.add(outcome)
-            if isinstance(outcome, Planned):
-                writer.write(outcome.requests, outcome.event)
-            elif isinstance(outcome, Rejected):
-                render.show_rejected(err, outcome)
-        writer.close()
+        result = run(options, display, stdin=sys.stdin.buffer, on_signal=_on_signal)
         if not quiet:
-            render.show_summary(err, summary, title="dry run: nothing was sent")
-    raise typer.Exit(summary.exit_code)
+            title = "dry run: nothing was sent" if dry_run else f"sent to {base_url}"
+            render.show_summary(err, result.summary, title=title)
+            render.show_files(err, result.failed_written, failed, result.report_path)
+        code = _exit_code(result)
+    raise typer.Exit(code)
+
+
+def _delivery_options(
+    concurrency: int, rate: float | None, max_retries: int, timeout: float, max_time: float
+) -> object:
+    from segroute.delivery import DeliveryOptions  # aiohttp loads only when something is sent
+
+    return DeliveryOptions(
+        concurrency=concurrency,
+        rate=rate,
+        max_retries=max_retries,
+        attempt_timeout=timeout,
+        request_deadline=max_time,
+    )
+
+
+def _on_signal(count: int) -> None:
+    """First Ctrl-C: stop cleanly; the second: quit at once."""
+    if count > 1:
+        os._exit(ExitCode.INTERRUPTED)
+    render.show_message(
+        render.stderr_console(),
+        "stopping: no more events are read; requests in flight get a moment to finish "
+        "(Ctrl-C again quits at once)",
+    )
+
+
+def _exit_code(result: RunResult) -> ExitCode:
+    if result.stopped_by == "signal":
+        return ExitCode.INTERRUPTED
+    if result.stopped_by == "unauthorized":
+        raise AuthError(
+            f"Courier refused the API key ({result.auth_detail}); check COURIER_API_KEY. "
+            "The run stopped: what was not sent is counted as not sent."
+        )
+    return result.summary.exit_code
 
 
 def _input_names(inputs: list[str] | None) -> list[str]:

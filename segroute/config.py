@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tempfile
 import tomllib
@@ -9,16 +10,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from segroute.errors import ConfigError
+from segroute.errors import AuthError, ConfigError
 
 DEFAULT_CONFIG = "segroute.toml"
 CONFIG_ENV = "SEGROUTE_CONFIG"
 DEFAULT_API_URL = "https://api.courier.com"
 BASE_URL_ENV = "COURIER_BASE_URL"
+API_KEY_ENVS = ("COURIER_API_KEY", "COURIER_AUTH_TOKEN")
+LOOPBACK_HOSTS = frozenset({"localhost", "::1", "[::1]"})
 
 
 class Link(BaseModel):
@@ -216,3 +220,27 @@ def resolve_api_url(option: str | None, environ: Mapping[str, str], config: Conf
             except ValueError as exc:
                 raise ConfigError(f"{source}: {exc}") from exc
     return config.api_url or DEFAULT_API_URL
+
+
+def resolve_api_key(environ: Mapping[str, str], base_url: str) -> str:
+    """The API key from COURIER_API_KEY, else COURIER_AUTH_TOKEN; refused over plain http to a remote host."""
+    key = next((environ[name].strip() for name in API_KEY_ENVS if environ.get(name, "").strip()), None)
+    if key is None:
+        raise AuthError(
+            f"no API key: set {API_KEY_ENVS[0]} (or {API_KEY_ENVS[1]}), or add --dry-run to see the requests "
+            "without sending them"
+        )
+    if base_url.startswith("http://") and not is_loopback(base_url):
+        raise AuthError(f"refusing to send the API key over plain http to {base_url}: use https")
+    return key
+
+
+def is_loopback(url: str) -> bool:
+    """Whether a URL's host is this machine: localhost, 127.0.0.0/8 or ::1."""
+    host = urlsplit(url).hostname or ""
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -38,3 +38,7 @@ class ConfigError(SegrouteError):
 
 class InputError(SegrouteError):
     """An input named on the command line does not exist or cannot be opened."""
+
+
+class AuthError(SegrouteError):
+    """No API key, or one Courier refuses (401/403): every request would fail."""

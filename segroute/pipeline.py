@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from segroute.errors import ExitCode
 from segroute.events import Event, Invalid, parse_event
@@ -54,6 +54,48 @@ class Rejected:
 Outcome = Planned | Skipped | Rejected
 
 
+@dataclass(frozen=True, slots=True)
+class RequestResult:
+    """What became of one request that was to be sent."""
+
+    request: Request
+    event: Event
+    outcome: Literal["sent", "failed", "not_attempted"]
+    reason: str
+    """``""``, or ``duplicate`` for a 409 (accepted before); ``http_NNN``, ``network``, ``timeout``,
+    ``unauthorized`` when failed; ``stopped`` when not attempted."""
+    status: int | None = None
+    """The last HTTP status, if any answer came."""
+    attempts: int = 0
+    run_id: str | None = None
+    """The ``runId`` Courier gave an accepted automation invoke."""
+    request_id: str | None = None
+    """The ``requestId`` Courier gave an accepted request, when it gives one."""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """An event whose requests have all ended: sent, failed, or not attempted (the run stopped)."""
+
+    event: Event
+    results: tuple[RequestResult, ...]
+
+    @property
+    def outcome(self) -> Literal["sent", "failed", "not_attempted"]:
+        """failed if any request failed, else not_attempted if any was not, else sent."""
+        outcomes = {result.outcome for result in self.results}
+        if "failed" in outcomes:
+            return "failed"
+        return "not_attempted" if "not_attempted" in outcomes else "sent"
+
+    @property
+    def reason(self) -> str:
+        """The reason of the first request with the event's outcome."""
+        outcome = self.outcome
+        return next(result.reason for result in self.results if result.outcome == outcome)
+
+
 class SeenIds:
     """Recently seen messageIds in two generations, so memory stays bounded."""
 
@@ -99,19 +141,29 @@ def plan(items: Iterable[Item], router: Router, *, base_url: str) -> Iterator[Ou
 
 @dataclass
 class Summary:
-    """What a run did: one outcome per record read, and the requests per target."""
+    """What a run did: one outcome per record read, and what became of the requests per target."""
 
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
-    """(outcome, reason) -> records; the reason is "" for planned records."""
-    requests: Counter[str] = field(default_factory=Counter)
-    """Target label -> requests."""
+    """(outcome, reason) -> records; the reason is "" for records planned or sent as they are."""
+    targets: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(target label, request outcome: planned, sent, failed or not_attempted) -> requests."""
+    statuses: Counter[int] = field(default_factory=Counter)
+    """The last HTTP status of each request that got an answer -> requests."""
+    retries: int = 0
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: Outcome | Delivered) -> None:
         """Count one outcome."""
         if isinstance(outcome, Planned):
             self.outcomes["planned", ""] += 1
             for request in outcome.requests:
-                self.requests[request.target.label] += 1
+                self.targets[request.target.label, "planned"] += 1
+        elif isinstance(outcome, Delivered):
+            self.outcomes[outcome.outcome, outcome.reason] += 1
+            for result in outcome.results:
+                self.targets[result.request.target.label, result.outcome] += 1
+                if result.status is not None:
+                    self.statuses[result.status] += 1
+                self.retries += max(0, result.attempts - 1)
         elif isinstance(outcome, Skipped):
             self.outcomes["skipped", outcome.reason] += 1
         else:
@@ -128,5 +180,5 @@ class Summary:
 
     @property
     def exit_code(self) -> ExitCode:
-        """0 when everything was planned or deliberately skipped, 1 when anything was rejected."""
-        return ExitCode.FAILED if self.count("rejected") else ExitCode.OK
+        """0 when all was planned, sent or deliberately skipped; 1 when anything was rejected or failed."""
+        return ExitCode.FAILED if self.count("rejected") or self.count("failed") else ExitCode.OK

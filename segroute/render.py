@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, Literal, TextIO
 
 import orjson
 from rich import box
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from segroute.config import Link
 from segroute.events import Event
-from segroute.pipeline import Rejected, Summary
+from segroute.pipeline import Planned, Rejected, RequestResult, Summary
 from segroute.sources import Note
 from segroute.transform import CONTENT_TYPE, Request
 
@@ -101,7 +103,7 @@ def show_summary(console: Console, summary: Summary, *, title: str) -> None:
     table.add_column("outcome")
     table.add_column("reason")
     table.add_column("records", justify="right")
-    order = {"planned": 0, "sent": 1, "skipped": 2, "rejected": 3, "failed": 4}
+    order = {"planned": 0, "sent": 1, "skipped": 2, "rejected": 3, "failed": 4, "not_attempted": 5}
     for (outcome, reason), count in sorted(
         summary.outcomes.items(), key=lambda item: (order.get(item[0][0], 9), item[0][1])
     ):
@@ -109,15 +111,39 @@ def show_summary(console: Console, summary: Summary, *, title: str) -> None:
     table.add_section()
     table.add_row("read", "", str(summary.read), style="bold")
     console.print(table)
-    if summary.requests:
-        targets = Table(box=box.SIMPLE)
-        targets.add_column("target")
-        targets.add_column("requests", justify="right")
-        for label, count in sorted(summary.requests.items()):
-            targets.add_row(label, str(count))
-        targets.add_section()
-        targets.add_row("total", str(summary.requests.total()), style="bold")
-        console.print(targets)
+    if summary.targets:
+        console.print(_targets_table(summary))
+
+
+_REQUEST_COLUMNS = {"planned": "requests", "sent": "sent", "failed": "failed", "not_attempted": "not sent"}
+
+
+def _targets_table(summary: Summary) -> Table:
+    kinds = [kind for kind in _REQUEST_COLUMNS if any(k == kind for _, k in summary.targets)]
+    table = Table(box=box.SIMPLE)
+    table.add_column("target")
+    for kind in kinds:
+        table.add_column(_REQUEST_COLUMNS[kind], justify="right")
+    labels = sorted({label for label, _ in summary.targets})
+    for label in labels:
+        table.add_row(label, *(str(summary.targets[label, kind]) for kind in kinds))
+    table.add_section()
+    totals = [sum(n for (_, k), n in summary.targets.items() if k == kind) for kind in kinds]
+    table.add_row("total", *(str(n) for n in totals), style="bold")
+    return table
+
+
+def show_files(console: Console, failed_written: int | None, failed: object, report: object) -> None:
+    """Where the failure file and the report went."""
+    if failed is not None and failed_written is not None:
+        what = (
+            "no events"
+            if failed_written == 0
+            else f"{failed_written:,} event{'s' if failed_written != 1 else ''}"
+        )
+        console.print(Text(f"{failed}: {what} that did not go out; replay with: segroute send {failed}"))
+    if report is not None:
+        console.print(Text(f"{report}: the report of this run"))
 
 
 def show_links(console: Console, links: Sequence[Link], *, source: str) -> None:
@@ -147,3 +173,113 @@ def show_message(console: Console, message: str) -> None:
 def show_error(console: Console, message: str) -> None:
     """``error: <message>``, the one way errors are shown."""
     console.print(Text(f"error: {message}", style="red"))
+
+
+def result_record(result: RequestResult) -> dict[str, object]:
+    """A request that ended, as the JSONL output of a send shows it."""
+    record: dict[str, object] = {
+        "method": result.request.method,
+        "url": result.request.url,
+        "status": result.status,
+        "attempts": result.attempts,
+        "outcome": result.outcome,
+        "reason": result.reason,
+    }
+    if result.run_id is not None:
+        record["runId"] = result.run_id
+    if result.request_id is not None:
+        record["requestId"] = result.request_id
+    record["Idempotency-Key"] = result.request.idempotency_key
+    record["origin"] = result.event.origin
+    record["messageId"] = result.event.message_id
+    if result.detail:
+        record["detail"] = result.detail
+    return record
+
+
+PLAIN_PROGRESS_EVERY = 10.0
+"""Seconds between progress lines when stderr is not a terminal."""
+
+
+class RunDisplay:
+    """What a run of ``send`` shows: requests or results on stdout, the rest on stderr."""
+
+    def __init__(
+        self,
+        *,
+        output: Literal["text", "jsonl"] | None,
+        stdout: TextIO,
+        err: Console,
+        quiet: bool,
+        live_progress: bool,
+    ) -> None:
+        self._output = output
+        self._stdout = stdout
+        self._err = err
+        self._quiet = quiet
+        self._requests: JsonlWriter | TextWriter | None = None
+        if output == "jsonl":
+            self._requests = JsonlWriter(stdout.buffer)
+        elif output == "text":
+            self._requests = TextWriter(stdout)
+        self._live: Live | None = None
+        if live_progress and not quiet:
+            self._live = Live(console=err, auto_refresh=False, transient=True)
+            self._live.start()
+        self._last_line = time.monotonic()
+
+    def request(self, planned: Planned) -> None:
+        """A planned request, in a dry run."""
+        if self._requests is not None:
+            self._requests.write(planned.requests, planned.event)
+
+    def result(self, result: RequestResult) -> None:
+        """A request that ended: a JSONL line when asked; a line on stderr when it failed."""
+        if self._output == "jsonl":
+            self._stdout.buffer.write(orjson.dumps(result_record(result), option=orjson.OPT_APPEND_NEWLINE))
+        elif self._output == "text":
+            self._stdout.write(
+                f"{result.status or '-'} {result.request.method} {result.request.url} "
+                f"{result.outcome}{' (' + result.reason + ')' if result.reason else ''} "
+                f"# {result.event.origin}\n"
+            )
+        if result.outcome == "failed":
+            self._err.print(
+                Text(
+                    f"{result.event.origin}: failed ({result.reason}): {result.detail} "
+                    f"[{result.request.method} {result.request.url}]"
+                )
+            )
+
+    def rejected(self, rejected: Rejected) -> None:
+        """A rejected record: one line naming where it was read."""
+        show_rejected(self._err, rejected)
+
+    def note(self, note: Note) -> None:
+        """A note about an input, unless quiet."""
+        if not self._quiet:
+            show_note(self._err, note)
+
+    def progress(self, read: int, done: int, failed: int, retries: int, seconds: float) -> None:
+        """A live line on a terminal; otherwise a plain line every PLAIN_PROGRESS_EVERY seconds."""
+        if self._quiet:
+            return
+        rate = done / seconds if seconds > 0 else 0.0
+        line = (
+            f"read {read:,} events · {done:,} requests done ({rate:,.0f}/s) · "
+            f"{failed:,} failed · {retries:,} retries"
+        )
+        if self._live is not None:
+            self._live.update(Text(line), refresh=True)
+        elif time.monotonic() - self._last_line >= PLAIN_PROGRESS_EVERY:
+            self._last_line = time.monotonic()
+            self._err.print(Text(f"progress: {line}"))
+
+    def close(self) -> None:
+        """Stop the live line and flush stdout."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        if self._requests is not None:
+            self._requests.close()
+        self._stdout.flush()

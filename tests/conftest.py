@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tests.courier_server import FakeCourier
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,3 +57,12 @@ def segment_bodies(capture: ModuleType) -> list[dict[str, Any]]:
 def segment_events(segment_bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every event the official client sent, in order."""
     return [item for body in segment_bodies for item in body["batch"]]
+
+
+@pytest.fixture
+def courier() -> Iterator[FakeCourier]:
+    """A fake Courier API on 127.0.0.1, new for each test."""
+    server = FakeCourier()
+    server.start()
+    yield server
+    server.stop()

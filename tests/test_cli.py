@@ -265,12 +265,13 @@ def test_missing_input_is_a_usage_error() -> None:
     assert result.stderr == "error: nope.jsonl: no such file or directory\n"
 
 
-def test_send_without_dry_run_says_what_to_do() -> None:
+def test_send_without_a_key_says_where_it_looked() -> None:
     write_events(Path("e.jsonl"), TRACK)
     result = invoke("send", "e.jsonl")
     assert result.exit_code == 2
     assert result.stderr == (
-        "error: sending to the API is not available yet; add --dry-run to see the requests\n"
+        "error: no API key: set COURIER_API_KEY (or COURIER_AUTH_TOKEN), "
+        "or add --dry-run to see the requests without sending them\n"
     )
 
 

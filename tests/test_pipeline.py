@@ -108,7 +108,7 @@ def test_summary_counts_add_up_and_set_the_exit_code() -> None:
         ("skipped", "unlinked"): 1,
         ("rejected", "invalid_json"): 1,
     }
-    assert dict(summary.requests) == {"automation order-confirmation": 1}
+    assert dict(summary.targets) == {("automation order-confirmation", "planned"): 1}
     assert summary.exit_code is ExitCode.FAILED
     clean = Summary()
     clean.add(Skipped("x:1", "unlinked", "m"))

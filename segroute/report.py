@@ -1,0 +1,139 @@
+"""The files a send leaves behind: the events that did not go out, and the JSON report."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from segroute import __version__
+from segroute._json import dumps
+from segroute.errors import UsageError
+from segroute.pipeline import NOT_JSON, Delivered, Outcome, Rejected, RequestResult, Summary
+
+MAX_LISTED_PROBLEMS = 1000
+"""Failures and rejections listed one by one in the report; the counts cover all of them."""
+
+
+class FailedWriter:
+    """Every event that did not go out, as read, one per line: ``segroute send FILE`` replays them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._out: IO[bytes] = path.open("wb")
+        except OSError as exc:
+            raise UsageError(f"--failed {path}: cannot write: {exc.strerror or exc}") from exc
+        self.written = 0
+
+    def add(self, outcome: Outcome | Delivered) -> None:
+        """Keep the event if it did not go out: failed, not attempted, or rejected but still JSON."""
+        if isinstance(outcome, Delivered):
+            if outcome.outcome != "sent":
+                self._write(outcome.event.data)
+        elif isinstance(outcome, Rejected) and outcome.value is not NOT_JSON:
+            self._write(outcome.value)
+
+    def _write(self, value: Any) -> None:
+        self._out.write(dumps(value) + b"\n")
+        self.written += 1
+
+    def close(self) -> None:
+        """Flush to disk."""
+        self._out.flush()
+        os.fsync(self._out.fileno())
+        self._out.close()
+
+
+class ProblemLog:
+    """The first failures and rejections, each with its origin, reason and detail, for the report."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+        self.unlisted = 0
+
+    def add_rejected(self, rejected: Rejected) -> None:
+        """Note a rejected record."""
+        self._add(
+            {
+                "origin": rejected.origin,
+                "outcome": "rejected",
+                "reason": rejected.reason,
+                "detail": rejected.detail,
+            }
+        )
+
+    def add_result(self, result: RequestResult) -> None:
+        """Note a request that did not go out."""
+        if result.outcome == "sent":
+            return
+        self._add(
+            {
+                "origin": result.event.origin,
+                "outcome": result.outcome,
+                "reason": result.reason,
+                "detail": result.detail,
+                "messageId": result.event.message_id,
+                "method": result.request.method,
+                "url": result.request.url,
+                "status": result.status,
+                "attempts": result.attempts,
+            }
+        )
+
+    def _add(self, item: dict[str, Any]) -> None:
+        if len(self.items) < MAX_LISTED_PROBLEMS:
+            self.items.append(item)
+        else:
+            self.unlisted += 1
+
+
+def build_report(
+    summary: Summary,
+    problems: ProblemLog,
+    *,
+    api_url: str,
+    dry_run: bool,
+    started: datetime.datetime,
+    seconds: float,
+    stopped_by: str | None,
+) -> dict[str, Any]:
+    """The JSON report: counts per outcome and reason, per target, per HTTP status; retries and rates."""
+    outcomes: dict[str, dict[str, int]] = {}
+    for (outcome, reason), count in sorted(summary.outcomes.items()):
+        outcomes.setdefault(outcome, {})[reason or "ok"] = count
+    targets: dict[str, dict[str, int]] = {}
+    for (label, kind), count in sorted(summary.targets.items()):
+        targets.setdefault(label, {})[kind] = count
+    requests_done = sum(n for (_, kind), n in summary.targets.items() if kind in ("sent", "failed"))
+    per_outcome = Counter({outcome: summary.count(outcome) for outcome, _ in summary.outcomes})
+    return {
+        "segroute": __version__,
+        "mode": "dry-run" if dry_run else "send",
+        "api_url": api_url,
+        "started_at": started.isoformat(timespec="seconds"),
+        "duration_seconds": round(seconds, 3),
+        "stopped_by": stopped_by,
+        "read": summary.read,
+        "totals": dict(sorted(per_outcome.items())),
+        "outcomes": outcomes,
+        "targets": targets,
+        "http_statuses": {str(status): count for status, count in sorted(summary.statuses.items())},
+        "requests": requests_done,
+        "retries": summary.retries,
+        "requests_per_second": round(requests_done / seconds, 1) if seconds > 0 else None,
+        "problems": problems.items,
+        "problems_not_listed": problems.unlisted,
+    }
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write the report as indented JSON."""
+    try:
+        path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    except OSError as exc:
+        raise UsageError(f"--report {path}: cannot write: {exc.strerror or exc}") from exc

@@ -1,0 +1,213 @@
+"""One run of ``segroute send``: the pipeline wired to the dry-run printer or to delivery, and to the
+outputs (requests on stdout, problems and progress on stderr, the failure file and the report)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Literal, Protocol
+
+from segroute.config import Config
+from segroute.pipeline import Delivered, Outcome, Planned, Rejected, RequestResult, Summary, plan
+from segroute.report import FailedWriter, ProblemLog, build_report, write_report
+from segroute.routing import Router
+from segroute.sources import Note, iter_items
+
+PROGRESS_INTERVAL = 0.25
+
+
+class Display(Protocol):
+    """What a run shows a person or a script; `render` provides it."""
+
+    def request(self, planned: Planned) -> None:
+        """A planned request, in a dry run."""
+
+    def result(self, result: RequestResult) -> None:
+        """A request that ended, in a send."""
+
+    def rejected(self, rejected: Rejected) -> None:
+        """A record that was rejected."""
+
+    def note(self, note: Note) -> None:
+        """Something about an input that is not a record."""
+
+    def progress(self, read: int, done: int, failed: int, retries: int, seconds: float) -> None:
+        """How far a send has come."""
+
+    def close(self) -> None:
+        """The run's output is complete."""
+
+
+@dataclass
+class RunOptions:
+    """Everything a run needs, resolved by the command line."""
+
+    inputs: list[str]
+    config: Config
+    base_url: str
+    dry_run: bool
+    api_key: str | None = None
+    failed_path: Path | None = None
+    report_path: Path | None = None
+    delivery: object | None = None
+    """The `delivery.DeliveryOptions` of a send (typed loosely so a dry run never imports aiohttp)."""
+
+
+@dataclass
+class RunResult:
+    """What a run did."""
+
+    summary: Summary
+    seconds: float
+    stopped_by: Literal["signal", "unauthorized"] | None = None
+    auth_detail: str = ""
+    failed_written: int | None = None
+    report_path: Path | None = None
+    problems: ProblemLog = field(default_factory=ProblemLog)
+
+
+class _Outputs:
+    """Every outcome passes here: counted, shown, and kept in the failure file if it did not go out."""
+
+    def __init__(self, display: Display, failed: FailedWriter | None) -> None:
+        self.summary = Summary()
+        self.problems = ProblemLog()
+        self._display = display
+        self._failed = failed
+
+    def outcome(self, outcome: Outcome | Note | Delivered) -> None:
+        if isinstance(outcome, Note):
+            self._display.note(outcome)
+            return
+        self.summary.add(outcome)
+        if isinstance(outcome, Planned):
+            self._display.request(outcome)
+        elif isinstance(outcome, Rejected):
+            self.problems.add_rejected(outcome)
+            self._display.rejected(outcome)
+        if self._failed is not None:
+            self._failed.add(outcome)
+
+    def result(self, result: RequestResult) -> None:
+        self.problems.add_result(result)
+        self._display.result(result)
+
+
+def run(
+    options: RunOptions,
+    display: Display,
+    *,
+    stdin: BinaryIO | None,
+    on_signal: Callable[[int], None] = lambda count: None,
+) -> RunResult:
+    """Read, route and print or send; write the failure file and the report; return what happened."""
+    started_at = datetime.datetime.now(datetime.UTC)
+    started = time.monotonic()
+    failed = FailedWriter(options.failed_path) if options.failed_path else None
+    outputs = _Outputs(display, failed)
+    result = RunResult(outputs.summary, 0.0, problems=outputs.problems)
+    try:
+        items = iter_items(options.inputs, stdin=stdin)
+        outcomes = plan(items, Router(options.config), base_url=options.base_url)
+        if options.dry_run:
+            for outcome in outcomes:
+                outputs.outcome(outcome)
+        else:
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(_send(options, outcomes, outputs, display, result, on_signal))
+    finally:
+        display.close()
+        if failed is not None:
+            failed.close()
+            result.failed_written = failed.written
+    result.seconds = time.monotonic() - started
+    if options.report_path is not None:
+        report = build_report(
+            result.summary,
+            result.problems,
+            api_url=options.base_url,
+            dry_run=options.dry_run,
+            started=started_at,
+            seconds=result.seconds,
+            stopped_by=result.stopped_by,
+        )
+        write_report(options.report_path, report)
+        result.report_path = options.report_path
+    return result
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when the ``fast`` extra is installed, else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+async def _send(
+    options: RunOptions,
+    outcomes: Iterator[Outcome | Note],
+    outputs: _Outputs,
+    display: Display,
+    result: RunResult,
+    on_signal: Callable[[int], None],
+) -> None:
+    from segroute import delivery  # aiohttp loads only when something is sent
+
+    assert options.api_key is not None and isinstance(options.delivery, delivery.DeliveryOptions)
+    stop = asyncio.Event()
+    stats = delivery.DeliveryStats()
+    signals = 0
+
+    def stop_on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if stats.stopped_by is None:
+            stats.stopped_by = "signal"
+        stop.set()
+        on_signal(signals)
+
+    loop = asyncio.get_running_loop()
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop_on_signal)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no support
+            pass
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL)
+            display.progress(
+                stats.read, stats.requests_done, stats.failed, stats.retries, time.monotonic() - stats.started
+            )
+
+    ticker = asyncio.create_task(tick())
+    try:
+        async with delivery.open_session(options.api_key, options.delivery) as session:
+            await delivery.deliver(
+                outcomes,
+                session=session,
+                options=options.delivery,
+                stop=stop,
+                on_outcome=outputs.outcome,
+                on_request=outputs.result,
+                stats=stats,
+            )
+    finally:
+        ticker.cancel()
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+    display.progress(
+        stats.read, stats.requests_done, stats.failed, stats.retries, time.monotonic() - stats.started
+    )
+    result.stopped_by = stats.stopped_by
+    result.auth_detail = stats.auth_detail

@@ -1,0 +1,391 @@
+"""Delivery against a real HTTP server on 127.0.0.1 that misbehaves on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from segroute.cli import app
+from segroute.delivery import Backoff, RateLimiter, retry_after_seconds
+from tests.courier_server import API_KEY, FakeCourier, Received
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = """
+[[links]]
+event = "Checkout Complete"
+automation = "order-confirmation"
+
+[[links]]
+event = "Checkout Complete"
+automation = "loyalty points/eu"
+brand = "shop"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("SEGROUTE_CONFIG", "COURIER_BASE_URL", "COURIER_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COURIER_API_KEY", API_KEY)
+    Path("segroute.toml").write_text(CONFIG)
+
+
+def checkout(n: int, user: str) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "event": "Checkout Complete",
+        "userId": user,
+        "messageId": f"msg-{n}",
+        "properties": {"order": n},
+    }
+
+
+def identify(n: int, user: str) -> dict[str, Any]:
+    return {"type": "identify", "userId": user, "messageId": f"id-{n}", "traits": {"n": n}}
+
+
+def write_events(events: list[dict[str, Any]], path: str = "events.jsonl") -> str:
+    Path(path).write_text("".join(json.dumps(e) + "\n" for e in events))
+    return path
+
+
+def send(courier: FakeCourier, *args: str) -> Result:
+    return runner.invoke(app, ["send", *args, "--api-url", courier.url])
+
+
+def lines(result: Result) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def assert_each_key_acted_on_once(courier: FakeCourier, expected: int) -> None:
+    assert len(courier.acted) == expected
+    assert set(courier.acted.values()) == {1}
+
+
+def never_leaks_the_key(*texts: str) -> None:
+    for text in texts:
+        assert API_KEY not in text
+
+
+# --- the happy path ---------------------------------------------------------------------------
+
+
+def test_sends_exactly_what_the_dry_run_shows(courier: FakeCourier) -> None:
+    write_events([checkout(1, "ana maría/eu"), identify(2, "u2"), checkout(3, "u2")])
+    dry = runner.invoke(app, ["send", "events.jsonl", "--dry-run", "-o", "jsonl", "--api-url", courier.url])
+    result = send(courier, "events.jsonl", "-o", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    planned = {(p["url"], p["headers"]["Idempotency-Key"], json.dumps(p["body"])) for p in lines(dry)}
+    got = {(courier.url + r.path, r.key, json.dumps(r.json())) for r in courier.received}
+    assert got == planned
+    for received in courier.received:
+        assert received.headers["Authorization"] == f"Bearer {API_KEY}"
+        assert received.headers["Content-Type"] == "application/json"
+    assert {r.path for r in courier.received} == {
+        "/automations/order-confirmation/invoke",
+        "/automations/loyalty%20points%2Feu/invoke",
+        "/profiles/u2",
+    }
+    assert_each_key_acted_on_once(courier, 5)
+    outputs = lines(result)
+    assert len(outputs) == 5
+    first = outputs[0]
+    assert list(first) == [
+        "method",
+        "url",
+        "status",
+        "attempts",
+        "outcome",
+        "reason",
+        "runId",
+        "Idempotency-Key",
+        "origin",
+        "messageId",
+    ]
+    assert (first["status"], first["attempts"], first["outcome"], first["origin"]) == (
+        200,
+        1,
+        "sent",
+        "events.jsonl:1",
+    )
+    assert first["runId"].startswith("1-run-")
+    rows = [line.split() for line in result.stderr.splitlines()]
+    assert ["sent", "3"] in rows and ["read", "3"] in rows
+    never_leaks_the_key(result.stdout, result.stderr)
+
+
+def test_the_shipped_example_goes_out(courier: FakeCourier) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "send",
+            str(ROOT / "examples" / "events.jsonl"),
+            "-c",
+            str(ROOT / "config.example.toml"),
+            "--api-url",
+            courier.url,
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    assert_each_key_acted_on_once(courier, 8)
+
+
+# --- misbehaving servers ----------------------------------------------------------------------
+
+
+def test_429_and_5xx_bursts_are_retried_with_the_same_key(courier: FakeCourier) -> None:
+    courier.fault("status", times=3, status=429, headers={"Retry-After-Ms": "20"})
+    courier.fault("status", times=4, status=500)
+    courier.fault("status", times=4, status=503, headers={"Retry-After": "0"})
+    write_events([checkout(n, f"u{n % 3}") for n in range(10)])
+    # Up to 11 faults could hit one request in a row: allow that many retries.
+    result = send(
+        courier, "events.jsonl", "--concurrency", "4", "--max-retries", "11", "--report", "report.json"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert_each_key_acted_on_once(courier, 20)
+    assert len(courier.received) == 20 + 11
+    by_key: dict[str, list[Received]] = defaultdict(list)
+    for received in courier.received:
+        by_key[received.key].append(received)
+    retried = [r for r in by_key.values() if len(r) > 1]
+    assert retried
+    assert all(len({x.body for x in r}) == 1 for r in retried)
+    report = json.loads(Path("report.json").read_text())
+    assert report["retries"] == 11
+    assert report["outcomes"]["sent"] == {"ok": 10}
+    assert report["http_statuses"] == {"200": 20}
+
+
+def test_a_slow_answer_past_the_timeout_is_retried_and_acted_on_once(courier: FakeCourier) -> None:
+    courier.fault("delay", times=1, seconds=1.5)
+    write_events([checkout(1, "u1")])
+    result = send(courier, "events.jsonl", "--timeout", "0.3", "-o", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    time.sleep(1.5)  # let the slow handler finish: it must find the key already answered
+    assert_each_key_acted_on_once(courier, 2)
+    assert max(line["attempts"] for line in lines(result)) >= 2
+
+
+@pytest.mark.parametrize("kind", ["drop", "drop_after"])
+def test_dropped_connections_lose_nothing_and_send_nothing_twice(courier: FakeCourier, kind: Any) -> None:
+    courier.fault(kind, times=3)
+    write_events([checkout(n, f"u{n}") for n in range(4)])
+    result = send(courier, "events.jsonl", "-o", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    assert_each_key_acted_on_once(courier, 8)
+    assert sum(line["attempts"] for line in lines(result)) == 8 + 3
+
+
+def test_a_400_is_not_retried_and_lands_in_the_failure_file(courier: FakeCourier) -> None:
+    courier.rejected_recipients.add("bad-user")
+    events = [checkout(1, "u1"), checkout(2, "bad-user"), identify(3, "u3")]
+    write_events(events)
+    result = send(courier, "events.jsonl", "--failed", "failed.jsonl", "--report", "report.json")
+    assert result.exit_code == 1
+    assert [json.loads(line) for line in Path("failed.jsonl").read_text().splitlines()] == [events[1]]
+    assert (
+        sum(1 for r in courier.received if r.json().get("recipient") == "bad-user") == 2
+    )  # one per automation
+    assert "events.jsonl:2: failed (http_400): HTTP 400: invalid recipient bad-user" in result.stderr
+    report = json.loads(Path("report.json").read_text())
+    assert report["outcomes"]["failed"] == {"http_400": 1}
+    assert report["problems"][0]["origin"] == "events.jsonl:2"
+    # The failure file replays exactly what did not go out.
+    courier.rejected_recipients.clear()
+    again = send(courier, "failed.jsonl")
+    assert again.exit_code == 0
+    assert_each_key_acted_on_once(courier, 5)
+
+
+def test_a_409_counts_as_delivered(courier: FakeCourier) -> None:
+    courier.fault("status", times=1, status=409, match=lambda r: r.path == "/profiles/u3")
+    write_events([identify(3, "u3")])
+    result = send(courier, "events.jsonl", "-o", "jsonl")
+    assert result.exit_code == 0
+    assert lines(result)[0]["reason"] == "duplicate"
+    assert ["sent", "duplicate", "1"] in [line.split() for line in result.stderr.splitlines()]
+
+
+def test_retries_run_out(courier: FakeCourier) -> None:
+    courier.fault("status", times=100, status=503, headers={"Retry-After": "0"})
+    write_events([identify(1, "u1"), identify(2, "u2")])
+    result = send(courier, "events.jsonl", "--max-retries", "2", "--failed", "failed.jsonl")
+    assert result.exit_code == 1
+    assert len(courier.received) == 6
+    assert "failed (http_503): HTTP 503: Service Unavailable; gave up after 3 attempts" in result.stderr
+    assert len(Path("failed.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_401_stops_the_run_and_nothing_is_lost(
+    courier: FakeCourier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COURIER_API_KEY", "sk_wrong_key_0000")
+    events = [identify(n, f"u{n}") for n in range(300)]
+    write_events(events)
+    result = send(
+        courier, "events.jsonl", "--concurrency", "2", "--failed", "failed.jsonl", "--report", "r.json"
+    )
+    assert result.exit_code == 2
+    assert (
+        "error: Courier refused the API key (HTTP 401: Unauthorized); check COURIER_API_KEY" in result.stderr
+    )
+    assert len(courier.received) < 50
+    assert courier.acted == {}
+    failed = [json.loads(line) for line in Path("failed.jsonl").read_text().splitlines()]
+    report = json.loads(Path("r.json").read_text())
+    assert report["stopped_by"] == "unauthorized"
+    read = report["read"]
+    assert sum(report["totals"].values()) == read
+    assert len(failed) == read
+    # Everything read, and only that, is in the failure file (in the order the requests ended).
+    assert sorted(failed, key=lambda e: e["traits"]["n"]) == events[:read]
+    never_leaks_the_key(
+        result.stdout, result.stderr, Path("r.json").read_text(), Path("failed.jsonl").read_text()
+    )
+    assert "sk_wrong_key_0000" not in result.stdout + result.stderr + Path("r.json").read_text()
+
+
+def test_per_recipient_order_holds_at_concurrency_16(courier: FakeCourier) -> None:
+    rng = random.Random(7)
+    events: list[dict[str, Any]] = []
+    for n in range(300):
+        user = f"user-{rng.randrange(12)}"
+        events.append(identify(n, user) if rng.random() < 0.3 else checkout(n, user))
+    # Random small delays let later requests overtake earlier ones, unless order is enforced.
+    courier.fault("delay", times=120, seconds=0.02, match=lambda _: rng.random() < 0.5)
+    write_events(events)
+    result = send(courier, "events.jsonl", "--concurrency", "16")
+    assert result.exit_code == 0, result.stderr
+    index = {e["messageId"]: n for n, e in enumerate(events)}
+    order_key = {r.key: n for n, r in enumerate(courier.acted_order)}
+    assert len(order_key) == sum(2 if e["type"] == "track" else 1 for e in events)
+    seen: dict[str, list[int]] = defaultdict(list)
+    for received in courier.acted_order:
+        body = received.json()
+        user = body["recipient"] if "recipient" in body else received.path.rsplit("/", 1)[1]
+        message = body["data"]["messageId"] if "data" in body else f"id-{body['profile']['n']}"
+        seen[user].append(index[message])
+    for user, positions in seen.items():
+        assert positions == sorted(positions), user
+
+
+def test_key_from_the_old_variable_and_region_and_plain_http(
+    courier: FakeCourier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_events([identify(1, "u1")])
+    monkeypatch.delenv("COURIER_API_KEY")
+    monkeypatch.setenv("COURIER_AUTH_TOKEN", API_KEY)
+    assert send(courier, "events.jsonl").exit_code == 0
+    remote = runner.invoke(app, ["send", "events.jsonl", "--api-url", "http://courier.example.com"])
+    assert remote.exit_code == 2
+    assert (
+        remote.stderr
+        == "error: refusing to send the API key over plain http to http://courier.example.com: use https\n"
+    )
+    both = runner.invoke(app, ["send", "events.jsonl", "--region", "eu", "--api-url", courier.url])
+    assert both.exit_code == 2
+    eu = runner.invoke(app, ["send", "events.jsonl", "--region", "eu", "--dry-run", "-o", "jsonl"])
+    assert json.loads(eu.stdout)["url"] == "https://api.eu.courier.com/profiles/u1"
+
+
+def test_ctrl_c_on_a_slow_server_stops_cleanly(courier: FakeCourier, tmp_path: Path) -> None:
+    courier.fault("delay", times=10_000, seconds=0.3)
+    events = [identify(n, f"u{n}") for n in range(2000)]
+    write_events(events)
+    env = dict(os.environ, COURIER_API_KEY=API_KEY)
+    command = [
+        sys.executable,
+        "-m",
+        "segroute",
+        "send",
+        "events.jsonl",
+        "--api-url",
+        courier.url,
+        "--concurrency",
+        "4",
+        "-o",
+        "jsonl",
+        "--failed",
+        "failed.jsonl",
+        "--report",
+        "report.json",
+    ]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path
+    ) as proc:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # a request has completed: the run is under way
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert json.loads(first)["outcome"] == "sent"
+    assert proc.returncode == 130, err
+    assert b"stopping: no more events are read" in err
+    report = json.loads(Path("report.json").read_text())
+    assert report["stopped_by"] == "signal"
+    sent = report["totals"]["sent"]
+    assert report["totals"]["not_attempted"] >= 1
+    assert sent + report["totals"]["not_attempted"] == report["read"] < 2000
+    failed = [json.loads(line)["messageId"] for line in Path("failed.jsonl").read_text().splitlines()]
+    assert len(failed) == report["totals"]["not_attempted"]
+    sent_ids = {
+        json.loads(line)["messageId"]
+        for line in (first + out).splitlines()
+        if json.loads(line)["outcome"] == "sent"
+    }
+    assert sent_ids.isdisjoint(failed)
+    assert len(sent_ids) == sent
+    never_leaks_the_key(out.decode(), err.decode(), Path("report.json").read_text())
+
+
+# --- the retry policy's parts, without a server ----------------------------------------------
+
+
+def test_retry_after_forms() -> None:
+    now = 1_800_000_000.0
+    http_date = email.utils.formatdate(now + 30, usegmt=True)
+    assert retry_after_seconds({"Retry-After": "7"}, now=now) == 7.0
+    assert retry_after_seconds({"Retry-After": http_date}, now=now) == 30.0
+    assert retry_after_seconds({"Retry-After-Ms": "250", "Retry-After": "9"}, now=now) == 0.25
+    assert retry_after_seconds({"Retry-After": email.utils.formatdate(now - 5, usegmt=True)}, now=now) == 0.0
+    assert retry_after_seconds({"Retry-After": "soon"}, now=now) is None
+    assert retry_after_seconds({}, now=now) is None
+
+
+def test_backoff_doubles_with_jitter_up_to_its_cap() -> None:
+    low, high = Backoff(0.5, 8.0, rng=lambda: 0.0), Backoff(0.5, 8.0, rng=lambda: 0.999999)
+    assert [low.delay(n) for n in range(6)] == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0]
+    assert [round(high.delay(n), 3) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+
+
+def test_rate_limiter_spaces_starts_evenly() -> None:
+    now = [100.0]
+    waits: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(4.0, clock=lambda: now[0], sleep=fake_sleep)
+
+    async def start_five() -> None:
+        for _ in range(5):
+            await limiter.acquire()
+
+    asyncio.run(start_five())
+    assert waits == [0.25, 0.25, 0.25, 0.25]
