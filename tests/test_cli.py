@@ -392,3 +392,22 @@ def test_a_closed_stdout_ends_the_run_quietly(fmt: str) -> None:
     assert first.startswith(b'{"method":"POST"' if fmt == "jsonl" else b"POST https://api.courier.com/")
     assert errors == b""
     assert code == 0
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segroute import render
+    from tests.courier_server import API_KEY, FakeCourier
+
+    monkeypatch.setattr(render, "PLAIN_PROGRESS_EVERY", 0.0)
+    monkeypatch.setenv("COURIER_API_KEY", API_KEY)
+    server = FakeCourier()
+    server.start()
+    try:
+        write_events(Path("e.jsonl"), {"type": "identify", "userId": "u", "traits": {"a": 1}})
+        loud = invoke("send", "e.jsonl", "--api-url", server.url)
+        quiet = invoke("send", "e.jsonl", "--api-url", server.url, "--quiet")
+    finally:
+        server.stop()
+    assert loud.exit_code == 0
+    assert "progress: read 1 events · 1 requests done" in loud.stderr
+    assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")

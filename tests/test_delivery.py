@@ -389,3 +389,37 @@ def test_rate_limiter_spaces_starts_evenly() -> None:
 
     asyncio.run(start_five())
     assert waits == [0.25, 0.25, 0.25, 0.25]
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGINT, signal.SIGINT]])
+def test_sigterm_stops_like_ctrl_c_and_a_second_ctrl_c_quits_at_once(
+    courier: FakeCourier, tmp_path: Path, signals: list[signal.Signals]
+) -> None:
+    courier.fault("delay", times=10_000, seconds=2.0)
+    write_events([identify(n, f"u{n}") for n in range(500)])
+    command = [
+        sys.executable,
+        "-m",
+        "segroute",
+        "send",
+        "events.jsonl",
+        "--api-url",
+        courier.url,
+        "--report",
+        "report.json",
+    ]
+    env = dict(os.environ, COURIER_API_KEY=API_KEY)
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path
+    ) as proc:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 30
+        while len(courier.received) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)  # wait until requests are in flight
+        for signum in signals:
+            proc.send_signal(signum)
+            time.sleep(0.2)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    # One stop drains in-flight requests (2 s here) and writes the report; the second quits before that.
+    assert Path("report.json").exists() is (len(signals) == 1)
