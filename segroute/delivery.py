@@ -218,6 +218,10 @@ class Sender:
                 )
             self._stats.retries += 1
             await self._sleep(delay)
+            if stop.is_set():
+                return RequestResult(
+                    request, event, "not_attempted", "stopped", status, attempt, detail=detail
+                )
 
 
 def open_session(api_key: str, options: DeliveryOptions) -> aiohttp.ClientSession:

@@ -423,3 +423,42 @@ def test_sigterm_stops_like_ctrl_c_and_a_second_ctrl_c_quits_at_once(
     assert proc.returncode == 130, err
     # One stop drains in-flight requests (2 s here) and writes the report; the second quits before that.
     assert Path("report.json").exists() is (len(signals) == 1)
+
+
+def test_retry_after_beats_the_computed_backoff(courier: FakeCourier) -> None:
+    """Straight through `deliver`, with a sleep that records what it was asked to wait."""
+    from segroute.config import Config
+    from segroute.delivery import DeliveryOptions, deliver, open_session
+    from segroute.pipeline import Delivered, plan
+    from segroute.routing import Router
+    from segroute.sources import iter_items
+
+    courier.fault("status", times=1, status=429, headers={"Retry-After": "7"})
+    courier.fault("status", times=1, status=503)
+    write_events([identify(1, "u1")])
+    waits: list[float] = []
+    ended: list[Any] = []
+
+    async def record_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def main() -> None:
+        options = DeliveryOptions(backoff_initial=0.5, backoff_max=8.0)
+        outcomes = plan(iter_items(["events.jsonl"]), Router(Config()), base_url=courier.url)
+        async with open_session(API_KEY, options) as session:
+            await deliver(
+                outcomes,
+                session=session,
+                options=options,
+                stop=asyncio.Event(),
+                on_outcome=ended.append,
+                on_request=lambda _: None,
+                sleep=record_sleep,
+            )
+
+    asyncio.run(main())
+    assert waits[0] == 7.0  # the server's Retry-After
+    assert 0.5 <= waits[1] <= 1.0  # then the backoff's second step, with jitter
+    (delivered,) = ended
+    assert isinstance(delivered, Delivered)
+    assert (delivered.outcome, delivered.results[0].attempts) == ("sent", 3)
