@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -27,6 +27,9 @@ from segroute.config import (
 from segroute.errors import AuthError, ExitCode, SegrouteError, UsageError
 from segroute.runner import RunOptions, RunResult, run
 from segroute.sources import check_inputs
+
+if TYPE_CHECKING:
+    from segroute.delivery import DeliveryOptions
 
 app = typer.Typer(
     name="segroute",
@@ -218,7 +221,7 @@ def send(
 
 def _delivery_options(
     concurrency: int, rate: float | None, max_retries: int, timeout: float, max_time: float
-) -> object:
+) -> DeliveryOptions:
     from segroute.delivery import DeliveryOptions  # aiohttp loads only when something is sent
 
     return DeliveryOptions(

@@ -10,13 +10,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
 from segroute.config import Config
 from segroute.pipeline import Delivered, Outcome, Planned, Rejected, RequestResult, Summary, plan
 from segroute.report import FailedWriter, ProblemLog, build_report, write_report
 from segroute.routing import Router
 from segroute.sources import Note, iter_items
+
+if TYPE_CHECKING:
+    from segroute.delivery import DeliveryOptions
 
 PROGRESS_INTERVAL = 0.25
 
@@ -54,8 +57,8 @@ class RunOptions:
     api_key: str | None = None
     failed_path: Path | None = None
     report_path: Path | None = None
-    delivery: object | None = None
-    """The `delivery.DeliveryOptions` of a send (typed loosely so a dry run never imports aiohttp)."""
+    delivery: DeliveryOptions | None = None
+    """How to send; None for a dry run, which never imports aiohttp."""
 
 
 @dataclass
@@ -161,7 +164,7 @@ async def _send(
 ) -> None:
     from segroute import delivery  # aiohttp loads only when something is sent
 
-    assert options.api_key is not None and isinstance(options.delivery, delivery.DeliveryOptions)
+    assert options.api_key is not None and options.delivery is not None
     stop = asyncio.Event()
     stats = delivery.DeliveryStats()
     signals = 0
