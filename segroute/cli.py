@@ -15,10 +15,10 @@ import typer
 from segroute import __version__, render
 from segroute.config import (
     ConfigFile,
-    Link,
     add_link,
     config_path,
     load_config,
+    make_link,
     remove_links,
     resolve_api_key,
     resolve_api_url,
@@ -90,6 +90,10 @@ def _boundary() -> Iterator[None]:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         raise typer.Exit(ExitCode.OK) from None
+    except OSError as exc:
+        # Writing the output failed (a full disk, say): what was written is incomplete.
+        render.show_error(render.stderr_console(), f"cannot write the output: {exc.strerror or exc}")
+        raise typer.Exit(ExitCode.FAILED) from None
     except KeyboardInterrupt:
         render.show_error(render.stderr_console(), "interrupted")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
@@ -202,7 +206,9 @@ def send(
         if not loaded.exists and not quiet:
             render.show_message(err, f"note: no {loaded.path} here, so no links: track events are skipped")
         if output is None and dry_run:
-            output = RequestFormat.text if sys.stdout.isatty() else RequestFormat.jsonl
+            output = RequestFormat.text if sys.stdout and sys.stdout.isatty() else RequestFormat.jsonl
+        if output is not None and sys.stdout is None:
+            raise UsageError("stdout is closed: there is nowhere to print the requests")
         display = render.RunDisplay(
             output=output.value if output else None,
             stdout=sys.stdout,
@@ -210,7 +216,7 @@ def send(
             quiet=quiet,
             live_progress=err.is_terminal,
         )
-        result = run(options, display, stdin=sys.stdin.buffer, on_signal=_on_signal)
+        result = run(options, display, stdin=sys.stdin.buffer if sys.stdin else None, on_signal=_on_signal)
         if not quiet:
             title = "dry run: nothing was sent" if dry_run else f"sent to {base_url}"
             render.show_summary(err, result.summary, title=title)
@@ -257,16 +263,17 @@ def _exit_code(result: RunResult) -> ExitCode:
 
 def _input_names(inputs: list[str] | None) -> list[str]:
     if not inputs:
-        if sys.stdin.isatty():
+        if sys.stdin is None or sys.stdin.isatty():
             raise UsageError("no input: name files or folders, or pipe events to stdin")
         inputs = ["-"]
     check_inputs(inputs)
     return inputs
 
 
-def _load(option: str | None) -> ConfigFile:
+def _load(option: str | None, *, must_exist: bool | None = None) -> ConfigFile:
+    """The config; by default a missing file is an error only when the user named it."""
     path, named = config_path(option, os.environ)
-    return load_config(path, must_exist=named)
+    return load_config(path, must_exist=named if must_exist is None else must_exist)
 
 
 @app.command()
@@ -284,8 +291,8 @@ def link(
     Example: segroute link "Checkout Complete" welcome-flow
     """
     with _boundary():
-        loaded = load_config(config_path(config, os.environ)[0], must_exist=False)
-        new = Link(event=event, automation=automation, brand=brand)
+        loaded = _load(config, must_exist=False)
+        new = make_link(event, automation, brand)
         change = add_link(loaded.raw, new)
         err = render.stderr_console()
         what = f"{event!r} -> {automation!r}"
@@ -311,8 +318,9 @@ def unlink(
     Example: segroute unlink "Checkout Complete" welcome-flow
     """
     with _boundary():
-        path, _ = config_path(config, os.environ)
-        loaded = load_config(path, must_exist=True)
+        if automation == "":
+            raise UsageError("AUTOMATION is empty: name one, or leave it out to unlink every automation")
+        loaded = _load(config, must_exist=True)
         removed = remove_links(loaded.raw, event, automation)
         err = render.stderr_console()
         what = f"{event!r} -> {automation!r}" if automation else f"{event!r}"

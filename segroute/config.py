@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from segroute.errors import AuthError, ConfigError
+from segroute.errors import AuthError, ConfigError, UsageError
 
 DEFAULT_CONFIG = "segroute.toml"
 CONFIG_ENV = "SEGROUTE_CONFIG"
@@ -65,10 +65,18 @@ class Config(BaseModel):
 
 
 def check_api_url(value: str) -> str:
-    """An http(s) base URL without its trailing slash; ValueError otherwise."""
-    if not value.startswith(("https://", "http://")) or len(value.split("://", 1)[1].strip("/")) == 0:
+    """An http(s) base URL, scheme lower-cased and trailing slash dropped; ValueError otherwise."""
+    parts = urlsplit(value.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"must be an http:// or https:// URL, not {value!r}")
-    return value.rstrip("/")
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise ValueError(f"must not have a query or a fragment: {value!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not hold a user name or password: the API key goes in COURIER_API_KEY")
+    if any(char.isspace() for char in value.strip()):
+        raise ValueError(f"must not contain spaces: {value!r}")
+    return f"{scheme}://{parts.netloc}{parts.path}".rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -179,6 +187,14 @@ def _fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_link(event: str, automation: str, brand: str | None) -> Link:
+    """A valid link from the command line's words; `UsageError` names what is wrong."""
+    for name, value in (("EVENT", event), ("AUTOMATION", automation), ("--brand", brand)):
+        if value is not None and not value.strip():
+            raise UsageError(f"{name} is empty")
+    return Link(event=event, automation=automation, brand=brand)
 
 
 def add_link(raw: dict[str, Any], link: Link) -> str:

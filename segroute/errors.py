@@ -17,7 +17,7 @@ class ExitCode(enum.IntEnum):
     FAILED = 1
     """At least one record was rejected or failed."""
     USAGE = 2
-    """Bad command line, bad config, or an input that cannot be opened."""
+    """Bad command line, bad config, a named input that does not exist, no API key or a refused one."""
     INTERRUPTED = 130
     """The run was stopped by SIGINT or SIGTERM."""
 
@@ -37,7 +37,8 @@ class ConfigError(SegrouteError):
 
 
 class InputError(SegrouteError):
-    """An input named on the command line does not exist or cannot be opened."""
+    """An input named on the command line does not exist (one that exists but cannot be read is a
+    rejected record, and the run goes on)."""
 
 
 class AuthError(SegrouteError):

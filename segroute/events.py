@@ -49,13 +49,24 @@ def parse_event(record: Record) -> Event | Invalid:
     origin = record.origin
     if not isinstance(value, dict):
         return Invalid(origin, "not_object", f"not a JSON object but {_kind(value)}", value)
-    if record.size > MAX_EVENT_BYTES:
-        return Invalid(
-            origin, "too_large", f"{record.size} bytes, over Segment's {MAX_EVENT_BYTES}-byte limit", value
-        )
+    # A text of n characters holds at most 4n bytes of UTF-8: measure exactly only when it could matter.
+    if record.size > MAX_EVENT_BYTES // 4:
+        try:
+            size = len(dumps(value))
+        except ValueError as exc:
+            return Invalid(origin, "too_deep", str(exc), value)
+        if size > MAX_EVENT_BYTES:
+            return Invalid(
+                origin,
+                "too_large",
+                f"{size} bytes as compact JSON, over Segment's {MAX_EVENT_BYTES}-byte limit",
+                value,
+            )
     kind = value.get("type")
-    if not isinstance(kind, str):
+    if kind is None:
         return Invalid(origin, "missing_type", "no 'type'", value)
+    if not isinstance(kind, str):
+        return Invalid(origin, "unknown_type", f"'type' is not a string but {_kind(kind)}", value)
     if kind not in EVENT_TYPES:
         return Invalid(origin, "unknown_type", f"unknown type {kind!r}", value)
     name = value.get("event")
@@ -71,7 +82,10 @@ def parse_event(record: Record) -> Event | Invalid:
         return Invalid(origin, "invalid_user_id", "'userId' is neither a string nor a number", value)
     if user_id is None and _identifier(value.get("anonymousId")) in (None, False):
         return Invalid(origin, "missing_user", "neither 'userId' nor 'anonymousId'", value)
-    message_id = _identifier(value.get("messageId")) or derive_message_id(value)
+    try:
+        message_id = _identifier(value.get("messageId")) or derive_message_id(value)
+    except ValueError as exc:
+        return Invalid(origin, "too_deep", str(exc), value)
     return Event(origin, value, kind, message_id, user_id, name)
 
 
@@ -93,6 +107,8 @@ def derive_message_id(event: dict[str, Any]) -> str:
 
 
 def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
     if isinstance(value, list):
         return "an array"
     if isinstance(value, str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -13,12 +14,8 @@ from segroute.routing import Router
 from segroute.sources import BadRecord, Item, Note
 from segroute.transform import Request, build_requests
 
-DEDUPE_WINDOW = 250_000
-"""Distinct messageIds remembered for duplicate checks: at least this many of the most recent.
-
-Segment itself dedupes within a window (about a day of ids), not forever; a bounded window keeps
-memory flat however long the input.
-"""
+DEDUPE_MEMORY = 200_000
+"""messageIds held in memory for duplicate checks; older ones move to a temporary SQLite file."""
 
 NOT_JSON = object()
 """The value of a rejected record that was not JSON at all."""
@@ -97,26 +94,58 @@ class Delivered:
 
 
 class SeenIds:
-    """Recently seen messageIds in two generations, so memory stays bounded."""
+    """Every messageId seen in a run, exactly, in bounded memory.
 
-    def __init__(self, window: int = DEDUPE_WINDOW) -> None:
-        self._window = window
-        self._current: set[str] = set()
-        self._previous: set[str] = set()
+    The most recent ids are a set; when it fills, they move to a private temporary SQLite database
+    (deleted when closed), which only ids missing from the set are looked up in.
+    """
+
+    def __init__(self, memory: int = DEDUPE_MEMORY) -> None:
+        self._memory = memory
+        self._recent: set[str] = set()
+        self._spilled: sqlite3.Connection | None = None
 
     def add(self, message_id: str) -> bool:
         """Remember an id; False when it was seen already."""
-        if message_id in self._current or message_id in self._previous:
+        if message_id in self._recent:
             return False
-        if len(self._current) >= self._window:
-            self._previous, self._current = self._current, set()
-        self._current.add(message_id)
+        if self._spilled is not None:
+            found = self._spilled.execute("SELECT 1 FROM seen WHERE id = ?", (message_id,)).fetchone()
+            if found is not None:
+                return False
+        self._recent.add(message_id)
+        if len(self._recent) >= self._memory:
+            self._spill()
         return True
+
+    def _spill(self) -> None:
+        if self._spilled is None:
+            self._spilled = sqlite3.connect("")  # "": a private on-disk database, deleted on close
+            self._spilled.executescript(
+                "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -16000;"
+                "CREATE TABLE seen (id TEXT PRIMARY KEY) WITHOUT ROWID;"
+            )
+        with self._spilled:
+            self._spilled.executemany("INSERT OR IGNORE INTO seen VALUES (?)", ((i,) for i in self._recent))
+        self._recent.clear()
+
+    def close(self) -> None:
+        """Drop the spilled ids."""
+        if self._spilled is not None:
+            self._spilled.close()
+            self._spilled = None
 
 
 def plan(items: Iterable[Item], router: Router, *, base_url: str) -> Iterator[Outcome | Note]:
     """Turn what the sources read into outcomes, one per record, in input order; notes pass through."""
     seen = SeenIds()
+    try:
+        yield from _plan(items, router, base_url, seen)
+    finally:
+        seen.close()
+
+
+def _plan(items: Iterable[Item], router: Router, base_url: str, seen: SeenIds) -> Iterator[Outcome | Note]:
     route = router.route
     for item in items:
         if isinstance(item, Note):
@@ -136,7 +165,12 @@ def plan(items: Iterable[Item], router: Router, *, base_url: str) -> Iterator[Ou
         if isinstance(targets, str):
             yield Skipped(event.origin, targets, event.message_id)
             continue
-        yield Planned(event, build_requests(event, targets, base_url))
+        try:
+            requests = build_requests(event, targets, base_url)
+        except ValueError as exc:
+            yield Rejected(event.origin, "too_deep", str(exc), event.data)
+            continue
+        yield Planned(event, requests)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from rich.text import Text
 from segroute.config import Link
 from segroute.events import Event
 from segroute.pipeline import Planned, Rejected, RequestResult, Summary
-from segroute.sources import Note
+from segroute.sources import Note, display_name
 from segroute.transform import CONTENT_TYPE, Request
 
 
@@ -78,7 +78,11 @@ class TextWriter:
             self._console.print(
                 Text(f"Idempotency-Key: {request.idempotency_key}\nContent-Type: {CONTENT_TYPE}", style="dim")
             )
-            self._console.print(Text(f"# {event.origin}  messageId {event.message_id}", style="dim"))
+            self._console.print(
+                Text(
+                    f"# {display_name(event.origin)}  messageId {display_name(event.message_id)}", style="dim"
+                )
+            )
             self._console.print_json(request.body.decode())
             self._console.print()
 
@@ -89,7 +93,7 @@ class TextWriter:
 
 def show_rejected(console: Console, rejected: Rejected) -> None:
     """One line for a record that was rejected, naming where it was read."""
-    console.print(Text(f"{rejected.origin}: rejected ({rejected.reason}): {rejected.detail}"))
+    console.print(Text(display_name(f"{rejected.origin}: rejected ({rejected.reason}): {rejected.detail}")))
 
 
 def show_note(console: Console, note: Note) -> None:
@@ -107,7 +111,7 @@ def show_summary(console: Console, summary: Summary, *, title: str) -> None:
     for (outcome, reason), count in sorted(
         summary.outcomes.items(), key=lambda item: (order.get(item[0][0], 9), item[0][1])
     ):
-        table.add_row(outcome, reason, str(count))
+        table.add_row(Text(outcome), Text(reason), Text(str(count)))
     table.add_section()
     table.add_row("read", "", str(summary.read), style="bold")
     console.print(table)
@@ -126,7 +130,7 @@ def _targets_table(summary: Summary) -> Table:
         table.add_column(_REQUEST_COLUMNS[kind], justify="right")
     labels = sorted({label for label, _ in summary.targets})
     for label in labels:
-        table.add_row(label, *(str(summary.targets[label, kind]) for kind in kinds))
+        table.add_row(Text(display_name(label)), *(Text(str(summary.targets[label, kind])) for kind in kinds))
     table.add_section()
     totals = [sum(n for (_, k), n in summary.targets.items() if k == kind) for kind in kinds]
     table.add_row("total", *(str(n) for n in totals), style="bold")
@@ -156,7 +160,7 @@ def show_links(console: Console, links: Sequence[Link], *, source: str) -> None:
     table.add_column("automation")
     table.add_column("brand")
     for link in links:
-        table.add_row(link.event, link.automation, link.brand or "")
+        table.add_row(*(Text(display_name(cell)) for cell in (link.event, link.automation, link.brand or "")))
     console.print(table)
 
 
@@ -246,8 +250,10 @@ class RunDisplay:
         if result.outcome == "failed":
             self._err.print(
                 Text(
-                    f"{result.event.origin}: failed ({result.reason}): {result.detail} "
-                    f"[{result.request.method} {result.request.url}]"
+                    display_name(
+                        f"{result.event.origin}: failed ({result.reason}): {result.detail} "
+                        f"[{result.request.method} {result.request.url}]"
+                    )
                 )
             )
 

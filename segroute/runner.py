@@ -118,8 +118,11 @@ def run(
         items = iter_items(options.inputs, stdin=stdin)
         outcomes = plan(items, Router(options.config), base_url=options.base_url)
         if options.dry_run:
-            for outcome in outcomes:
-                outputs.outcome(outcome)
+            try:
+                for outcome in outcomes:
+                    outputs.outcome(outcome)
+            except KeyboardInterrupt:
+                result.stopped_by = "signal"
         else:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(_send(options, outcomes, outputs, display, result, on_signal))

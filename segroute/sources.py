@@ -18,24 +18,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-import orjson
-
-from segroute._json import dumps
+from segroute import _json
 from segroute.errors import InputError
 
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_GZIP_LAYERS = 3
 UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 CHUNK_BYTES = 256 * 1024
 MAX_LINE_BYTES = 1024 * 1024
 """A longer line is rejected without being held in memory; a /v1/batch body (500 KB) fits."""
 MAX_INFLATE_BYTES = 4 * 1024 * 1024
 """The most one read decompresses, so a small gzip member cannot blow up in memory."""
-MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
+MAX_DOCUMENT_CHARS = 64 * 1024 * 1024
 """The largest single multi-line JSON value (a pretty-printed batch body, say) that is read whole."""
 STDIN_NAME = "<stdin>"
 _WHITESPACE = b" \t\r\n"
 _JSON_WHITESPACE = " \t\r\n"
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,7 @@ class Record:
     """Where it was read: ``file:line``, with ``[N]`` for item N of an array or a batch."""
     value: Any
     size: int
-    """Bytes of its JSON text as read (a lower bound when that text is far below any limit)."""
+    """The length of its JSON text as read: bytes, or characters for a value inside a larger text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,7 @@ class BadRecord:
 
 @dataclass(frozen=True, slots=True)
 class Note:
-    """Something about an input worth telling the user that is not a record (an empty file)."""
+    """Something about an input worth telling that is not a record (an empty file, say)."""
 
     origin: str
     message: str
@@ -95,19 +96,27 @@ class _Gunzip:
     """Streaming gzip (several members too) that hands out every byte before it reports a cut-off end.
 
     ``gzip.GzipFile`` drops the last block it decompressed when the file turns out to be truncated;
-    here everything before the cut is read, then EOFError says what happened.
+    here everything before the cut is read, then EOFError says what happened. Zero padding after the
+    last member is allowed, as gzip allows it; other trailing bytes end the stream with a note.
     """
 
     def __init__(self, raw: _Readable) -> None:
         self._raw = raw
         self._inflater = zlib.decompressobj(wbits=31)
+        self.trailing_garbage = False
 
     def read(self, size: int = -1, /) -> bytes:
         while True:
             if self._inflater.eof:
                 data = self._inflater.unused_data or self._raw.read(CHUNK_BYTES)
+                while data and not data.strip(b"\x00"):
+                    data = self._raw.read(CHUNK_BYTES)
                 if not data:
                     return b""
+                if not data.lstrip(b"\x00").startswith(GZIP_MAGIC[:1]):
+                    self.trailing_garbage = True
+                    return b""
+                data = data.lstrip(b"\x00")
                 self._inflater = zlib.decompressobj(wbits=31)
             else:
                 data = self._inflater.unconsumed_tail or self._raw.read(CHUNK_BYTES)
@@ -127,11 +136,18 @@ class _Cursor:
         self.line = 0
 
 
+def display_name(name: str) -> str:
+    """A path as it can be shown and written as JSON: undecodable bytes and control characters escaped."""
+    if _ESCAPED_BYTE.search(name):
+        name = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], name)
+
+
 def check_inputs(inputs: Iterable[str]) -> None:
     """Raise `InputError` for the first input that does not exist, before anything is read."""
     for name in inputs:
         if name != "-" and not os.path.exists(name):
-            raise InputError(f"{name}: no such file or directory")
+            raise InputError(f"{display_name(name)}: no such file or directory")
 
 
 def iter_items(inputs: Iterable[str], *, stdin: BinaryIO | None = None) -> Iterator[Item]:
@@ -139,23 +155,30 @@ def iter_items(inputs: Iterable[str], *, stdin: BinaryIO | None = None) -> Itera
     for name in inputs:
         if name == "-":
             if stdin is None:
-                raise InputError("'-' names stdin, but there is no stdin to read")
+                raise InputError("'-' names stdin, but stdin is closed")
             yield from iter_stream(stdin, STDIN_NAME)
             continue
         path = Path(name)
         if path.is_dir():
-            for file in _walk(path):
-                yield from _iter_file(file)
+            for entry in _walk(path):
+                if isinstance(entry, BadRecord):
+                    yield entry
+                else:
+                    yield from _iter_file(entry)
         else:
             yield from _iter_file(path)
 
 
-def _walk(folder: Path) -> Iterator[Path]:
-    """Files below a folder in sorted order, leaving out hidden ones and not following folder links."""
+def _walk(folder: Path) -> Iterator[Path | BadRecord]:
+    """Files below a folder in sorted order, leaving out hidden ones and not following folder links.
+
+    A folder that cannot be listed is a `BadRecord`, and the walk goes on.
+    """
     try:
         entries = sorted(folder.iterdir())
     except OSError as exc:
-        raise InputError(f"{folder}: cannot list folder: {exc.strerror}") from exc
+        yield BadRecord(display_name(str(folder)), "unreadable", f"cannot list folder: {exc.strerror or exc}")
+        return
     for entry in entries:
         if entry.name.startswith("."):
             continue
@@ -167,7 +190,7 @@ def _walk(folder: Path) -> Iterator[Path]:
 
 
 def _iter_file(path: Path) -> Iterator[Item]:
-    name = str(path)
+    name = display_name(str(path))
     try:
         stream = path.open("rb")
     except OSError as exc:
@@ -177,19 +200,46 @@ def _iter_file(path: Path) -> Iterator[Item]:
         yield from iter_stream(stream, name)
 
 
+class _Available:
+    """Reads hand back what is there (``read1``) instead of waiting for a full chunk, so events piped
+    in a few at a time are processed as they come."""
+
+    def __init__(self, stream: Any) -> None:
+        self._read = stream.read1 if hasattr(stream, "read1") else stream.read
+
+    def read(self, size: int = -1, /) -> bytes:
+        data: bytes = self._read(size)
+        return data
+
+
 def iter_stream(stream: _Readable, name: str) -> Iterator[Item]:
-    """Read one input stream (a file's bytes, gzip'd or not) into records."""
+    """Read one input stream (a file's bytes, gzip'd or not, even twice) into records."""
     cursor = _Cursor()
+    source: _Readable = _Available(stream)
+    layers: list[_Gunzip] = []
     try:
-        head = _read_at_least(stream, len(GZIP_MAGIC))
-        source: _Readable = _Prefixed(head, stream)
-        if head.startswith(GZIP_MAGIC):
-            source = _Gunzip(source)
-        yield from _iter_content(source, name, cursor)
+        head = _read_head(source)
+        while head.startswith(GZIP_MAGIC) and len(layers) < MAX_GZIP_LAYERS:
+            layers.append(_Gunzip(_Prefixed(head, source)))
+            source = layers[-1]
+            head = _read_head(source)
+        yield from _iter_content(head, source, name, cursor)
     except (EOFError, zlib.error) as exc:
         yield BadRecord(_at(name, cursor.line + 1), "unreadable", _gzip_problem(exc))
+        return
     except OSError as exc:
         yield BadRecord(_at(name, cursor.line + 1), "unreadable", f"read failed: {exc.strerror or exc}")
+        return
+    if any(layer.trailing_garbage for layer in layers):
+        yield Note(name, "bytes after the end of the gzip data were not read")
+
+
+def _read_head(stream: _Readable) -> bytes:
+    """The first chunk of a stream (at least two bytes, unless it is shorter)."""
+    head = stream.read(CHUNK_BYTES)
+    while 0 < len(head) < len(GZIP_MAGIC) and (more := stream.read(CHUNK_BYTES)):
+        head += more
+    return head
 
 
 def _gzip_problem(exc: Exception) -> str:
@@ -198,31 +248,28 @@ def _gzip_problem(exc: Exception) -> str:
     return f"corrupt gzip stream: {exc}"
 
 
-def _read_at_least(stream: _Readable, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = stream.read(max(size - len(data), CHUNK_BYTES))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 def _at(name: str, line: int) -> str:
     return f"{name}:{line}"
 
 
-def _iter_content(stream: _Readable, name: str, cursor: _Cursor) -> Iterator[Item]:
-    head = b""
-    while not head.lstrip(_WHITESPACE) and (chunk := stream.read(CHUNK_BYTES)):
-        head += chunk
-        head = head.removeprefix(UTF8_BOM)
-    start = head.lstrip(_WHITESPACE)
-    if not start:
-        yield Note(name, "empty: holds no events")
+def _iter_content(head: bytes, stream: _Readable, name: str, cursor: _Cursor) -> Iterator[Item]:
+    if head.startswith(UTF16_BOMS):
+        detail = "UTF-16 text (PowerShell's '>' writes it): convert it to UTF-8; the file is not read"
+        yield BadRecord(_at(name, 1), "invalid_utf8", detail)
         return
-    if start.startswith(b"["):
-        yield from _ValueReader(head, stream, name, cursor).items()
+    head = head.removeprefix(UTF8_BOM)
+    # Leading blank lines are counted, not kept, however many there are.
+    while not head.strip(_WHITESPACE):
+        cursor.line += head.count(b"\n")
+        head = stream.read(CHUNK_BYTES)
+        if not head:
+            yield Note(name, "empty: holds no events")
+            return
+    skipped = len(head) - len(head.lstrip(_WHITESPACE))
+    cursor.line += head.count(b"\n", 0, skipped)
+    head = head[skipped:]
+    if head.startswith(b"["):
+        yield from _ValueReader(head, stream, name, cursor, document=False).items()
         return
     eof = False
     while (document := _is_document(head, eof=eof)) is None:
@@ -230,39 +277,39 @@ def _iter_content(stream: _Readable, name: str, cursor: _Cursor) -> Iterator[Ite
         eof = not chunk
         head += chunk
     if document:
-        yield from _ValueReader(head, stream, name, cursor).items()
+        yield from _ValueReader(head, stream, name, cursor, document=True).items()
     else:
-        yield from _iter_ndjson(_iter_lines(_Prefixed(head, stream), cursor), name, cursor)
+        yield from _iter_ndjson(_Prefixed(head, stream), name, cursor)
 
 
 def _is_document(head: bytes, *, eof: bool) -> bool | None:
     """Whether text that starts with something other than '[' is pretty-printed JSON, not NDJSON.
 
-    None while the first line is not read whole. Pretty-printers end the first line with the
-    opening brace (``{``, or ``{"batch": [``); a broken NDJSON line does not parse either, but
-    does not end so, and is rejected alone while the lines after it are read.
+    None while the first two lines are not read whole. A first line that starts an object but does
+    not parse is the start of a multi-line document, or a broken NDJSON line; the next line tells:
+    in NDJSON it parses on its own. (Should the guess be wrong, the document reader falls back.)
     """
-    if len(head) > MAX_LINE_BYTES:
+    if len(head) > 2 * MAX_LINE_BYTES:
         return False
     lines = head.split(b"\n")
     if not eof:
         lines.pop()
-    for line in lines:
-        first = line.strip(_WHITESPACE)
-        if first:
-            return first.startswith(b"{") and first.endswith((b"{", b"[")) and _parses(first) is _NO_VALUE
-    return None
+    content = [line for line in lines if line.strip(_WHITESPACE)][:2]
+    if not content:
+        return None
+    if not content[0].startswith(b"{") or _parses(content[0]):
+        return False
+    if len(content) == 1:
+        return True if eof else None
+    return not _parses(content[1])
 
 
-_NO_VALUE = object()
-
-
-def _parses(line: bytes) -> Any:
-    """The value a line holds, or _NO_VALUE when it is not JSON."""
+def _parses(line: bytes) -> bool:
     try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return _NO_VALUE
+        _json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def _iter_lines(stream: _Readable, cursor: _Cursor) -> Iterator[bytes | None]:
@@ -299,90 +346,107 @@ def _iter_lines(stream: _Readable, cursor: _Cursor) -> Iterator[bytes | None]:
         yield None if too_long else b"".join(pending)
 
 
-def _iter_ndjson(lines: Iterator[bytes | None], name: str, cursor: _Cursor) -> Iterator[Item]:
+def _iter_ndjson(stream: _Readable, name: str, cursor: _Cursor) -> Iterator[Item]:
     """Newline-delimited JSON: each line is a record, or a /v1/batch body of records."""
-    for line in lines:
+    loads = _json.loads
+    for line in _iter_lines(stream, cursor):
         if line is None:
             yield _too_long_line(_at(name, cursor.line))
             continue
+        if not line or line.isspace():
+            continue
         try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            if line.strip(_WHITESPACE):
-                yield _bad_json(_at(name, cursor.line), line)
+            value = loads(line)
+        except ValueError as exc:
+            yield _bad_json(_at(name, cursor.line), line, exc)
             continue
         yield from _expand(value, _at(name, cursor.line), len(line))
 
 
-def _bad_json(origin: str, text: bytes) -> BadRecord:
-    try:
-        text.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return BadRecord(origin, "invalid_utf8", f"not valid UTF-8 (column {exc.start + 1})")
+def _bad_json(origin: str, text: bytes | str, exc: ValueError) -> BadRecord:
+    """Why a text is not JSON, as plainly as the standard library can say it."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return BadRecord(origin, "invalid_utf8", f"not valid UTF-8 (byte {bad.start + 1})")
+    if _ESCAPED_BYTE.search(text):
+        return BadRecord(origin, "invalid_utf8", "not valid UTF-8")
     try:
         json.loads(text)
-    except json.JSONDecodeError as exc:
-        return BadRecord(origin, "invalid_json", f"not valid JSON: {exc.msg} (column {exc.colno})")
-    except RecursionError:
-        return BadRecord(origin, "invalid_json", "not valid JSON: nested too deeply")
-    # orjson refuses a few things the standard library accepts (NaN, deep nesting): say so plainly.
-    return BadRecord(origin, "invalid_json", "not valid JSON (NaN, Infinity or nesting too deep)")
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno}, column {error.colno}" if error.lineno > 1 else f"column {error.colno}"
+        return BadRecord(origin, "invalid_json", f"not valid JSON: {error.msg} ({where})")
+    except (ValueError, RecursionError):
+        pass
+    # The standard library accepts a few things JSON does not: NaN, Infinity, huge exponents, lone
+    # surrogate escapes. orjson names which; its words for NaN are vague, so say it plainly.
+    reason = str(exc).split(": line ", 1)[0]
+    if re.search(r"\b(NaN|-?Infinity)\b", text):
+        reason = "NaN and Infinity are not JSON values"
+    return BadRecord(origin, "invalid_json", f"not valid JSON: {reason}")
 
 
 def _too_long_line(origin: str) -> BadRecord:
     return BadRecord(origin, "too_large", f"line longer than {MAX_LINE_BYTES // 1024} KiB; not read")
 
 
-def _expand(value: Any, origin: str, size: int) -> Iterator[Record]:
+def _expand(value: Any, origin: str, size: int) -> Iterator[Item]:
     """A record, or the items of a /v1/batch body with the body's context and integrations filled in."""
-    if isinstance(value, dict) and "type" not in value and isinstance(value.get("batch"), list):
-        shared = {key: value[key] for key in ("context", "integrations") if key in value}
-        for index, item in enumerate(value["batch"]):
-            item_size = len(dumps(item))
-            if isinstance(item, dict):
-                for key, shared_value in shared.items():
-                    item.setdefault(key, shared_value)
-            yield Record(f"{origin}[{index}]", item, item_size)
+    if not (isinstance(value, dict) and "type" not in value and isinstance(value.get("batch"), list)):
+        yield Record(origin, value, size)
         return
-    yield Record(origin, value, size)
-
-
-class _NotJSONError(ValueError):
-    """NaN and Infinity: the standard library reads them, JSON has no such values."""
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _NotJSONError(f"{name} is not a JSON value")
+    if not value["batch"]:
+        yield Note(origin, "a /v1/batch body with no events")
+        return
+    shared = {key: value[key] for key in ("context", "integrations") if key in value}
+    for index, item in enumerate(value["batch"]):
+        if isinstance(item, dict):
+            for key, shared_value in shared.items():
+                item.setdefault(key, shared_value)
+        # The body's size bounds each item's: events.parse_event measures an item exactly when it matters.
+        yield Record(f"{origin}[{index}]", item, size)
 
 
 class _ValueReader:
     """Streams concatenated JSON values, splitting top-level arrays into their items.
 
-    The standard library's ``raw_decode`` parses one value at a time from a text buffer that is
-    refilled as needed, so a huge array never sits in memory whole. A value that does not parse is
-    given more text (doubling) until it does, the stream ends, or it passes MAX_DOCUMENT_BYTES.
+    The standard library's ``raw_decode`` finds where each value ends in a text buffer that is
+    refilled as needed, so a huge array never sits in memory whole; each value's text is then read
+    by `_json.loads`, the same as an NDJSON line. A value that does not parse is given more text
+    (doubling) until it does, the stream ends, or it passes MAX_DOCUMENT_CHARS.
     """
 
-    def __init__(self, head: bytes, stream: _Readable, name: str, cursor: _Cursor) -> None:
+    def __init__(self, head: bytes, stream: _Readable, name: str, cursor: _Cursor, *, document: bool) -> None:
         self._stream = stream
         self._name = name
         self._cursor = cursor
+        self._document = document
         # Bytes that are not UTF-8 become lone surrogates; the first one's position is remembered, so
         # the values before it are still read and the value that holds it is named.
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
         self._bad_utf8: int | None = None
-        self._json = json.JSONDecoder(parse_constant=_refuse_constant)
+        self._scanner = json.JSONDecoder()
         self._text = ""
         self._pos = 0
         self._counted = 0
-        self._line = 1
+        self._line = cursor.line + 1
         self._eof = False
         self._head = head
+        self._yielded = False
 
     def items(self) -> Iterator[Item]:
         """Every record, until the end or the first value that cannot be read."""
         self._feed(self._head)
-        yield from self._items()
+        for item in self._items():
+            if isinstance(item, BadRecord) and self._document and not self._yielded:
+                # Not a document after all: read it again, line by line, from what is held.
+                self._cursor.line = self._line - 1
+                held = self._text.encode("utf-8", "surrogateescape")
+                yield from _iter_ndjson(_Prefixed(held, self._stream), self._name, self._cursor)
+                return
+            self._yielded = True
+            yield item
 
     def _feed(self, data: bytes) -> None:
         kept = self._text[self._pos :]
@@ -423,37 +487,51 @@ class _ValueReader:
             if not self._fill():
                 return ""
 
-    def _decode(self) -> tuple[Any, int] | BadRecord:
-        """The next JSON value and the length of its text, or why it cannot be read."""
+    def _decode(self, origin: str) -> Record | BadRecord | None:
+        """The next value as a record, a `BadRecord` for a value that is not JSON, or None when the
+        text cannot be read on (a broken structure: the rest of the file is lost)."""
         want = CHUNK_BYTES
         while True:
             try:
-                value, end = self._json.raw_decode(self._text, self._pos)
-            except _NotJSONError as exc:
-                return self._broken("invalid_json", f"not valid JSON: {exc}")
-            except json.JSONDecodeError as exc:
-                if self._bad_utf8 is not None and exc.pos >= self._bad_utf8:
-                    return self._broken("invalid_utf8", "not valid UTF-8")
-                if len(self._text) - self._pos > MAX_DOCUMENT_BYTES:
-                    mib = MAX_DOCUMENT_BYTES // (1024 * 1024)
-                    return self._broken(
-                        "too_large",
-                        f"a JSON value over {mib} MiB; write one event per line (NDJSON) instead",
-                    )
-                if not self._fill(want):
-                    return self._broken("invalid_json", f"not valid JSON: {exc.msg}")
-                want *= 2
+                _, end = self._scanner.raw_decode(self._text, self._pos)
+            except json.JSONDecodeError:
+                if len(self._text) - self._pos > MAX_DOCUMENT_CHARS or not self._fill(want):
+                    return None
+                want = min(want * 2, MAX_DOCUMENT_CHARS)
                 continue
             except RecursionError:
-                return self._broken("invalid_json", "not valid JSON: nested too deeply")
+                return None
+            start, self._pos = self._pos, end
+            text = self._text[start:end]
             if self._bad_utf8 is not None and self._bad_utf8 < end:
-                return self._broken("invalid_utf8", "not valid UTF-8")
-            length = end - self._pos
-            self._pos = end
-            return value, length
+                found = _ESCAPED_BYTE.search(self._text, end)
+                self._bad_utf8 = found.start() if found else None
+                return BadRecord(origin, "invalid_utf8", "not valid UTF-8")
+            try:
+                return Record(origin, _json.loads(text), len(text))
+            except ValueError as exc:
+                return _bad_json(origin, text, exc)
 
-    def _broken(self, reason: str, detail: str) -> BadRecord:
-        return BadRecord(self._origin(self._pos), reason, f"{detail}; the rest of the file is not read")
+    def _broken(self) -> BadRecord:
+        """Why the text cannot be read on, at the position reached."""
+        origin = self._origin(self._pos)
+        if self._bad_utf8 is not None and self._bad_utf8 <= len(self._text):
+            return BadRecord(origin, "invalid_utf8", "not valid UTF-8; the rest of the file is not read")
+        rest = self._text[self._pos :]
+        if len(rest) > MAX_DOCUMENT_CHARS:
+            mib = MAX_DOCUMENT_CHARS // (1024 * 1024)
+            detail = f"a JSON value over {mib} MiB; write one event per line (NDJSON) instead"
+            return BadRecord(origin, "too_large", f"{detail}; the rest of the file is not read")
+        try:
+            json.loads(rest)
+        except json.JSONDecodeError as error:
+            line = self._line + error.lineno - 1
+            detail = f"not valid JSON: {error.msg} (line {line}, column {error.colno})"
+        except (ValueError, RecursionError):
+            detail = "not valid JSON: nested too deeply"
+        else:
+            detail = "not valid JSON"
+        return BadRecord(origin, "invalid_json", f"{detail}; the rest of the file is not read")
 
     def _items(self) -> Iterator[Item]:
         while char := self._skip_whitespace():
@@ -463,31 +541,31 @@ class _ValueReader:
                 if not (yield from self._array_items()):
                     return
                 continue
-            decoded = self._decode()
-            if isinstance(decoded, BadRecord):
-                yield decoded
+            record = self._decode(origin)
+            if record is None:
+                yield self._broken()
                 return
-            value, length = decoded
-            yield from _expand(value, origin, length)
+            yield from (
+                _expand(record.value, origin, record.size) if isinstance(record, Record) else [record]
+            )
 
     def _array_items(self) -> Generator[Item, None, bool]:
-        """The items of one array; False when the array is broken and reading must stop."""
+        """The items of one array; returns False when the array is broken and reading must stop."""
         if self._skip_whitespace() == "]":
             self._pos += 1
+            yield Note(self._origin(self._pos), "an empty array: holds no events")
             return True
         index = 0
         while True:
             self._skip_whitespace()
             origin = f"{self._origin(self._pos)}[{index}]"
-            decoded = self._decode()
-            if isinstance(decoded, BadRecord):
-                yield decoded
+            record = self._decode(origin)
+            if record is None:
+                yield self._broken()
                 return False
-            value, length = decoded
-            # Characters undercount UTF-8 bytes by up to 4x: measure exactly only near a limit.
-            if length > 4096:
-                length = len(dumps(value))
-            yield from _expand(value, origin, length)
+            yield from (
+                _expand(record.value, origin, record.size) if isinstance(record, Record) else [record]
+            )
             index += 1
             separator = self._skip_whitespace()
             self._pos += 1
@@ -496,7 +574,7 @@ class _ValueReader:
             if separator != ",":
                 found = repr(separator) if separator else "the end of the file"
                 yield BadRecord(
-                    f"{self._origin(self._pos)}",
+                    self._origin(self._pos - 1),
                     "invalid_json",
                     f"not valid JSON: expected ',' or ']' after array item {index - 1}, "
                     f"found {found}; the rest of the file is not read",

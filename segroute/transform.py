@@ -35,11 +35,19 @@ def idempotency_key(message_id: str, method: str, path: str) -> str:
     return IDEMPOTENCY_KEY_PREFIX + digest[:32]
 
 
+def path_segment(value: str) -> str:
+    """One percent-encoded path segment: '/', spaces and unicode encoded, and '.' or '..' too, which
+    servers and proxies would otherwise resolve as a step up the path."""
+    if value in (".", ".."):
+        return value.replace(".", "%2E")
+    return quote(value, safe="")
+
+
 def target_path(event: Event, target: Target) -> str:
-    """The API path for a target, its variable segment percent-encoded (ids hold '/', spaces, unicode)."""
+    """The API path for a target, its variable segment percent-encoded."""
     if target.kind == "automation":
-        return f"/automations/{quote(target.automation or '', safe='')}/invoke"
-    return f"/profiles/{quote(event.user_id or '', safe='')}"
+        return f"/automations/{path_segment(target.automation or '')}/invoke"
+    return f"/profiles/{path_segment(event.user_id or '')}"
 
 
 def build_requests(event: Event, targets: tuple[Target, ...], base_url: str) -> tuple[Request, ...]:

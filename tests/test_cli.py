@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -209,7 +211,7 @@ def test_no_config_here_is_a_note_and_tracks_are_unlinked() -> None:
     [
         (
             b'{"type":"track","event":"A","userId":"caf\xe9"}\n',
-            "bad.json:1: rejected (invalid_utf8): not valid UTF-8 (column 42)",
+            "bad.json:1: rejected (invalid_utf8): not valid UTF-8 (byte 42)",
         ),
         (
             b"[1, 2",
@@ -226,7 +228,7 @@ def test_no_config_here_is_a_note_and_tracks_are_unlinked() -> None:
         ),
         (
             b'{"type":"track","event":"A","userId":"u","p":"' + b"x" * 40_000 + b'"}\n',
-            "bad.json:1: rejected (too_large): 40048 bytes, over Segment's 32768-byte limit",
+            "bad.json:1: rejected (too_large): 40048 bytes as compact JSON, over Segment's 32768-byte limit",
         ),
         (b'{"event":"A","userId":"u"}\n', "bad.json:1: rejected (missing_type): no 'type'"),
         (b'{"type":"tack","userId":"u"}\n', "bad.json:1: rejected (unknown_type): unknown type 'tack'"),
@@ -411,3 +413,135 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal(monkeypatch: pytest.
     assert loud.exit_code == 0
     assert "progress: read 1 events · 1 requests done" in loud.stderr
     assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
+
+
+# --- inputs and environments that once broke segroute ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b'[{"type":"track","event":"Signed Up","userId":"u","s":"\\ud800"}]',
+            "bad.json:1[0]: rejected (invalid_json): not valid JSON: no low surrogate in string",
+        ),
+        (
+            b'{"type":"track","event":"Signed Up","userId":"u","messageId":"d","p":'
+            + b"[" * 1000
+            + b"]" * 1000
+            + b"}",
+            "bad.json:1: rejected (too_deep): nested too deeply to write as JSON",
+        ),
+    ],
+)
+def test_values_orjson_refuses_are_rejected_not_a_traceback(content: bytes, message: str) -> None:
+    config_with_link()
+    Path("bad.json").write_bytes(content)
+    result = invoke("send", "bad.json", "--dry-run")
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_big_integers_go_out_exactly() -> None:
+    config_with_link()
+    Path("e.jsonl").write_text('{"type":"track","event":"Signed Up","userId":"u","n":18446744073709551616}\n')
+    result = invoke("send", "e.jsonl", "--dry-run", "-q")
+    assert result.exit_code == 0
+    assert '"n":18446744073709551616' in result.stdout
+
+
+def test_empty_link_words_are_usage_errors() -> None:
+    for args, message in (
+        (("link", "", "x"), "error: EVENT is empty\n"),
+        (("link", "A", "x", "--brand", ""), "error: --brand is empty\n"),
+    ):
+        result = invoke(*args)
+        assert (result.exit_code, result.stderr) == (2, message)
+    config_with_link("A", "x")
+    result = invoke("unlink", "A", "")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: AUTOMATION is empty")
+
+
+def test_square_brackets_in_names_are_shown_as_they_are() -> None:
+    config_with_link("Order [v2] Completed", "[/x]")
+    table = invoke("links")
+    assert table.exit_code == 0
+    assert "Order [v2] Completed   [/x]" in table.stdout
+    write_events(Path("e.jsonl"), dict(TRACK, event="Order [v2] Completed"))
+    result = invoke("send", "e.jsonl", "--dry-run")
+    assert result.exit_code == 0
+    assert "automation [/x]" in result.stderr
+
+
+def test_dot_segments_are_encoded() -> None:
+    write_events(Path("e.jsonl"), {"type": "identify", "userId": "..", "traits": {"a": 1}})
+    result = invoke("send", "e.jsonl", "--dry-run", "-q")
+    assert json.loads(result.stdout)["url"] == "https://api.courier.com/profiles/%2E%2E"
+
+
+def test_terminal_escapes_in_events_are_not_passed_to_the_terminal() -> None:
+    config_with_link()
+    write_events(Path("e.jsonl"), dict(TRACK, messageId="\u001b]0;pwned\u0007\u001b[31mRED"))
+    result = invoke("send", "e.jsonl", "--dry-run", "-o", "text")
+    assert "\u001b" not in result.stdout
+    assert "messageId \\x1b]0;pwned\\x07\\x1b[31mRED" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://api.courier.com/?x=1", "must not have a query or a fragment"),
+        ("https://api.courier.com#top", "must not have a query or a fragment"),
+        ("https://user:secret@api.courier.com", "must not hold a user name or password"),
+        ("https://api.courier .com", "must not contain spaces"),
+        ("ftp://api.courier.com", "must be an http:// or https:// URL"),
+    ],
+)
+def test_bad_api_urls(url: str, message: str) -> None:
+    write_events(Path("e.jsonl"), TRACK)
+    result = invoke("send", "e.jsonl", "--dry-run", "--api-url", url)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert "secret" not in result.stderr
+
+
+def test_an_upper_case_scheme_is_fine() -> None:
+    config_with_link()
+    write_events(Path("e.jsonl"), TRACK)
+    result = invoke("send", "e.jsonl", "--dry-run", "-q", "--api-url", "HTTPS://EU.example/v1/")
+    assert json.loads(result.stdout)["url"] == "https://EU.example/v1/automations/welcome-flow/invoke"
+
+
+def test_closed_stdin_and_a_full_disk(tmp_path: Path) -> None:
+    config_with_link()
+    write_events(Path("e.jsonl"), TRACK)
+    base = [sys.executable, "-m", "segroute", "send", "e.jsonl", "--dry-run", "-o", "jsonl", "-q"]
+    closed = subprocess.run(
+        base, cwd=tmp_path, capture_output=True, preexec_fn=lambda: os.close(0), check=False
+    )
+    assert (closed.returncode, closed.stderr) == (0, b"")
+    assert closed.stdout.startswith(b'{"method":"POST"')
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(base, cwd=tmp_path, stdout=full, stderr=subprocess.PIPE, check=False)
+    assert done.returncode == 1
+    assert done.stderr == b"error: cannot write the output: No space left on device\n"
+
+
+def test_ctrl_c_during_a_dry_run_still_shows_the_counts(tmp_path: Path) -> None:
+    config_with_link()
+    command = [sys.executable, "-m", "segroute", "send", "-", "--dry-run", "-o", "jsonl"]
+    with subprocess.Popen(
+        command, cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write(json.dumps(TRACK).encode() + b"\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().startswith(b'{"method":"POST"')
+        proc.send_signal(signal.SIGINT)  # stdin is still open: segroute is waiting for more
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=30)
+    assert proc.returncode == 130
+    assert ["planned", "1"] in [line.split() for line in err.splitlines()]
+    assert "Traceback" not in err

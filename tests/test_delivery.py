@@ -332,7 +332,11 @@ def test_ctrl_c_on_a_slow_server_stops_cleanly(courier: FakeCourier, tmp_path: P
         assert proc.stdout is not None
         first = proc.stdout.readline()  # a request has completed: the run is under way
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        # Not communicate(): it would skip what readline() already buffered past the first line.
+        out = proc.stdout.read()
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        proc.wait(timeout=60)
     assert json.loads(first)["outcome"] == "sent"
     assert proc.returncode == 130, err
     assert b"stopping: no more events are read" in err

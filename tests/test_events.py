@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -58,22 +59,38 @@ def test_not_object_comes_before_size() -> None:
     assert invalid([1, 2, 3], size=MAX_EVENT_BYTES + 1).reason == "not_object"
 
 
-def test_too_large() -> None:
-    value = {"type": "track", "event": "E", "userId": "u"}
-    result = invalid(value, size=32769)
+def test_too_large_is_measured_as_compact_json() -> None:
+    value = {"type": "track", "event": "E", "userId": "u", "pad": "x" * 32_800}
+    compact = len(json.dumps(value, separators=(",", ":")))
+    result = invalid(value, size=compact)
     assert result.reason == "too_large"
-    assert "32769" in result.detail
-    assert "32768" in result.detail
+    assert result.detail == f"{compact} bytes as compact JSON, over Segment's 32768-byte limit"
+
+
+def test_whitespace_as_read_does_not_count_toward_the_limit() -> None:
+    value = {"type": "track", "event": "E", "userId": "u", "pad": "x" * 30_000}
+    assert valid(value, size=40_000).type == "track"
+
+
+def test_multibyte_characters_count_as_bytes() -> None:
+    value = {"type": "track", "event": "E", "userId": "u", "pad": "é" * 17_000}
+    assert invalid(value, size=17_060).reason == "too_large"
 
 
 def test_size_limit_is_inclusive() -> None:
     assert MAX_EVENT_BYTES == 32768
-    assert valid({"type": "track", "event": "E", "userId": "u"}, size=32768).type == "track"
+    base = {"type": "track", "event": "E", "userId": "u", "pad": ""}
+    base["pad"] = "x" * (32768 - len(json.dumps(base, separators=(",", ":"))))
+    assert valid(base, size=32768).type == "track"
+    assert invalid(dict(base, pad=base["pad"] + "x"), size=32769).reason == "too_large"
 
 
-@pytest.mark.parametrize(
-    "value", [{}, {"userId": "u"}, {"type": None, "userId": "u"}, {"type": 1, "userId": "u"}]
-)
+@pytest.mark.parametrize("kind", [1, True, ["track"]])
+def test_a_type_that_is_not_a_string(kind: Any) -> None:
+    assert invalid({"type": kind, "userId": "u"}).reason == "unknown_type"
+
+
+@pytest.mark.parametrize("value", [{}, {"userId": "u"}, {"type": None, "userId": "u"}])
 def test_missing_type(value: dict[str, Any]) -> None:
     assert invalid(value).reason == "missing_type"
 

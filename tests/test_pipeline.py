@@ -85,15 +85,23 @@ def test_events_without_message_id_dedupe_on_their_content() -> None:
     assert [type(o).__name__ for o in outcomes] == ["Planned", "Skipped", "Planned"]
 
 
-def test_seen_ids_window_is_bounded_but_remembers_at_least_the_window() -> None:
-    seen = SeenIds(window=3)
-    assert [seen.add(x) for x in "abc"] == [True, True, True]
-    assert seen.add("a") is False
-    assert seen.add("d") is True  # the current generation rolls over: a, b, c are kept as previous
-    assert [seen.add(x) for x in "abcd"] == [False, False, False, False]
-    for x in "efg":
-        seen.add(x)
-    assert seen.add("a") is True  # two rollovers later, 'a' has left the window
+def test_seen_ids_are_exact_after_spilling_to_disk() -> None:
+    seen = SeenIds(memory=3)
+    assert [seen.add(x) for x in "abc"] == [True, True, True]  # the third fills memory: all move to disk
+    assert [seen.add(x) for x in "abcd"] == [False, False, False, True]
+    assert [seen.add(x) for x in "efgh"] == [True, True, True, True]
+    assert [seen.add(x) for x in "abcdefgh"] == [False] * 8
+    seen.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([f"m{n}" for n in range(12)]), max_size=60), st.integers(1, 5))
+def test_seen_ids_match_a_plain_set(ids: list[str], memory: int) -> None:
+    seen, plain = SeenIds(memory=memory), set()
+    for message_id in ids:
+        assert seen.add(message_id) is (message_id not in plain)
+        plain.add(message_id)
+    seen.close()
 
 
 def test_summary_counts_add_up_and_set_the_exit_code() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def test_array_items_are_named_by_line_and_index() -> None:
 
 
 def test_empty_array_and_array_of_non_objects() -> None:
-    assert read_bytes(b"[]") == []
+    assert read_bytes(b"[]") == [Note("in.json:1", "an empty array: holds no events")]
     assert records(read_bytes(b'[1, "x", null]')) == [
         ("in.json:1[0]", 1),
         ("in.json:1[1]", "x"),
@@ -172,7 +173,7 @@ def test_empty_inputs_are_a_note(data: bytes) -> None:
 def test_invalid_utf8_line_is_named_and_the_run_goes_on() -> None:
     data = b'{"n":1}\n{"name":"caf\xe9"}\n{"n":3}\n'
     items = read_bytes(data)
-    assert items[1] == BadRecord("in.json:2", "invalid_utf8", "not valid UTF-8 (column 13)")
+    assert items[1] == BadRecord("in.json:2", "invalid_utf8", "not valid UTF-8 (byte 13)")
     assert records(items) == [("in.json:1", {"n": 1}), ("in.json:3", {"n": 3})]
 
 
@@ -246,18 +247,25 @@ def test_an_unterminated_array_is_named() -> None:
     assert isinstance(items[-1], BadRecord) and items[-1].reason == "invalid_json"
 
 
-def test_nan_is_not_json() -> None:
-    (bad,) = read_bytes(b'[{"n": NaN}]')
-    assert isinstance(bad, BadRecord)
-    assert bad.detail == "not valid JSON: NaN is not a JSON value; the rest of the file is not read"
-
-
-def test_invalid_utf8_inside_an_array() -> None:
-    items = read_bytes(b'[{"n":0},\n{"s":"\xff"}, {"n": 2}]')
-    assert items[1:] == [
-        BadRecord("in.json:2", "invalid_utf8", "not valid UTF-8; the rest of the file is not read")
+def test_nan_is_not_json_and_the_array_goes_on() -> None:
+    items = read_bytes(b'[{"n": NaN}, {"n": 1e400}, {"s": "\\ud800"}, {"n": 2}]')
+    assert items == [
+        BadRecord("in.json:1[0]", "invalid_json", "not valid JSON: NaN and Infinity are not JSON values"),
+        BadRecord("in.json:1[1]", "invalid_json", "not valid JSON: number is infinity when parsed as double"),
+        BadRecord("in.json:1[2]", "invalid_json", "not valid JSON: no low surrogate in string"),
+        Record("in.json:1[3]", {"n": 2}, 8),
     ]
-    assert records(items) == [("in.json:1[0]", {"n": 0})]
+
+
+def test_invalid_utf8_inside_an_array_is_named_and_the_array_goes_on() -> None:
+    items = read_bytes(b'[{"n":0},\n{"s":"\xff"}, {"n": 2},\n{"t":"\xfe"}, {"n": 4}]')
+    assert items == [
+        Record("in.json:1[0]", {"n": 0}, 7),
+        BadRecord("in.json:2[1]", "invalid_utf8", "not valid UTF-8"),
+        Record("in.json:2[2]", {"n": 2}, 8),
+        BadRecord("in.json:3[3]", "invalid_utf8", "not valid UTF-8"),
+        Record("in.json:3[4]", {"n": 4}, 8),
+    ]
 
 
 def test_arrays_and_documents_larger_than_a_chunk() -> None:
@@ -361,3 +369,109 @@ def test_every_shape_reads_back_the_same_events(
     items = read_bytes(data)
     assert all(isinstance(item, Record) for item in items)
     assert [value for _, value in records(items)] == events
+
+
+def test_a_nul_byte_or_utf16_is_a_clear_rejection() -> None:
+    items = read_bytes(b'\x00{"type":"track"}\n{"n":2}\n')
+    assert items[0] == BadRecord("in.json:1", "invalid_json", "not valid JSON: Expecting value (column 1)")
+    assert records(items) == [("in.json:2", {"n": 2})]
+    utf16 = '{"type": "track"}\n'.encode("utf-16")
+    assert read_bytes(utf16) == [
+        BadRecord(
+            "in.json:1",
+            "invalid_utf8",
+            "UTF-16 text (PowerShell's '>' writes it): convert it to UTF-8; the file is not read",
+        )
+    ]
+
+
+def test_a_broken_first_line_that_looks_like_a_document_start_loses_nothing() -> None:
+    good = [{"type": "track", "n": n} for n in range(500)]
+    data = b'{"type":"track","properties":{\n' + ndjson(good)
+    items = read_bytes(data)
+    assert items[0] == BadRecord(
+        "in.json:1",
+        "invalid_json",
+        "not valid JSON: Expecting property name enclosed in double quotes (column 31)",
+    )
+    assert [value for _, value in records(items)] == good
+    assert records(items)[0][0] == "in.json:2"
+
+
+def test_two_broken_first_lines_fall_back_to_lines() -> None:
+    data = b'{"a":\n{"b":\n{"n":3}\n{"n":4}\n'
+    items = read_bytes(data)
+    assert [item.origin for item in items] == ["in.json:1", "in.json:2", "in.json:3", "in.json:4"]
+    assert records(items) == [("in.json:3", {"n": 3}), ("in.json:4", {"n": 4})]
+
+
+def test_an_object_split_over_lines_anywhere() -> None:
+    data = b'{"type": "track", "event": "A",\n "userId": "u", "messageId": "p1"}\n'
+    assert records(read_bytes(data)) == [
+        ("in.json:1", {"type": "track", "event": "A", "userId": "u", "messageId": "p1"})
+    ]
+
+
+def test_big_integers_are_kept_exactly_in_every_shape() -> None:
+    line = b'{"type":"track","n":18446744073709551616,"m":-9223372036854775809}'
+    for data in (line + b"\n", b"[" + line + b"]", b"{\n" + line[1:]):
+        ((_, value),) = records(read_bytes(data))
+        assert (value["n"], value["m"]) == (18446744073709551616, -9223372036854775809)
+
+
+def test_leading_blank_lines_are_counted_not_kept() -> None:
+    data = b"\n" * (3 * CHUNK_BYTES) + b'{"n":1}\n'
+    assert records(read_bytes(data)) == [(f"in.json:{3 * CHUNK_BYTES + 1}", {"n": 1})]
+
+
+def test_gzip_inside_gzip_and_zero_padding() -> None:
+    inner = gzip.compress(b'{"n":1}\n')
+    assert records(read_bytes(gzip.compress(inner))) == [("in.json:1", {"n": 1})]
+    assert read_bytes(inner + b"\x00" * 1000) == [Record("in.json:1", {"n": 1}, 7)]
+
+
+def test_bytes_after_the_gzip_data_are_a_note() -> None:
+    items = read_bytes(gzip.compress(b'{"n":1}\n') + b"trailing junk")
+    assert items == [
+        Record("in.json:1", {"n": 1}, 7),
+        Note("in.json", "bytes after the end of the gzip data were not read"),
+    ]
+
+
+def test_an_empty_batch_is_a_note() -> None:
+    assert read_bytes(b'{"batch": [], "sentAt": "x"}') == [
+        Note("in.json:1", "a /v1/batch body with no events")
+    ]
+
+
+def test_a_folder_that_cannot_be_listed_is_a_bad_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "1.json").write_text('{"n":1}')
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c.json").write_text('{"n":3}')
+    real_iterdir = Path.iterdir
+
+    def iterdir(self: Path) -> Any:
+        if self.name == "b":
+            raise PermissionError(13, "Permission denied")
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    items = list(iter_items([str(tmp_path)]))
+    assert items == [
+        Record(f"{tmp_path}/a/1.json:1", {"n": 1}, 7),
+        BadRecord(f"{tmp_path}/b", "unreadable", "cannot list folder: Permission denied"),
+        Record(f"{tmp_path}/c.json:1", {"n": 3}, 7),
+    ]
+
+
+def test_names_that_are_not_utf8_or_hold_control_characters_are_shown_escaped(tmp_path: Path) -> None:
+    folder = os.fsencode(tmp_path)
+    with open(folder + b"/bad\xff.json", "wb") as out:
+        out.write(b'{"n":1}')
+    with open(folder + b"/new\nline.json", "wb") as out:
+        out.write(b'{"n":2}')
+    origins = [item.origin for item in iter_items([str(tmp_path)])]
+    assert origins == [f"{tmp_path}/bad\\xff.json:1", f"{tmp_path}/new\\nline.json:1"]
