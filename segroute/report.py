@@ -14,6 +14,7 @@ from segroute import __version__
 from segroute._json import dumps
 from segroute.errors import UsageError
 from segroute.pipeline import NOT_JSON, Delivered, Outcome, Rejected, RequestResult, Summary
+from segroute.routing import SKIP_REASONS
 
 MAX_LISTED_PROBLEMS = 1000
 """Failures and rejections listed one by one in the report; the counts cover all of them."""
@@ -126,6 +127,9 @@ def build_report(
         "requests": requests_done,
         "retries": summary.retries,
         "requests_per_second": round(requests_done / seconds, 1) if seconds > 0 else None,
+        "skip_reasons": {
+            reason: SKIP_REASONS[reason] for (kind, reason) in summary.outcomes if kind == "skipped"
+        },
         "problems": problems.items,
         "problems_not_listed": problems.unlisted,
     }

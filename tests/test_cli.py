@@ -545,3 +545,20 @@ def test_ctrl_c_during_a_dry_run_still_shows_the_counts(tmp_path: Path) -> None:
     assert proc.returncode == 130
     assert ["planned", "1"] in [line.split() for line in err.splitlines()]
     assert "Traceback" not in err
+
+
+def test_a_dry_run_report_and_failure_file() -> None:
+    config_with_link()
+    write_events(Path("e.jsonl"), TRACK, TRACK, dict(TRACK, event="Other", messageId="m2"), [1], b"{nope")
+    result = invoke("send", "e.jsonl", "--dry-run", "-q", "--report", "r.json", "--failed", "f.jsonl")
+    assert result.exit_code == 1
+    report = json.loads(Path("r.json").read_text())
+    assert report["mode"] == "dry-run"
+    assert report["read"] == 5
+    assert report["totals"] == {"planned": 1, "rejected": 2, "skipped": 2}
+    assert report["outcomes"]["skipped"] == {"duplicate": 1, "unlinked": 1}
+    assert set(report["skip_reasons"]) == {"duplicate", "unlinked"}
+    assert report["targets"] == {"automation welcome-flow": {"planned": 1}}
+    assert [p["origin"] for p in report["problems"]] == ["e.jsonl:4", "e.jsonl:5"]
+    # Rejected records that are still JSON are kept for a replay; text that is not JSON cannot be.
+    assert Path("f.jsonl").read_text() == "[1]\n"
