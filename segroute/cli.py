@@ -87,16 +87,24 @@ def _boundary() -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
     except BrokenPipeError:
         # The reader of stdout went away (`segroute ... | head`): stop quietly, as Unix tools do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _discard_stdout()
         raise typer.Exit(ExitCode.OK) from None
     except OSError as exc:
         # Writing the output failed (a full disk, say): what was written is incomplete.
+        _discard_stdout()
         render.show_error(render.stderr_console(), f"cannot write the output: {exc.strerror or exc}")
         raise typer.Exit(ExitCode.FAILED) from None
     except KeyboardInterrupt:
         render.show_error(render.stderr_console(), "interrupted")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of what could not be written is quiet."""
+    if sys.stdout is not None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _version(value: bool) -> None:
@@ -215,6 +223,8 @@ def send(
             err=err,
             quiet=quiet,
             live_progress=err.is_terminal,
+            # Events piped in as they happen are shown as they are read.
+            flush_each="-" in names,
         )
         result = run(options, display, stdin=sys.stdin.buffer if sys.stdin else None, on_signal=_on_signal)
         if not quiet:

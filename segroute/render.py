@@ -53,8 +53,8 @@ class JsonlWriter:
         for request in requests:
             self._out.write(orjson.dumps(request_record(request, event), option=orjson.OPT_APPEND_NEWLINE))
 
-    def close(self) -> None:
-        """Flush what is buffered."""
+    def flush(self) -> None:
+        """Write through what is buffered."""
         self._out.flush()
 
 
@@ -86,8 +86,8 @@ class TextWriter:
             self._console.print_json(request.body.decode())
             self._console.print()
 
-    def close(self) -> None:
-        """Flush the console's file."""
+    def flush(self) -> None:
+        """Write through what is buffered."""
         self._console.file.flush()
 
 
@@ -216,8 +216,10 @@ class RunDisplay:
         err: Console,
         quiet: bool,
         live_progress: bool,
+        flush_each: bool = False,
     ) -> None:
         self._output = output
+        self._flush_each = flush_each
         self._stdout = stdout
         self._err = err
         self._quiet = quiet
@@ -236,17 +238,22 @@ class RunDisplay:
         """A planned request, in a dry run."""
         if self._requests is not None:
             self._requests.write(planned.requests, planned.event)
+            if self._flush_each:
+                self._requests.flush()
 
     def result(self, result: RequestResult) -> None:
-        """A request that ended: a JSONL line when asked; a line on stderr when it failed."""
+        """A request that ended: a line on stdout when asked, written through at once (a flush costs
+        little beside a request); a line on stderr when it failed."""
         if self._output == "jsonl":
             self._stdout.buffer.write(orjson.dumps(result_record(result), option=orjson.OPT_APPEND_NEWLINE))
+            self._stdout.buffer.flush()
         elif self._output == "text":
             self._stdout.write(
                 f"{result.status or '-'} {result.request.method} {result.request.url} "
                 f"{result.outcome}{' (' + result.reason + ')' if result.reason else ''} "
-                f"# {result.event.origin}\n"
+                f"# {display_name(result.event.origin)}\n"
             )
+            self._stdout.flush()
         if result.outcome == "failed":
             self._err.print(
                 Text(
@@ -287,5 +294,5 @@ class RunDisplay:
             self._live.stop()
             self._live = None
         if self._requests is not None:
-            self._requests.close()
+            self._requests.flush()
         self._stdout.flush()
