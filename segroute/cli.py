@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
+import io
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 
@@ -226,13 +227,26 @@ def send(
             # Events piped in as they happen are shown as they are read.
             flush_each="-" in names,
         )
-        result = run(options, display, stdin=sys.stdin.buffer if sys.stdin else None, on_signal=_on_signal)
+        result = run(options, display, stdin=_stdin(), on_signal=_on_signal)
         if not quiet:
             title = "dry run: nothing was sent" if dry_run else f"sent to {base_url}"
             render.show_summary(err, result.summary, title=title)
-            render.show_files(err, result.failed_written, failed, result.report_path)
+            render.show_files(
+                err, result.failed_written, failed, result.report_path, unwritable=result.failed_unwritable
+            )
         code = _exit_code(result)
     raise typer.Exit(code)
+
+
+def _stdin() -> BinaryIO | None:
+    """stdin, unbuffered: a reader thread still blocked in it at exit then holds no lock the
+    interpreter needs to shut down."""
+    if sys.stdin is None:
+        return None
+    try:
+        return open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
+    except (OSError, ValueError, io.UnsupportedOperation):  # no real descriptor (tests)
+        return sys.stdin.buffer
 
 
 def _delivery_options(
@@ -364,4 +378,7 @@ def links(
 
 def main() -> None:
     """The console script's entry point."""
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # before a command set up its own handling: nothing was read yet
+        sys.exit(ExitCode.INTERRUPTED)

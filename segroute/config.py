@@ -246,6 +246,8 @@ def resolve_api_key(environ: Mapping[str, str], base_url: str) -> str:
             f"no API key: set {API_KEY_ENVS[0]} (or {API_KEY_ENVS[1]}), or add --dry-run to see the requests "
             "without sending them"
         )
+    if not all(33 <= ord(char) < 127 for char in key):
+        raise AuthError("the API key holds characters an HTTP header cannot carry: check how it was set")
     if base_url.startswith("http://") and not is_loopback(base_url):
         raise AuthError(f"refusing to send the API key over plain http to {base_url}: use https")
     return key

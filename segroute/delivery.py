@@ -7,8 +7,9 @@ import asyncio
 import email.utils
 import functools
 import random
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -176,22 +177,39 @@ class Sender:
 
     async def send(self, request: Request, event: Event, stop: asyncio.Event) -> RequestResult:
         """Post a request, retrying what may succeed later, every attempt with the same Idempotency-Key."""
+        options = self._options
         started = self._clock()
         url = URL(request.url, encoded=True)
-        headers = {"Idempotency-Key": request.idempotency_key, "Content-Type": CONTENT_TYPE}
+        headers = {"Idempotency-Key": request.idempotency_key}
         attempt = 0
+        status: int | None = None
+        detail = ""
         while True:
-            attempt += 1
             await self._limiter.acquire()
+            left = options.request_deadline - (self._clock() - started)
+            if stop.is_set() or left <= 0:
+                if stop.is_set():
+                    return RequestResult(
+                        request, event, "not_attempted", "stopped", status, attempt, detail=detail
+                    )
+                detail = f"{detail}; past the {options.request_deadline:g}s limit per request"
+                return RequestResult(request, event, "failed", "deadline", status, attempt, detail=detail)
+            attempt += 1
             retry_after: float | None = None
-            status: int | None = None
+            timeout = min(options.attempt_timeout, left)
             try:
-                async with self._session.post(url, data=request.body, headers=headers) as response:
+                async with self._session.post(
+                    url,
+                    data=request.body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=timeout),
+                ) as response:
                     status = response.status
                     body = await response.read()
                     retry_after = retry_after_seconds(response.headers)
             except TimeoutError:
-                reason, detail = "timeout", f"no answer within {self._options.attempt_timeout:g}s"
+                reason, detail = "timeout", f"no answer within {timeout:g}s"
             except aiohttp.ClientError as exc:
                 reason, detail = "network", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:
@@ -203,32 +221,41 @@ class Sender:
                     return RequestResult(
                         request, event, "failed", "unauthorized", status, attempt, detail=detail
                     )
-                if status not in RETRY_STATUSES and status < 500:
+                if status not in RETRY_STATUSES and status < 500:  # other 4xx, and 3xx: never followed
                     return RequestResult(request, event, "failed", reason, status, attempt, detail=detail)
-            if attempt > self._options.max_retries:
+            if attempt > options.max_retries:
                 detail = f"{detail}; gave up after {attempt} attempts"
                 return RequestResult(request, event, "failed", reason, status, attempt, detail=detail)
             delay = retry_after if retry_after is not None else self._backoff.delay(attempt - 1)
-            if self._clock() + delay - started > self._options.request_deadline:
-                detail = f"{detail}; the next retry would pass the {self._options.request_deadline:g}s limit"
+            if self._clock() + delay - started > options.request_deadline:
+                detail = f"{detail}; the next retry would pass the {options.request_deadline:g}s limit"
                 return RequestResult(request, event, "failed", reason, status, attempt, detail=detail)
-            if stop.is_set():
-                return RequestResult(
-                    request, event, "not_attempted", "stopped", status, attempt, detail=detail
-                )
             self._stats.retries += 1
-            await self._sleep(delay)
-            if stop.is_set():
-                return RequestResult(
-                    request, event, "not_attempted", "stopped", status, attempt, detail=detail
-                )
+            await _sleep_unless_stopped(self._sleep, delay, stop)
+
+
+async def _sleep_unless_stopped(sleep: Sleep, seconds: float, stop: asyncio.Event) -> None:
+    """Sleep, but wake at once when the run stops."""
+    if stop.is_set():
+        return
+    sleeping = asyncio.ensure_future(sleep(seconds))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({sleeping, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeping.cancel()
+        stopping.cancel()
 
 
 def open_session(api_key: str, options: DeliveryOptions) -> aiohttp.ClientSession:
     """The run's one session: a connector sized to the concurrency, explicit timeouts, the key as a header."""
     connector = aiohttp.TCPConnector(limit=options.concurrency, limit_per_host=options.concurrency)
     timeout = aiohttp.ClientTimeout(total=options.attempt_timeout, connect=min(10.0, options.attempt_timeout))
-    headers = {"Authorization": f"Bearer {api_key}", "User-Agent": f"segroute/{__version__}"}
+    headers = {
+        "Authorization": f"Bearer {api_key}",
+        "Content-Type": CONTENT_TYPE,
+        "User-Agent": f"segroute/{__version__}",
+    }
     return aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers=headers, raise_for_status=False
     )
@@ -247,15 +274,14 @@ class Dispatcher:
     def __init__(
         self,
         sender: Sender,
-        options: DeliveryOptions,
         stats: DeliveryStats,
         stop: asyncio.Event,
         *,
+        options: DeliveryOptions,
         on_request: Callable[[RequestResult], None],
         on_event: Callable[[Delivered], None],
     ) -> None:
         self._sender = sender
-        self._options = options
         self._stats = stats
         self._stop = stop
         self._on_request = on_request
@@ -265,6 +291,8 @@ class Dispatcher:
         self._window = asyncio.Semaphore(options.concurrency * 4)
         self._tails: dict[str, asyncio.Task[None]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self.output_error: Exception | None = None
+        """An error an output callback raised; the run stops, and `deliver` raises it at the end."""
 
     async def submit(self, planned: Planned) -> None:
         """Queue an event's requests behind any earlier request to the same recipient."""
@@ -276,12 +304,6 @@ class Dispatcher:
             self._tails[recipient] = task
             self.tasks.add(task)
             task.add_done_callback(functools.partial(self._forget, recipient=recipient))
-
-    def not_attempted(self, planned: Planned) -> None:
-        """Record an event that was read but will not be sent, because the run is stopping."""
-        state = _EventState(planned.event, len(planned.requests))
-        for request in planned.requests:
-            self._finish(state, RequestResult(request, planned.event, "not_attempted", "stopped"))
 
     def _forget(self, task: asyncio.Task[None], *, recipient: str) -> None:
         self.tasks.discard(task)
@@ -302,30 +324,98 @@ class Dispatcher:
         except asyncio.CancelledError:
             # The drain timed out: whether Courier got it is unknown; a replay's same key makes that safe.
             result = RequestResult(request, event, "not_attempted", "stopped", detail="cut off by the stop")
+        except Exception as exc:  # anything else ends this request as failed, never lost
+            result = RequestResult(request, event, "failed", "error", detail=f"{type(exc).__name__}: {exc}")
         if result.reason == "unauthorized" and self._stats.stopped_by is None:
             self._stats.stopped_by = "unauthorized"
             self._stats.auth_detail = result.detail
             self._stop.set()
-        self._finish(state, result)
+        try:
+            self._finish(state, result)
+        except Exception as exc:  # an output failed (stdout closed): stop, keep what was read, then raise
+            if self.output_error is None:
+                self.output_error = exc
+            self._stop.set()
 
     def _finish(self, state: _EventState, result: RequestResult) -> None:
         self._stats.requests_done += 1
         if result.outcome == "failed":
             self._stats.failed += 1
-        self._on_request(result)
         state.results.append(result)
         state.remaining -= 1
         if state.remaining == 0:
             self._on_event(Delivered(state.event, tuple(state.results)))
+        self._on_request(result)
 
 
-def _take(items: Iterator[Outcome | Note], count: int) -> list[Outcome | Note]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == count:
-            break
-    return batch
+class _Reader:
+    """Reads on one thread of its own and hands batches to the event loop.
+
+    One thread, so state the pipeline keeps (the duplicate check's SQLite file) stays on it. With
+    ``streaming`` (stdin), every item is handed over as it is read, so events piped in a few at a time
+    go out at once and a stop need not wait for a read that blocks; otherwise items go in batches.
+    """
+
+    _DONE: list[Outcome | Note] = []
+
+    def __init__(self, outcomes: Iterable[Outcome | Note], *, streaming: bool) -> None:
+        self._items = iter(outcomes)
+        self._size = 1 if streaming else READ_BATCH
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[list[Outcome | Note]] = asyncio.Queue()
+        self._room = threading.Semaphore(8)
+        self._stopping = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="segroute-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        batch: list[Outcome | Note] = []
+        try:
+            for item in self._items:
+                batch.append(item)
+                if len(batch) >= self._size:
+                    self._hand_over(batch)
+                    batch = []
+                if self._stopping.is_set():
+                    break
+        except BaseException as exc:  # handed to the loop, which raises it
+            self._error = exc
+        if batch:
+            self._hand_over(batch)
+        self._hand_over(self._DONE)
+
+    def _hand_over(self, batch: list[Outcome | Note]) -> None:
+        self._room.acquire()
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, batch)
+
+    async def next_batch(self, stop: asyncio.Event) -> list[Outcome | Note] | None:
+        """The next batch; None at the end of the input, or at a stop while the reader is still busy."""
+        get = asyncio.ensure_future(self._queue.get())
+        if not get.done():
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({get, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not get.done():
+                get.cancel()
+                return None
+        batch = get.result()
+        self._room.release()
+        if batch is self._DONE:
+            if self._error is not None:
+                raise self._error
+            return None
+        return batch
+
+    def stop(self) -> list[Outcome | Note]:
+        """Ask the thread to stop; what it already handed over and was not taken yet."""
+        self._stopping.set()
+        left: list[Outcome | Note] = []
+        while not self._queue.empty():
+            batch = self._queue.get_nowait()
+            self._room.release()
+            left.extend(batch)
+        return left
 
 
 async def deliver(
@@ -337,40 +427,45 @@ async def deliver(
     on_outcome: Callable[[Outcome | Note | Delivered], None],
     on_request: Callable[[RequestResult], None],
     stats: DeliveryStats | None = None,
+    streaming: bool = False,
     sleep: Sleep = asyncio.sleep,
     clock: Clock = time.monotonic,
 ) -> DeliveryStats:
     """Send every planned event's requests; everything else goes straight to ``on_outcome``.
 
-    Reading happens in a worker thread, a batch at a time, so a slow input never stalls the requests
-    in flight. Setting ``stop`` ends reading; requests in flight get ``options.drain_timeout`` seconds,
-    and everything read but not sent ends as ``not_attempted``.
+    Reading happens on a thread of its own, so a slow input never stalls the requests in flight.
+    Setting ``stop`` ends reading; requests in flight get ``options.drain_timeout`` seconds, and
+    everything read but not sent ends as ``not_attempted``. An error from an output callback (stdout
+    closed, say) stops the run the same way, then is raised.
     """
     stats = stats or DeliveryStats()
     sender = Sender(session, options, stats, clock=clock, sleep=sleep)
-    dispatcher = Dispatcher(sender, options, stats, stop, on_request=on_request, on_event=on_outcome)
+    dispatcher = Dispatcher(sender, stats, stop, options=options, on_request=on_request, on_event=on_outcome)
     watchdog = asyncio.create_task(_cut_off_after_stop(stop, dispatcher, options.drain_timeout))
-    items = iter(outcomes)
+    reader = _Reader(outcomes, streaming=streaming)
+
+    async def take(item: Outcome | Note) -> None:
+        if isinstance(item, Note):
+            on_outcome(item)
+            return
+        stats.read += 1
+        if isinstance(item, Planned):
+            await dispatcher.submit(item)  # after a stop, it ends as not_attempted behind its recipient
+        else:
+            on_outcome(item)
+
     try:
-        while not stop.is_set():
-            batch = await asyncio.to_thread(_take, items, READ_BATCH)
-            if not batch:
-                break
+        while not stop.is_set() and (batch := await reader.next_batch(stop)) is not None:
             for item in batch:
-                if not isinstance(item, Planned):
-                    if not isinstance(item, Note):
-                        stats.read += 1
-                    on_outcome(item)
-                    continue
-                stats.read += 1
-                if stop.is_set():
-                    dispatcher.not_attempted(item)
-                else:
-                    await dispatcher.submit(item)
+                await take(item)
+        for item in reader.stop():
+            await take(item)
         while dispatcher.tasks:
-            await asyncio.gather(*dispatcher.tasks, return_exceptions=True)
+            await asyncio.gather(*dispatcher.tasks)
     finally:
         watchdog.cancel()
+    if dispatcher.output_error is not None:
+        raise dispatcher.output_error
     return stats
 
 

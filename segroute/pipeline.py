@@ -100,8 +100,8 @@ class SeenIds:
     (deleted when closed), which only ids missing from the set are looked up in.
     """
 
-    def __init__(self, memory: int = DEDUPE_MEMORY) -> None:
-        self._memory = memory
+    def __init__(self, memory: int | None = None) -> None:
+        self._memory = memory or DEDUPE_MEMORY
         self._recent: set[str] = set()
         self._spilled: sqlite3.Connection | None = None
 
@@ -120,7 +120,9 @@ class SeenIds:
 
     def _spill(self) -> None:
         if self._spilled is None:
-            self._spilled = sqlite3.connect("")  # "": a private on-disk database, deleted on close
+            # "": a private on-disk database, deleted on close. One thread uses it at a time, but not
+            # always the same one.
+            self._spilled = sqlite3.connect("", check_same_thread=False)
             self._spilled.executescript(
                 "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -16000;"
                 "CREATE TABLE seen (id TEXT PRIMARY KEY) WITHOUT ROWID;"

@@ -137,8 +137,12 @@ def _targets_table(summary: Summary) -> Table:
     return table
 
 
-def show_files(console: Console, failed_written: int | None, failed: object, report: object) -> None:
+def show_files(
+    console: Console, failed_written: int | None, failed: object, report: object, *, unwritable: int = 0
+) -> None:
     """Where the failure file and the report went."""
+    if unwritable:
+        console.print(Text(f"{failed}: {unwritable:,} events nested too deeply to write back were left out"))
     if failed is not None and failed_written is not None:
         what = (
             "no events"

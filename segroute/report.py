@@ -21,7 +21,8 @@ MAX_LISTED_PROBLEMS = 1000
 
 
 class FailedWriter:
-    """Every event that did not go out, as read, one per line: ``segroute send FILE`` replays them."""
+    """Every event that did not go out, one per line as parsed (same fields, same order), so that
+    ``segroute send FILE`` replays them."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -30,6 +31,8 @@ class FailedWriter:
         except OSError as exc:
             raise UsageError(f"--failed {path}: cannot write: {exc.strerror or exc}") from exc
         self.written = 0
+        self.unwritable = 0
+        """Events nested too deeply to write back as JSON: counted, not kept."""
 
     def add(self, outcome: Outcome | Delivered) -> None:
         """Keep the event if it did not go out: failed, not attempted, or rejected but still JSON."""
@@ -40,7 +43,12 @@ class FailedWriter:
             self._write(outcome.value)
 
     def _write(self, value: Any) -> None:
-        self._out.write(dumps(value) + b"\n")
+        try:
+            line = dumps(value) + b"\n"
+        except ValueError:
+            self.unwritable += 1
+            return
+        self._out.write(line)
         self.written += 1
 
     def close(self) -> None:
@@ -133,6 +141,16 @@ def build_report(
         "problems": problems.items,
         "problems_not_listed": problems.unlisted,
     }
+
+
+def check_writable(option: str, path: Path, inputs: list[str]) -> None:
+    """Refuse an output file that is an input (it would be emptied before it is read) or cannot be made."""
+    for name in inputs:
+        if name != "-" and os.path.exists(name) and path.exists() and os.path.samefile(name, path):
+            raise UsageError(f"{option} {path} is also an input: write it elsewhere, then replay it")
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UsageError(f"{option} {path}: cannot write there")
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
 from segroute.config import Config
 from segroute.pipeline import Delivered, Outcome, Planned, Rejected, RequestResult, Summary, plan
-from segroute.report import FailedWriter, ProblemLog, build_report, write_report
+from segroute.report import FailedWriter, ProblemLog, build_report, check_writable, write_report
 from segroute.routing import Router
 from segroute.sources import Note, iter_items
 
@@ -70,6 +70,7 @@ class RunResult:
     stopped_by: Literal["signal", "unauthorized"] | None = None
     auth_detail: str = ""
     failed_written: int | None = None
+    failed_unwritable: int = 0
     report_path: Path | None = None
     problems: ProblemLog = field(default_factory=ProblemLog)
 
@@ -109,6 +110,9 @@ def run(
     on_signal: Callable[[int], None] = lambda count: None,
 ) -> RunResult:
     """Read, route and print or send; write the failure file and the report; return what happened."""
+    for option, path in (("--failed", options.failed_path), ("--report", options.report_path)):
+        if path is not None:
+            check_writable(option, path, options.inputs)
     started_at = datetime.datetime.now(datetime.UTC)
     started = time.monotonic()
     failed = FailedWriter(options.failed_path) if options.failed_path else None
@@ -127,10 +131,11 @@ def run(
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(_send(options, outcomes, outputs, display, result, on_signal))
     finally:
-        display.close()
         if failed is not None:
             failed.close()
             result.failed_written = failed.written
+            result.failed_unwritable = failed.unwritable
+        display.close()
     result.seconds = time.monotonic() - started
     if options.report_path is not None:
         report = build_report(
@@ -207,6 +212,7 @@ async def _send(
                 on_outcome=outputs.outcome,
                 on_request=outputs.result,
                 stats=stats,
+                streaming="-" in options.inputs,
             )
     finally:
         ticker.cancel()

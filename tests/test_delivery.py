@@ -306,7 +306,7 @@ def test_key_from_the_old_variable_and_region_and_plain_http(
 
 def test_ctrl_c_on_a_slow_server_stops_cleanly(courier: FakeCourier, tmp_path: Path) -> None:
     courier.fault("delay", times=10_000, seconds=0.3)
-    events = [identify(n, f"u{n}") for n in range(2000)]
+    events = [identify(n, f"u{n}") for n in range(5000)]
     write_events(events)
     env = dict(os.environ, COURIER_API_KEY=API_KEY)
     command = [
@@ -344,7 +344,7 @@ def test_ctrl_c_on_a_slow_server_stops_cleanly(courier: FakeCourier, tmp_path: P
     assert report["stopped_by"] == "signal"
     sent = report["totals"]["sent"]
     assert report["totals"]["not_attempted"] >= 1
-    assert sent + report["totals"]["not_attempted"] == report["read"] < 2000
+    assert sent + report["totals"]["not_attempted"] == report["read"] < 5000
     failed = [json.loads(line)["messageId"] for line in Path("failed.jsonl").read_text().splitlines()]
     assert len(failed) == report["totals"]["not_attempted"]
     sent_ids = {
@@ -466,3 +466,114 @@ def test_retry_after_beats_the_computed_backoff(courier: FakeCourier) -> None:
     (delivered,) = ended
     assert isinstance(delivered, Delivered)
     assert (delivered.outcome, delivered.results[0].attempts) == ("sent", 3)
+
+
+# --- what a second review found ---------------------------------------------------------------
+
+
+def test_an_output_file_that_is_also_an_input_is_refused(courier: FakeCourier) -> None:
+    write_events([identify(1, "u1")], "failed.jsonl")
+    before = Path("failed.jsonl").read_text()
+    result = send(courier, "failed.jsonl", "--failed", "failed.jsonl")
+    assert result.exit_code == 2
+    assert (
+        result.stderr == "error: --failed failed.jsonl is also an input: write it elsewhere, then replay it\n"
+    )
+    assert Path("failed.jsonl").read_text() == before
+    unwritable = send(courier, "failed.jsonl", "--report", "no/such/folder/r.json")
+    assert unwritable.exit_code == 2
+    assert courier.received == []
+
+
+def test_a_key_a_header_cannot_carry_is_refused(
+    courier: FakeCourier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COURIER_API_KEY", "sk_a\rb")
+    write_events([identify(1, "u1")])
+    result = send(courier, "events.jsonl")
+    assert result.exit_code == 2
+    assert "the API key holds characters an HTTP header cannot carry" in result.stderr
+    assert "sk_a" not in result.stderr
+
+
+def test_redirects_are_not_followed(courier: FakeCourier) -> None:
+    courier.fault("status", times=1, status=302, headers={"Location": "/elsewhere"})
+    write_events([identify(1, "u1")])
+    result = send(courier, "events.jsonl", "-o", "jsonl")
+    assert result.exit_code == 1
+    assert [(line["status"], line["outcome"], line["reason"]) for line in lines(result)] == [
+        (302, "failed", "http_302")
+    ]
+    assert [r.path for r in courier.received] == ["/profiles/u1"]
+
+
+def test_duplicates_spilled_to_disk_work_with_a_host_name(
+    courier: FakeCourier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The duplicate check's SQLite file lives on the reader's thread; host lookups use other threads."""
+    from segroute import pipeline
+
+    monkeypatch.setattr(pipeline, "DEDUPE_MEMORY", 5)
+    events = [identify(n, f"u{n}") for n in range(40)]
+    write_events(events + events[:3])
+    result = runner.invoke(
+        app, ["send", "events.jsonl", "--api-url", f"http://localhost:{courier.port}", "--report", "r.json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(Path("r.json").read_text())
+    assert report["outcomes"] == {"sent": {"ok": 40}, "skipped": {"duplicate": 3}}
+    assert_each_key_acted_on_once(courier, 40)
+
+
+def test_an_event_too_deep_to_write_does_not_break_the_failure_file(courier: FakeCourier) -> None:
+    deep = json.dumps(dict(identify(1, "u1"), traits={"x": 1})).replace('{"x": 1}', "[" * 1000 + "]" * 1000)
+    Path("events.jsonl").write_text(deep + "\n" + json.dumps(identify(2, "u2")) + "\n")
+    result = send(courier, "events.jsonl", "--failed", "failed.jsonl", "--report", "r.json")
+    assert result.exit_code == 1
+    assert "events.jsonl:1: rejected (invalid_traits)" in result.stderr or "too_deep" in result.stderr
+    assert "events nested too deeply to write back were left out" in result.stderr
+    assert json.loads(Path("r.json").read_text())["totals"] == {"rejected": 1, "sent": 1}
+
+
+def test_max_time_bounds_the_attempt_in_progress(courier: FakeCourier) -> None:
+    courier.fault("delay", times=5, seconds=3.0)
+    write_events([identify(1, "u1")])
+    result = send(courier, "events.jsonl", "--timeout", "30", "--max-time", "0.5", "-o", "jsonl")
+    assert result.exit_code == 1
+    (line,) = lines(result)
+    assert (line["outcome"], line["reason"], line["attempts"]) == ("failed", "timeout", 1)
+    assert line["detail"].startswith("no answer within 0.")
+    assert line["detail"].endswith("the next retry would pass the 0.5s limit")
+
+
+def test_events_piped_in_go_out_as_they_come_and_ctrl_c_stops_a_waiting_run(
+    courier: FakeCourier, tmp_path: Path
+) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "segroute",
+        "send",
+        "-",
+        "--api-url",
+        courier.url,
+        "-o",
+        "jsonl",
+        "--failed",
+        "f.jsonl",
+    ]
+    env = dict(os.environ, COURIER_API_KEY=API_KEY)
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        for n in range(3):
+            proc.stdin.write(json.dumps(identify(n, f"u{n}")).encode() + b"\n")
+        proc.stdin.flush()
+        got = [json.loads(proc.stdout.readline()) for _ in range(3)]  # sent while stdin is still open
+        proc.send_signal(signal.SIGINT)
+        proc.stdout.read()
+        err = proc.stderr.read()
+        proc.wait(timeout=30)
+    assert [line["outcome"] for line in got] == ["sent"] * 3
+    assert proc.returncode == 130, err
