@@ -68,6 +68,11 @@ def send(courier: FakeCourier, *args: str) -> Result:
     return runner.invoke(app, ["send", *args, "--api-url", courier.url])
 
 
+def segroute_send(*args: str) -> list[str]:
+    """The command line of a send in a process of its own, for tests that signal it."""
+    return [sys.executable, "-m", "segroute", "send", *args]
+
+
 def lines(result: Result) -> list[dict[str, Any]]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
@@ -309,11 +314,7 @@ def test_ctrl_c_on_a_slow_server_stops_cleanly(courier: FakeCourier, tmp_path: P
     events = [identify(n, f"u{n}") for n in range(5000)]
     write_events(events)
     env = dict(os.environ, COURIER_API_KEY=API_KEY)
-    command = [
-        sys.executable,
-        "-m",
-        "segroute",
-        "send",
+    command = segroute_send(
         "events.jsonl",
         "--api-url",
         courier.url,
@@ -325,7 +326,7 @@ def test_ctrl_c_on_a_slow_server_stops_cleanly(courier: FakeCourier, tmp_path: P
         "failed.jsonl",
         "--report",
         "report.json",
-    ]
+    )
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path
     ) as proc:
@@ -401,17 +402,7 @@ def test_sigterm_stops_like_ctrl_c_and_a_second_ctrl_c_quits_at_once(
 ) -> None:
     courier.fault("delay", times=10_000, seconds=2.0)
     write_events([identify(n, f"u{n}") for n in range(500)])
-    command = [
-        sys.executable,
-        "-m",
-        "segroute",
-        "send",
-        "events.jsonl",
-        "--api-url",
-        courier.url,
-        "--report",
-        "report.json",
-    ]
+    command = segroute_send("events.jsonl", "--api-url", courier.url, "--report", "report.json")
     env = dict(os.environ, COURIER_API_KEY=API_KEY)
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path
@@ -549,19 +540,7 @@ def test_max_time_bounds_the_attempt_in_progress(courier: FakeCourier) -> None:
 def test_events_piped_in_go_out_as_they_come_and_ctrl_c_stops_a_waiting_run(
     courier: FakeCourier, tmp_path: Path
 ) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "segroute",
-        "send",
-        "-",
-        "--api-url",
-        courier.url,
-        "-o",
-        "jsonl",
-        "--failed",
-        "f.jsonl",
-    ]
+    command = segroute_send("-", "--api-url", courier.url, "-o", "jsonl", "--failed", "f.jsonl")
     env = dict(os.environ, COURIER_API_KEY=API_KEY)
     with subprocess.Popen(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path
