@@ -24,6 +24,7 @@ from segroute.sources import Note
 from segroute.transform import CONTENT_TYPE, Request
 
 RETRY_STATUSES = frozenset({408, 429})
+"""Statuses below 500 worth another attempt; every 5xx is too."""
 AUTH_STATUSES = frozenset({401, 403})
 READ_BATCH = 256
 """Outcomes read from the inputs per trip to the reader thread."""
@@ -54,7 +55,7 @@ class DeliveryOptions:
 
 @dataclass
 class DeliveryStats:
-    """Counters a progress display and the report read while a send runs."""
+    """Counters the progress display reads while a send runs, and why it stopped early, if it did."""
 
     read: int = 0
     requests_done: int = 0
