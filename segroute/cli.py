@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import io
 import os
 import sys
@@ -227,7 +228,8 @@ def send(
             # Events piped in as they happen are shown as they are read.
             flush_each="-" in names,
         )
-        result = run(options, display, stdin=_stdin(), on_signal=_on_signal)
+        on_signal = functools.partial(_on_signal, quiet=quiet)
+        result = run(options, display, stdin=_stdin(), on_signal=on_signal)
         if not quiet:
             title = "dry run: nothing was sent" if dry_run else f"sent to {base_url}"
             render.show_summary(err, result.summary, title=title)
@@ -263,10 +265,12 @@ def _delivery_options(
     )
 
 
-def _on_signal(count: int) -> None:
+def _on_signal(count: int, *, quiet: bool) -> None:
     """First Ctrl-C: stop cleanly; the second: quit at once."""
     if count > 1:
         os._exit(ExitCode.INTERRUPTED)
+    if quiet:
+        return
     render.show_message(
         render.stderr_console(),
         "stopping: no more events are read; requests in flight get a moment to finish "

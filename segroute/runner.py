@@ -4,6 +4,7 @@ outputs (requests on stdout, problems and progress on stderr, the failure file a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import signal
 import time
@@ -123,8 +124,9 @@ def run(
         outcomes = plan(items, Router(options.config), base_url=options.base_url)
         if options.dry_run:
             try:
-                for outcome in outcomes:
-                    outputs.outcome(outcome)
+                with _sigterm_as_interrupt():
+                    for outcome in outcomes:
+                        outputs.outcome(outcome)
             except KeyboardInterrupt:
                 result.stopped_by = "signal"
         else:
@@ -150,6 +152,24 @@ def run(
         write_report(options.report_path, report)
         result.report_path = options.report_path
     return result
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """In a dry run, SIGTERM stops like Ctrl-C does, so the counts are still shown."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

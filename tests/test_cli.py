@@ -529,7 +529,8 @@ def test_closed_stdin_and_a_full_disk(tmp_path: Path) -> None:
     assert done.stderr == b"error: cannot write the output: No space left on device\n"
 
 
-def test_ctrl_c_during_a_dry_run_still_shows_the_counts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_dry_run_still_shows_the_counts(tmp_path: Path, signum: signal.Signals) -> None:
     config_with_link()
     command = [sys.executable, "-m", "segroute", "send", "-", "--dry-run", "-o", "jsonl"]
     with subprocess.Popen(
@@ -539,7 +540,7 @@ def test_ctrl_c_during_a_dry_run_still_shows_the_counts(tmp_path: Path) -> None:
         proc.stdin.write(json.dumps(TRACK).encode() + b"\n")
         proc.stdin.flush()
         assert proc.stdout.readline().startswith(b'{"method":"POST"')
-        proc.send_signal(signal.SIGINT)  # stdin is still open: segroute is waiting for more
+        proc.send_signal(signum)  # stdin is still open: segroute is waiting for more
         err = proc.stderr.read().decode()
         proc.wait(timeout=30)
     assert proc.returncode == 130
