@@ -53,6 +53,10 @@ class JsonlWriter:
         for request in requests:
             self._out.write(orjson.dumps(request_record(request, event), option=orjson.OPT_APPEND_NEWLINE))
 
+    def result(self, result: RequestResult) -> None:
+        """Write the line for a request that ended."""
+        self._out.write(orjson.dumps(result_record(result), option=orjson.OPT_APPEND_NEWLINE))
+
     def flush(self) -> None:
         """Write through what is buffered."""
         self._out.flush()
@@ -85,6 +89,16 @@ class TextWriter:
             )
             self._console.print_json(request.body.decode())
             self._console.print()
+
+    def result(self, result: RequestResult) -> None:
+        """One line for a request that ended: status, request, outcome, origin."""
+        reason = f" ({result.reason})" if result.reason else ""
+        self._console.print(
+            Text(
+                f"{result.status or '-'} {result.request.method} {result.request.url} "
+                f"{result.outcome}{reason} # {display_name(result.event.origin)}"
+            )
+        )
 
     def flush(self) -> None:
         """Write through what is buffered."""
@@ -222,7 +236,6 @@ class RunDisplay:
         live_progress: bool,
         flush_each: bool = False,
     ) -> None:
-        self._output = output
         self._flush_each = flush_each
         self._stdout = stdout
         self._err = err
@@ -248,16 +261,9 @@ class RunDisplay:
     def result(self, result: RequestResult) -> None:
         """A request that ended: a line on stdout when asked, written through at once (a flush costs
         little beside a request); a line on stderr when it failed."""
-        if self._output == "jsonl":
-            self._stdout.buffer.write(orjson.dumps(result_record(result), option=orjson.OPT_APPEND_NEWLINE))
-            self._stdout.buffer.flush()
-        elif self._output == "text":
-            self._stdout.write(
-                f"{result.status or '-'} {result.request.method} {result.request.url} "
-                f"{result.outcome}{' (' + result.reason + ')' if result.reason else ''} "
-                f"# {display_name(result.event.origin)}\n"
-            )
-            self._stdout.flush()
+        if self._requests is not None:
+            self._requests.result(result)
+            self._requests.flush()
         if result.outcome == "failed":
             self._err.print(
                 Text(

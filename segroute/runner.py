@@ -214,12 +214,14 @@ async def _send(
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no support
             pass
 
+    def show_progress() -> None:
+        seconds = time.monotonic() - stats.started
+        display.progress(stats.read, stats.requests_done, stats.failed, stats.retries, seconds)
+
     async def tick() -> None:
         while True:
             await asyncio.sleep(PROGRESS_INTERVAL)
-            display.progress(
-                stats.read, stats.requests_done, stats.failed, stats.retries, time.monotonic() - stats.started
-            )
+            show_progress()
 
     ticker = asyncio.create_task(tick())
     try:
@@ -238,8 +240,6 @@ async def _send(
         ticker.cancel()
         for signum in installed:
             loop.remove_signal_handler(signum)
-    display.progress(
-        stats.read, stats.requests_done, stats.failed, stats.retries, time.monotonic() - stats.started
-    )
+    show_progress()
     result.stopped_by = stats.stopped_by
     result.auth_detail = stats.auth_detail
