@@ -174,7 +174,8 @@ class Sender:
         self._clock = clock
         self._sleep = sleep
         self._backoff = Backoff(options.backoff_initial, options.backoff_max, rng)
-        self._limiter = RateLimiter(options.rate, clock=clock, sleep=sleep)
+        self._limiter = RateLimiter(options.rate, clock=clock, sleep=sleep) if options.rate else None
+        self._full_attempt = _attempt_timeout(options)
 
     async def send(self, request: Request, event: Event, stop: asyncio.Event) -> RequestResult:
         """Post a request, retrying what may succeed later, every attempt with the same Idempotency-Key."""
@@ -186,31 +187,31 @@ class Sender:
         status: int | None = None
         detail = ""
         while True:
-            await self._limiter.acquire()
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            if stop.is_set():
+                return RequestResult(
+                    request, event, "not_attempted", "stopped", status, attempt, detail=detail
+                )
             left = options.request_deadline - (self._clock() - started)
-            if stop.is_set() or left <= 0:
-                if stop.is_set():
-                    return RequestResult(
-                        request, event, "not_attempted", "stopped", status, attempt, detail=detail
-                    )
+            if left <= 0:
                 detail = f"{detail}; past the {options.request_deadline:g}s limit per request"
                 return RequestResult(request, event, "failed", "deadline", status, attempt, detail=detail)
             attempt += 1
             retry_after: float | None = None
-            timeout = min(options.attempt_timeout, left)
+            # The session's timeout, unless less time than a whole attempt is left of the request's.
+            timeout = (
+                self._full_attempt if left >= options.attempt_timeout else aiohttp.ClientTimeout(total=left)
+            )
             try:
                 async with self._session.post(
-                    url,
-                    data=request.body,
-                    headers=headers,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=timeout),
+                    url, data=request.body, headers=headers, allow_redirects=False, timeout=timeout
                 ) as response:
                     status = response.status
                     body = await response.read()
-                    retry_after = retry_after_seconds(response.headers)
+                    answer_headers = response.headers
             except TimeoutError:
-                reason, detail = "timeout", f"no answer within {timeout:g}s"
+                reason, detail = "timeout", f"no answer within {timeout.total:g}s"
             except aiohttp.ClientError as exc:
                 reason, detail = "network", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:
@@ -224,6 +225,7 @@ class Sender:
                     )
                 if status not in RETRY_STATUSES and status < 500:  # other 4xx, and 3xx: never followed
                     return RequestResult(request, event, "failed", reason, status, attempt, detail=detail)
+                retry_after = retry_after_seconds(answer_headers)
             if attempt > options.max_retries:
                 detail = f"{detail}; gave up after {attempt} attempts"
                 return RequestResult(request, event, "failed", reason, status, attempt, detail=detail)
@@ -248,17 +250,21 @@ async def _sleep_unless_stopped(sleep: Sleep, seconds: float, stop: asyncio.Even
         stopping.cancel()
 
 
+def _attempt_timeout(options: DeliveryOptions) -> aiohttp.ClientTimeout:
+    """One whole attempt's timeout, connecting included."""
+    return aiohttp.ClientTimeout(total=options.attempt_timeout, connect=min(10.0, options.attempt_timeout))
+
+
 def open_session(api_key: str, options: DeliveryOptions) -> aiohttp.ClientSession:
     """The run's one session: a connector sized to the concurrency, explicit timeouts, the key as a header."""
     connector = aiohttp.TCPConnector(limit=options.concurrency, limit_per_host=options.concurrency)
-    timeout = aiohttp.ClientTimeout(total=options.attempt_timeout, connect=min(10.0, options.attempt_timeout))
     headers = {
         "Authorization": f"Bearer {api_key}",
         "Content-Type": CONTENT_TYPE,
         "User-Agent": f"segroute/{__version__}",
     }
     return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, headers=headers, raise_for_status=False
+        connector=connector, timeout=_attempt_timeout(options), headers=headers, raise_for_status=False
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -46,8 +47,14 @@ def path_segment(value: str) -> str:
 def target_path(event: Event, target: Target) -> str:
     """The API path for a target, its variable segment percent-encoded."""
     if target.kind == "automation":
-        return f"/automations/{path_segment(target.automation or '')}/invoke"
+        return _invoke(target)[0]
     return f"/profiles/{path_segment(event.user_id or '')}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _invoke(target: Target) -> tuple[str, bytes]:
+    """An automation target's path and the start of its body: the same for every event it gets."""
+    return f"/automations/{path_segment(target.automation or '')}/invoke", b'{"brand":' + dumps(target.brand)
 
 
 def build_requests(event: Event, targets: tuple[Target, ...], base_url: str) -> tuple[Request, ...]:
@@ -55,22 +62,14 @@ def build_requests(event: Event, targets: tuple[Target, ...], base_url: str) -> 
     requests = []
     data: bytes | None = None
     for target in targets:
-        path = target_path(event, target)
         if target.kind == "automation":
+            path, head = _invoke(target)
             if data is None:
-                data = dumps(event.data)
-            body = b"".join(
-                (
-                    b'{"brand":',
-                    dumps(target.brand),
-                    b',"data":',
-                    data,
-                    b',"profile":null,"recipient":',
-                    dumps(event.user_id),
-                    b"}",
-                )
-            )
+                data = b"".join((b',"data":', dumps(event.data), b',"profile":null,"recipient":'))
+                data += dumps(event.user_id) + b"}"
+            body = head + data
         else:
+            path = target_path(event, target)
             body = b'{"profile":' + dumps(event.data.get("traits")) + b"}"
         key = idempotency_key(event.message_id, "POST", path)
         requests.append(Request("POST", base_url + path, path, body, key, target))
