@@ -1,22 +1,27 @@
 """Inputs -> a stream of JSON records, each with the place it came from.
 
 The shape of an input is decided from its content, never from its name: gzip by its magic bytes,
-then newline-delimited JSON, a JSON array, one JSON document, or several concatenated ones. A
-``/v1/batch`` body is expanded into its items. Everything is read as a stream: memory holds one
-chunk and one record at a time, whatever the size of the input.
+a tar or zip bundle (read member by member, see `bundles`), then newline-delimited JSON, a JSON
+array, one JSON document, or several concatenated ones. A ``/v1/batch`` body is expanded into its
+items. Everything is read as a stream: memory holds one chunk and one record at a time, whatever the
+size of the input.
+
+Segment's raw-data archive is a tree ``[prefix/]segment-logs/<source-id>/<received-day>/<file>``;
+folders and bundle members laid out that way can be left unread by day (see `iter_items`).
 """
 
 from __future__ import annotations
 
 import codecs
+import io
 import json
 import os
 import re
 import zlib
-from collections.abc import Generator, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import IO, Any, BinaryIO, Protocol, cast
 
 from segroute import _json
 from segroute.errors import InputError
@@ -26,12 +31,26 @@ MAX_GZIP_LAYERS = 3
 UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 CHUNK_BYTES = 256 * 1024
+TAR_HEADER_BYTES = 512
+TAR_MAGIC_OFFSET = 257
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 MAX_LINE_BYTES = 1024 * 1024
 """A longer line is rejected without being held in memory; a /v1/batch body (500 KB) fits."""
 MAX_INFLATE_BYTES = 4 * 1024 * 1024
 """The most one read decompresses, so a small gzip member cannot blow up in memory."""
 MAX_DOCUMENT_CHARS = 64 * 1024 * 1024
 """The largest single multi-line JSON value (a pretty-printed batch body, say) that is read whole."""
+MAX_EXPANSION = 200
+"""Decompressed bytes allowed per compressed byte read. Segment's NDJSON packs about 10:1; a bomb
+of zeros packs 1000:1 per gzip layer, and layers multiply."""
+EXPANSION_FLOOR = 16 * 1024 * 1024
+"""Bytes any input may decompress to before MAX_EXPANSION is checked."""
+MAX_BUNDLE_DEPTH = 2
+"""A bundle inside a bundle is read; one more level down is refused."""
+PLACEHOLDER_NAMES = frozenset({"dummy-object.txt"})
+"""Files Segment's archive setup leaves behind, which hold no events."""
+ARCHIVE_ROOT = "segment-logs"
+DAY_MS = 86_400_000
 STDIN_NAME = "<stdin>"
 _WHITESPACE = b" \t\r\n"
 _JSON_WHITESPACE = " \t\r\n"
@@ -56,7 +75,8 @@ class BadRecord:
 
     origin: str
     reason: str
-    """``invalid_json``, ``invalid_utf8``, ``too_large`` or ``unreadable``."""
+    """``invalid_json``, ``invalid_utf8``, ``too_large``, ``unreadable`` or ``unsafe`` (a bundle
+    member or a compressed stream refused as hostile)."""
     detail: str
 
 
@@ -150,29 +170,81 @@ def check_inputs(inputs: Iterable[str]) -> None:
             raise InputError(f"{display_name(name)}: no such file or directory")
 
 
-def iter_items(inputs: Iterable[str], *, stdin: BinaryIO | None = None) -> Iterator[Item]:
-    """Read every input in order: files, directories (recursively, sorted), and ``-`` for stdin."""
+def archive_day(parts: Iterable[str]) -> int | None:
+    """The received day (epoch ms at 00:00 UTC) of a folder's path parts in a segment-logs tree:
+    ``.../segment-logs/<source-id>/<day>``; None for any other folder."""
+    tail = list(parts)[-3:]
+    if len(tail) == 3 and tail[0] == ARCHIVE_ROOT and tail[2].isdigit() and tail[2].isascii():
+        return int(tail[2])
+    return None
+
+
+def iter_items(
+    inputs: Iterable[str],
+    *,
+    stdin: BinaryIO | None = None,
+    skip_day: Callable[[int], bool] | None = None,
+) -> Iterator[Item]:
+    """Read every input in order: files, directories (recursively, sorted), and ``-`` for stdin.
+
+    ``skip_day(day_ms)`` says which day folders of a segment-logs tree (in folders and in bundles)
+    cannot hold a wanted event; they are not read, and a note counts them.
+    """
     for name in inputs:
+        reading = _Reading(skip_day)
         if name == "-":
             if stdin is None:
                 raise InputError("'-' names stdin, but stdin is closed")
-            yield from iter_stream(stdin, STDIN_NAME)
+            yield from iter_stream(stdin, STDIN_NAME, reading=reading)
             continue
         path = Path(name)
         if path.is_dir():
-            for entry in _walk(path):
+            if (day := archive_day(Path(os.path.abspath(path)).parts)) is not None and reading.skips(day):
+                yield reading.pruned_note(display_name(name))
+                continue
+            for entry in _walk(path, reading):
                 if isinstance(entry, BadRecord):
                     yield entry
                 else:
-                    yield from _iter_file(entry)
+                    yield from _iter_file(entry, reading)
+            if reading.pruned:
+                yield reading.pruned_note(display_name(name))
         else:
-            yield from _iter_file(path)
+            yield from _iter_file(path, reading)
 
 
-def _walk(folder: Path) -> Iterator[Path | BadRecord]:
+@dataclass
+class _Reading:
+    """What one input's readers share: the day filter, and how much everything in it decompressed."""
+
+    skip_day: Callable[[int], bool] | None
+    raw: int = 0
+    """Bytes read from the input itself."""
+    expanded: int = 0
+    """Bytes produced by decompressing anything inside it."""
+    pruned: int = 0
+    pruned_days: set[int] = field(default_factory=set)
+
+    def skips(self, day: int) -> bool:
+        """Whether a day folder is left unread; counts it once."""
+        if self.skip_day is None or not self.skip_day(day):
+            return False
+        if day not in self.pruned_days:
+            self.pruned_days.add(day)
+            self.pruned += 1
+        return True
+
+    def pruned_note(self, origin: str) -> Note:
+        count, self.pruned, self.pruned_days = self.pruned, 0, set()
+        folders = "day folder" if count == 1 else "day folders"
+        return Note(origin, f"{count} {folders} of events received before the selected time: not read")
+
+
+def _walk(folder: Path, reading: _Reading) -> Iterator[Path | BadRecord]:
     """Files below a folder in sorted order, leaving out hidden ones and not following folder links.
 
-    A folder that cannot be listed is a `BadRecord`, and the walk goes on.
+    A folder that cannot be listed is a `BadRecord`, and the walk goes on. Day folders of a
+    segment-logs tree that ``reading`` skips are not entered.
     """
     try:
         entries = sorted(folder.iterdir())
@@ -183,39 +255,114 @@ def _walk(folder: Path) -> Iterator[Path | BadRecord]:
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            if not entry.is_symlink():
-                yield from _walk(entry)
+            day = archive_day((entry.parent.parent.name, entry.parent.name, entry.name))
+            if not entry.is_symlink() and (day is None or not reading.skips(day)):
+                yield from _walk(entry, reading)
         elif entry.is_file():
             yield entry
 
 
-def _iter_file(path: Path) -> Iterator[Item]:
+def _iter_file(path: Path, reading: _Reading) -> Iterator[Item]:
     name = display_name(str(path))
+    if path.name in PLACEHOLDER_NAMES:
+        yield _placeholder(name)
+        return
     try:
         stream = path.open("rb")
     except OSError as exc:
         yield BadRecord(name, "unreadable", f"cannot open: {exc.strerror or exc}")
         return
     with stream:
-        yield from iter_stream(stream, name)
+        yield from iter_stream(stream, name, reading=reading)
+
+
+def _placeholder(origin: str) -> Note:
+    return Note(origin, "a placeholder Segment's archive setup leaves: holds no events; not read")
 
 
 class _Available:
     """Reads hand back what is there (``read1``) instead of waiting for a full chunk, so events piped
-    in a few at a time are processed as they come."""
+    in a few at a time are processed as they come. Counts the bytes read."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, reading: _Reading | None) -> None:
         self._read = stream.read1 if hasattr(stream, "read1") else stream.read
+        self._reading = reading
 
     def read(self, size: int = -1, /) -> bytes:
         data: bytes = self._read(size)
+        if self._reading is not None:
+            self._reading.raw += len(data)
         return data
 
 
-def iter_stream(stream: _Readable, name: str) -> Iterator[Item]:
-    """Read one input stream (a file's bytes, gzip'd or not, even twice) into records."""
+class _BombError(Exception):
+    """A stream that expands far more than real data does."""
+
+    def __init__(self, message: str, *, whole_input: bool) -> None:
+        super().__init__(message)
+        self.whole_input = whole_input
+
+
+class _Expanding:
+    """The decompressed side of a stream: refuses to go on once it has expanded like a bomb, at this
+    level (against ``packed`` bytes) or across the whole input (against what was read from it)."""
+
+    def __init__(self, stream: _Readable, packed: Callable[[], int], reading: _Reading) -> None:
+        self._stream = stream
+        self._packed = packed
+        self._reading = reading
+        self._out = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._stream.read(size)
+        self._out += len(data)
+        reading = self._reading
+        reading.expanded += len(data)
+        if self._out > EXPANSION_FLOOR and self._out > MAX_EXPANSION * self._packed():
+            raise _BombError(_bomb_detail(self._out, self._packed()), whole_input=False)
+        if reading.expanded > EXPANSION_FLOOR and reading.expanded > MAX_EXPANSION * reading.raw:
+            raise _BombError(_bomb_detail(reading.expanded, reading.raw), whole_input=True)
+        return data
+
+
+def _bomb_detail(out: int, packed: int) -> str:
+    return (
+        f"expands {packed} bytes to over {out} and counting (more than {MAX_EXPANSION} times), "
+        "like a compression bomb; the rest is not read"
+    )
+
+
+class _Counted:
+    """A stream that counts the bytes read from it."""
+
+    def __init__(self, stream: _Readable) -> None:
+        self._stream = stream
+        self.count = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._stream.read(size)
+        self.count += len(data)
+        return data
+
+
+def iter_stream(
+    stream: _Readable,
+    name: str,
+    *,
+    reading: _Reading | None = None,
+    packed: int | None = None,
+    depth: int = 0,
+) -> Iterator[Item]:
+    """Read one input stream (a file's bytes, gzip'd or not, even twice, or a bundle) into records.
+
+    ``packed`` is the compressed size of a stream a bundle decompressed; ``depth`` how many bundles
+    it is inside.
+    """
+    top = reading is None or depth == 0
+    reading = reading or _Reading(None)
     cursor = _Cursor()
-    source: _Readable = _Available(stream)
+    counted = _Counted(_Available(stream, reading if top else None))
+    source: _Readable = counted
     layers: list[_Gunzip] = []
     try:
         head = _read_head(source)
@@ -223,7 +370,22 @@ def iter_stream(stream: _Readable, name: str) -> Iterator[Item]:
             layers.append(_Gunzip(_Prefixed(head, source)))
             source = layers[-1]
             head = _read_head(source)
-        yield from _iter_content(head, source, name, cursor)
+        if layers or packed is not None:
+            size = (lambda: packed) if packed is not None else (lambda: counted.count)
+            source = _Expanding(_Prefixed(head, source), size, reading)
+            head = _read_head(source)
+        kind = _bundle_kind(head)
+        if kind is None:
+            yield from _iter_content(head, source, name, cursor)
+        else:
+            yield from _iter_bundle(
+                kind, head, source, stream, name, reading, depth, direct=source is counted
+            )
+    except _BombError as exc:
+        if exc.whole_input and not top:
+            raise
+        yield BadRecord(_at(name, cursor.line + 1), "unsafe", f"refused: {exc}")
+        return
     except (EOFError, zlib.error) as exc:
         yield BadRecord(_at(name, cursor.line + 1), "unreadable", _gzip_problem(exc))
         return
@@ -234,12 +396,81 @@ def iter_stream(stream: _Readable, name: str) -> Iterator[Item]:
         yield Note(name, "bytes after the end of the gzip data were not read")
 
 
+def _bundle_kind(head: bytes) -> str | None:
+    """``tar`` or ``zip`` when a stream's first bytes start a bundle, else None."""
+    if head[TAR_MAGIC_OFFSET : TAR_MAGIC_OFFSET + 5] == b"ustar":
+        return "tar"
+    if head.startswith(ZIP_MAGICS):
+        return "zip"
+    return None
+
+
 def _read_head(stream: _Readable) -> bytes:
-    """The first chunk of a stream (at least two bytes, unless it is shorter)."""
+    """The first chunk of a stream: all of a tar header unless it starts like JSON, and at least two
+    bytes, unless the stream is shorter."""
     head = stream.read(CHUNK_BYTES)
-    while 0 < len(head) < len(GZIP_MAGIC) and (more := stream.read(CHUNK_BYTES)):
+    while 0 < len(head) < TAR_HEADER_BYTES and (len(head) < len(GZIP_MAGIC) or not _json_like(head)):
+        more = stream.read(CHUNK_BYTES)
+        if not more:
+            break
         head += more
     return head
+
+
+def _json_like(head: bytes) -> bool:
+    """Starts like JSON text: no need to wait for more bytes to tell a bundle."""
+    return head.lstrip(_WHITESPACE)[:1] in (b"{", b"[") or head.startswith((UTF8_BOM, *UTF16_BOMS))
+
+
+def _iter_bundle(
+    kind: str,
+    head: bytes,
+    source: _Readable,
+    stream: _Readable,
+    name: str,
+    reading: _Reading,
+    depth: int,
+    *,
+    direct: bool,
+) -> Iterator[Item]:
+    from segroute import bundles  # tarfile and zipfile load only when a bundle is read
+
+    if depth >= MAX_BUNDLE_DEPTH:
+        yield BadRecord(name, "unsafe", f"refused: a {kind} bundle {depth} bundles deep; not read")
+        return
+
+    def read_member(member: Any, member_name: str, member_packed: int | None) -> Iterator[Item]:
+        origin = f"{name}!{display_name(member_name)}"
+        parts = member_name.replace("\\", "/").split("/")
+        if parts[-1] in PLACEHOLDER_NAMES:
+            yield _placeholder(origin)
+            return
+        day = archive_day(parts[:-1])
+        if day is not None and reading.skips(day):
+            return
+        yield from iter_stream(member, origin, reading=reading, packed=member_packed, depth=depth + 1)
+
+    if kind == "tar":
+        yield from bundles.iter_tar(_Prefixed(head, source), name, read_member)
+    elif direct and _seekable(stream):
+        # A zip file on disk is read in place; its size is what was read from the input.
+        file = cast(IO[bytes], stream)
+        reading.raw = max(reading.raw, file.seek(0, io.SEEK_END))
+        yield from bundles.iter_zip(file, name, read_member)
+    else:
+        # zip needs to seek to its directory at the end: a zip that is streamed (stdin, a member of
+        # a tar, gzip'd) is copied to an unnamed temporary file first.
+        with bundles.spool(_Prefixed(head, source)) as copy:
+            yield from bundles.iter_zip(copy, name, read_member)
+    if reading.pruned:
+        yield reading.pruned_note(name)
+
+
+def _seekable(stream: _Readable) -> bool:
+    try:
+        return isinstance(stream, io.IOBase) and stream.seekable()
+    except (OSError, ValueError):
+        return False
 
 
 def _gzip_problem(exc: Exception) -> str:

@@ -1,0 +1,297 @@
+"""Segment's archives: the segment-logs tree, tar and zip bundles, and bundles that must be refused."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+import tarfile
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from segroute.sources import BadRecord, Item, Note, Record, iter_items
+from tests.archives import SOURCE_ID, day_folder, layout, spread, tar_bytes, tar_with, write_tree, zip_bytes
+
+START = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+PLACEHOLDER = "a placeholder Segment's archive setup leaves: holds no events; not read"
+
+
+@pytest.fixture(scope="module")
+def archive_files(segment_events: list[dict[str, Any]]) -> dict[str, bytes]:
+    """A three-day segment-logs tree of the official client's events."""
+    return layout(spread(segment_events, START, days=3))
+
+
+def read(*inputs: str | Path, stdin: bytes | None = None, **options: Any) -> list[Item]:
+    stream = io.BytesIO(stdin) if stdin is not None else None
+    return list(iter_items([str(name) for name in inputs], stdin=stream, **options))
+
+
+def values(items: list[Item]) -> list[Any]:
+    return [item.value for item in items if isinstance(item, Record)]
+
+
+def problems(items: list[Item]) -> list[tuple[str, str, str]]:
+    return [(item.origin, item.reason, item.detail) for item in items if isinstance(item, BadRecord)]
+
+
+def notes(items: list[Item]) -> list[tuple[str, str]]:
+    return [(item.origin, item.message) for item in items if isinstance(item, Note)]
+
+
+def test_a_tree_is_read_whole_from_its_root_or_any_folder_inside(
+    tmp_path: Path, archive_files: dict[str, bytes], segment_events: list[dict[str, Any]]
+) -> None:
+    root = write_tree(tmp_path / "export", archive_files)
+    [empty] = [name for name, content in archive_files.items() if not content]
+    everything = read(root)
+    assert problems(everything) == []
+    assert sorted(event["messageId"] for event in values(everything)) == sorted(
+        event["messageId"] for event in segment_events
+    )
+    # The traps: the placeholder and the empty file are notes; a .gz that is plain text and a
+    # gzip file without .gz are read by their content.
+    assert sorted(notes(everything)) == [
+        (f"{root}/{empty}", "empty: holds no events"),
+        (f"{root}/segment-logs/dummy-object.txt", PLACEHOLDER),
+    ]
+    for folder in ("segment-logs", f"segment-logs/{SOURCE_ID}"):
+        assert values(read(root / folder)) == values(everything)
+    first_day = sorted((root / "segment-logs" / SOURCE_ID).iterdir())[0]
+    assert 0 < len(values(read(first_day))) < len(values(everything))
+
+
+def test_origins_name_the_file_and_line(tmp_path: Path, archive_files: dict[str, bytes]) -> None:
+    root = write_tree(tmp_path, archive_files)
+    records = [item for item in read(root) if isinstance(item, Record)]
+    day = sorted(name.split("/")[2] for name in archive_files if name.count("/") == 3)[0]
+    assert records[0].origin == f"{root}/segment-logs/{SOURCE_ID}/{day}/{int(day) + 3_600_000}.0.gz:1"
+    assert records[1].origin.endswith(".0.gz:2")
+
+
+@pytest.mark.parametrize("kind", ["tar", "tar.gz", "zip"])
+def test_bundles_read_member_by_member_like_the_tree(
+    tmp_path: Path, archive_files: dict[str, bytes], kind: str
+) -> None:
+    tree = values(read(write_tree(tmp_path / "tree", archive_files)))
+    prefixed = {f"exports/2026/{name}": content for name, content in archive_files.items()}
+    content = zip_bytes(prefixed) if kind == "zip" else tar_bytes(prefixed, compress=kind == "tar.gz")
+    bundle = tmp_path / f"bundle.{kind}"
+    bundle.write_bytes(content)
+    items = read(bundle)
+    assert problems(items) == []
+    assert values(items) == tree
+    first = next(item for item in items if isinstance(item, Record))
+    day = day_folder(START)
+    assert (
+        first.origin == f"{bundle}!exports/2026/segment-logs/{SOURCE_ID}/{day}/{int(day) + 3_600_000}.0.gz:1"
+    )
+    assert (f"{bundle}!exports/2026/segment-logs/dummy-object.txt", notes(items)[0][1]) == notes(items)[0]
+    # On stdin too: a zip is copied to a temporary file first, since it must seek.
+    assert values(read("-", stdin=content)) == tree
+
+
+def test_bundles_are_decided_by_content_not_name(tmp_path: Path, archive_files: dict[str, bytes]) -> None:
+    tree = values(read(write_tree(tmp_path / "tree", archive_files)))
+    (tmp_path / "download.bin").write_bytes(gzip.compress(tar_bytes(archive_files)))
+    (tmp_path / "events.tar.gz").write_bytes(zip_bytes(archive_files))
+    assert values(read(tmp_path / "download.bin")) == tree
+    assert values(read(tmp_path / "events.tar.gz")) == tree
+
+
+def test_nothing_is_extracted_to_disk(
+    tmp_path: Path, archive_files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "bundle.tgz"
+    bundle.write_bytes(tar_bytes(archive_files, compress=True))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.chdir(scratch)
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    assert values(read(bundle))
+    assert list(scratch.iterdir()) == [] and sorted(tmp_path.iterdir()) == [bundle, scratch]
+
+
+def test_day_folders_received_before_the_window_are_not_read(
+    tmp_path: Path, archive_files: dict[str, bytes]
+) -> None:
+    root = write_tree(tmp_path / "tree", archive_files)
+    days = sorted({name.split("/")[2] for name in archive_files if name.count("/") == 3})
+    keep = days[1:]
+
+    def skip(day: int) -> bool:
+        return str(day) not in keep
+
+    items = read(root, skip_day=skip)
+    origins = {item.origin.split("/")[-2] for item in items if isinstance(item, Record)}
+    assert origins == set(keep)
+    assert (str(root), "1 day folder of events received before the selected time: not read") in notes(items)
+    bundle = tmp_path / "bundle.tar"
+    bundle.write_bytes(tar_bytes(archive_files))
+    from_bundle = read(bundle, skip_day=skip)
+    assert values(from_bundle) == values(items)
+    assert (str(bundle), "1 day folder of events received before the selected time: not read") in notes(
+        from_bundle
+    )
+    # A day folder named as the input is left unread too, with a note.
+    skipped = read(root / "segment-logs" / SOURCE_ID / days[0], skip_day=skip)
+    assert values(skipped) == [] and len(notes(skipped)) == 1
+
+
+EVENT = b'{"type":"track","event":"x","userId":"u","messageId":"m1"}\n'
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    return info
+
+
+@pytest.mark.parametrize(
+    ("info", "why"),
+    [
+        (member("../../etc/cron.d/evil.jsonl"), "a path that climbs out with '..'"),
+        (member("segment-logs/../../evil.jsonl"), "a path that climbs out with '..'"),
+        (member("/etc/evil.jsonl"), "an absolute path"),
+        (member("logs/link.jsonl", tarfile.SYMTYPE, "/etc/passwd"), "a symbolic link (to '/etc/passwd')"),
+        (member("logs/hard.jsonl", tarfile.LNKTYPE, "events.jsonl"), "a hard link (to 'events.jsonl')"),
+        (member("logs/tty", tarfile.CHRTYPE), "a device, pipe or other special file"),
+        (member("logs/fifo", tarfile.FIFOTYPE), "a device, pipe or other special file"),
+    ],
+)
+def test_hostile_tar_members_are_refused_and_reading_goes_on(
+    tmp_path: Path, info: tarfile.TarInfo, why: str
+) -> None:
+    bundle = tmp_path / "hostile.tar"
+    bundle.write_bytes(tar_with(member("a.jsonl"), info, member("b.jsonl"), content=EVENT))
+    items = read(bundle)
+    assert [item.origin for item in items if isinstance(item, Record)] == [
+        f"{bundle}!a.jsonl:1",
+        f"{bundle}!b.jsonl:1",
+    ]
+    assert problems(items) == [(f"{bundle}!{info.name}", "unsafe", f"refused: {why}; not read")]
+    assert not (tmp_path.parent / "etc").exists()
+
+
+def test_a_compression_bomb_is_refused_and_the_next_member_read(tmp_path: Path) -> None:
+    zeros = gzip.compress(bytes(64 * 1024 * 1024), compresslevel=9)
+    bundle = tmp_path / "bomb.tar"
+    bundle.write_bytes(tar_bytes({"bomb.jsonl.gz": zeros, "ok.jsonl": EVENT}))
+    items = read(bundle)
+    [(origin, reason, detail)] = problems(items)
+    assert (origin, reason) == (f"{bundle}!bomb.jsonl.gz:1", "unsafe")
+    assert detail.startswith(f"refused: expands {len(zeros)} bytes to over")
+    assert "like a compression bomb; the rest is not read" in detail
+    assert [item.origin for item in items if isinstance(item, Record)] == [f"{bundle}!ok.jsonl:1"]
+
+
+def test_nested_gzip_layers_count_against_the_file(tmp_path: Path) -> None:
+    bomb = bytes(40 * 1024 * 1024)
+    for _ in range(3):
+        bomb = gzip.compress(bomb, compresslevel=9)
+    path = tmp_path / "layers.gz"
+    path.write_bytes(bomb)
+    [(_, reason, detail)] = problems(read(path))
+    assert reason == "unsafe" and "compression bomb" in detail
+
+
+def test_a_zip_member_that_claims_a_bomb_size_is_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("bomb.jsonl", bytes(32 * 1024 * 1024))
+        bundle.writestr("ok.jsonl", EVENT)
+    items = read(path)
+    [(origin, reason, detail)] = problems(items)
+    assert (origin, reason) == (f"{path}!bomb.jsonl", "unsafe")
+    assert "like a compression bomb" in detail
+    assert [item.origin for item in items if isinstance(item, Record)] == [f"{path}!ok.jsonl:1"]
+
+
+def overlapping_zip() -> bytes:
+    """One member's data named twice in the central directory: the overlap that zip bombs use."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("a.jsonl", EVENT * 100)
+    data = buffer.getvalue()
+    end = data.rindex(b"PK\x05\x06")
+    central_start = struct.unpack("<I", data[end + 16 : end + 20])[0]
+    entry = data[central_start:end]
+    twin = entry.replace(b"a.jsonl", b"b.jsonl")
+    directory = entry + twin
+    trailer = bytearray(data[end:])
+    struct.pack_into("<HHI", trailer, 8, 2, 2, len(directory))
+    return data[:central_start] + directory + bytes(trailer)
+
+
+def test_overlapping_zip_members_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "overlap.zip"
+    path.write_bytes(overlapping_zip())
+    assert zipfile.ZipFile(path).namelist() == ["a.jsonl", "b.jsonl"]
+    items = read(path)
+    assert values(items) == []
+    [(origin, reason, detail)] = problems(items)
+    assert (origin, reason) == (str(path), "unsafe")
+    assert (
+        detail
+        == "refused: members overlap ('a.jsonl' and 'b.jsonl'), as in a zip bomb; the whole bundle; not read"
+    )
+
+
+def test_zip_symlinks_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "links.zip"
+    with zipfile.ZipFile(path, "w") as bundle:
+        link = zipfile.ZipInfo("logs/link.jsonl")
+        link.external_attr = (0o120777 << 16) | 0
+        bundle.writestr(link, "/etc/passwd")
+        bundle.writestr("../up.jsonl", EVENT)
+        bundle.writestr("ok.jsonl", EVENT)
+    items = read(path)
+    assert problems(items) == [
+        (f"{path}!logs/link.jsonl", "unsafe", "refused: a symbolic link; not read"),
+        (f"{path}!../up.jsonl", "unsafe", "refused: a path that climbs out with '..'; not read"),
+    ]
+    assert len(values(items)) == 1
+
+
+def test_a_huge_tar_header_is_refused_without_reading_it(tmp_path: Path) -> None:
+    bundle = tmp_path / "pax.tar"
+    bundle.write_bytes(tar_with(member("a.jsonl"), member("x" * (2 * 1024 * 1024)), content=EVENT))
+    items = read(bundle)
+    assert len(values(items)) == 1
+    [(origin, reason, detail)] = problems(items)
+    assert (origin, reason) == (str(bundle), "unsafe")
+    assert detail.startswith("refused: a tar header of ") and "the rest of the bundle; not read" in detail
+
+
+def test_bundles_nest_two_deep_and_no_deeper(tmp_path: Path) -> None:
+    inner = tar_bytes({"events.jsonl": EVENT})
+    middle = tar_bytes({"inner.tar": inner})
+    path = tmp_path / "outer.tar"
+    path.write_bytes(tar_bytes({"middle.tar": middle, "inner.tar": inner}))
+    items = read(path)
+    assert [item.origin for item in items if isinstance(item, Record)] == [f"{path}!inner.tar!events.jsonl:1"]
+    assert problems(items) == [
+        (f"{path}!middle.tar!inner.tar", "unsafe", "refused: a tar bundle 2 bundles deep; not read")
+    ]
+
+
+def test_a_cut_off_bundle_keeps_what_came_before(tmp_path: Path) -> None:
+    whole = tar_bytes({"a.jsonl": EVENT, "b.jsonl": EVENT * 2000})
+    path = tmp_path / "cut.tar"
+    path.write_bytes(whole[: 512 * 4])
+    items = read(path)
+    assert [item.origin for item in items if isinstance(item, Record)][0] == f"{path}!a.jsonl:1"
+    assert problems(items)[-1][1] == "unreadable"
+
+
+def test_not_a_bundle_after_all_is_read_as_events(tmp_path: Path) -> None:
+    # Starts with PK but is not a zip; a 300-byte line that is not a tar header.
+    path = tmp_path / "odd.txt"
+    path.write_bytes(b"PK not a zip\n" + b"y" * 300 + b"\n")
+    items = read(path)
+    assert [reason for _, reason, _ in problems(items)] == ["invalid_json", "invalid_json"]
