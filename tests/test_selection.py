@@ -1,0 +1,332 @@
+"""Picking events: timestamps, bounds, each criterion, sampling and pruning archive day folders."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from segroute.events import Event, Invalid, parse_event
+from segroute.selection import (
+    DAY_MS,
+    Selection,
+    event_time,
+    format_time,
+    in_sample,
+    parse_bound,
+    parse_time,
+    received_time,
+    sample_fraction,
+)
+from segroute.sources import Record
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+US = timedelta(microseconds=1)
+
+
+def micros(text: str) -> int:
+    """The expected value, worked out independently of parse_time."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // US
+
+
+def make(**fields: Any) -> Event:
+    """A valid event: a track by default, with the fields given (None removes one)."""
+    value: dict[str, Any] = {"type": "track", "event": "Order Completed", "userId": "u1", "messageId": "m1"}
+    value.update(fields)
+    value = {k: v for k, v in value.items() if v is not None}
+    event = parse_event(Record("test:1", value, 0))
+    assert not isinstance(event, Invalid), event
+    return event
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-29T10:00:00.123Z", "2026-11-29T10:00:00.123+00:00"),
+        ("2026-11-29T10:00:00.123456+00:00", "2026-11-29T10:00:00.123456+00:00"),
+        ("2026-11-29T10:00:00Z", "2026-11-29T10:00:00+00:00"),
+        ("2026-11-29T12:00:00+02:00", "2026-11-29T10:00:00+00:00"),
+        ("2026-11-29T05:30:00-04:30", "2026-11-29T10:00:00+00:00"),
+        ("2026-11-29T10:00:00", "2026-11-29T10:00:00+00:00"),
+        ("2026-11-29T10:00:00.5", "2026-11-29T10:00:00.5+00:00"),
+        ("2026-11-29 10:00:00Z", "2026-11-29T10:00:00+00:00"),
+        ("2026-11-29", "2026-11-29T00:00:00+00:00"),
+        ("1969-12-31T23:59:59.999999Z", "1969-12-31T23:59:59.999999+00:00"),
+        ("0001-01-01T00:00:00+05:00", "0001-01-01T00:00:00+05:00"),
+        ("9999-12-31T23:59:59.999999-05:00", "9999-12-31T23:59:59.999999-05:00"),
+    ],
+)
+def test_parse_time_forms(text: str, expected: str) -> None:
+    assert parse_time(text) == micros(expected)
+
+
+def test_parse_time_known_value() -> None:
+    assert parse_time("1970-01-01T00:00:00Z") == 0
+    assert parse_time("1970-01-01T00:00:01.000001Z") == 1_000_001
+    assert parse_time("2026-11-29T10:00:00.123Z") == 1_795_946_400_123_000
+
+
+def test_parse_time_keeps_microseconds_of_longer_fractions() -> None:
+    # Go clients write nanoseconds; the microseconds are kept, the rest dropped.
+    assert parse_time("2026-11-29T10:00:00.123456789Z") == micros("2026-11-29T10:00:00.123456Z")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        1764410400,
+        1.5,
+        True,
+        b"2026-11-29T10:00:00Z",
+        ["2026-11-29"],
+        "",
+        "garbage",
+        "2026-13-01T00:00:00Z",
+        "2026-02-30",
+        "2026-11-29T25:00:00Z",
+        "2026-11-29T10:00:00+24:00",
+        "10000-01-01T00:00:00Z",
+        "0000-01-01",
+        " 2026-11-29",
+        "2026-11-29x10:00:00",
+        "29/11/2026",
+        "2026-11-29T10:00:00Z trailing",
+        "\ud800",
+    ],
+)
+def test_parse_time_rejects(value: object) -> None:
+    assert parse_time(value) is None
+
+
+offsets = st.builds(
+    timezone,
+    st.timedeltas(min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23, minutes=59)),
+)
+
+
+@given(st.datetimes(timezones=offsets))
+def test_parse_time_agrees_with_datetime(moment: datetime) -> None:
+    expected = (moment - EPOCH) // US
+    assert parse_time(moment.isoformat()) == expected
+    assert parse_time(moment.isoformat(timespec="milliseconds")) == expected - moment.microsecond % 1000
+
+
+@given(st.datetimes())
+def test_parse_time_naive_is_utc(moment: datetime) -> None:
+    assert parse_time(moment.isoformat()) == (moment.replace(tzinfo=UTC) - EPOCH) // US
+
+
+@given(st.text())
+def test_parse_time_never_raises(text: str) -> None:
+    assert parse_time(text) is None or isinstance(parse_time(text), int)
+
+
+def test_event_time_falls_back_in_order() -> None:
+    a, b, c = "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"
+    assert event_time({"timestamp": a, "originalTimestamp": b, "receivedAt": c}) == micros(a)
+    assert event_time({"timestamp": "soon", "originalTimestamp": b, "receivedAt": c}) == micros(b)
+    assert event_time({"originalTimestamp": 5, "receivedAt": c}) == micros(c)
+    assert event_time({}) is None
+    assert received_time({"timestamp": a, "receivedAt": c}) == micros(c)
+    assert received_time({"timestamp": a}) is None
+
+
+def test_parse_bound_date_for_since_and_until() -> None:
+    start = micros("2026-03-10T00:00:00Z")
+    assert parse_bound("2026-03-10", end=False) == start
+    # The window is [since, until): an until date keeps all of that day.
+    assert parse_bound("2026-03-10", end=True) == micros("2026-03-11T00:00:00Z")
+    assert parse_bound(" 2026-03-10\n", end=False) == start
+    assert parse_bound("9999-12-31", end=True) == micros("9999-12-31T00:00:00Z") + 86_400_000_000
+
+
+def test_parse_bound_date_time_is_exact_either_way() -> None:
+    for end in (False, True):
+        assert parse_bound("2026-03-10T00:00:00Z", end=end) == micros("2026-03-10T00:00:00Z")
+        assert parse_bound("2026-03-10T12:30:00+02:00", end=end) == micros("2026-03-10T10:30:00Z")
+        assert parse_bound("2026-03-10T12:30", end=end) == micros("2026-03-10T12:30:00Z")
+
+
+@pytest.mark.parametrize("text", ["", "yesterday", "2026-03-32", "10/03/2026", "2026-03-10T", "1700000000"])
+def test_parse_bound_rejects_with_the_accepted_forms(text: str) -> None:
+    with pytest.raises(ValueError, match=r"not a date or date-time: .*expected a date \(2026-01-31\)"):
+        parse_bound(text, end=False)
+
+
+def test_empty_selection_matches_everything() -> None:
+    selection = Selection()
+    assert not selection.active
+    assert selection.matches(make())
+    assert selection.matches(make(type="identify", event=None, timestamp=None))
+    assert selection.describe() == "every event"
+
+
+def test_types() -> None:
+    selection = Selection(types=frozenset({"identify", "page"}))
+    assert selection.active
+    assert selection.matches(make(type="identify"))
+    assert selection.matches(make(type="page"))
+    assert not selection.matches(make())
+
+
+def test_event_patterns_exact_and_glob() -> None:
+    selection = Selection(events=("Order *", "Signed Up", "Step ?"))
+    assert selection.matches(make(event="Order Completed"))
+    assert selection.matches(make(event="Order "))
+    assert selection.matches(make(event="Signed Up"))
+    assert selection.matches(make(event="Step 1"))
+    assert not selection.matches(make(event="Step 10"))
+    assert not selection.matches(make(event="Signed Up Again"))
+    assert not selection.matches(make(event="Signed up"))
+    assert not selection.matches(make(event="order completed"))  # case-sensitive
+    assert not selection.matches(make(event="Re Order Completed"))
+
+
+def test_event_patterns_only_match_track_events() -> None:
+    selection = Selection(events=("*",))
+    assert selection.matches(make(event="Anything"))
+    assert not selection.matches(make(type="page", name="Order Completed"))
+    assert not selection.matches(make(type="identify"))
+
+
+def test_brackets_are_a_character_class() -> None:
+    # As in fnmatch, "[...]" is a set of characters even when the pattern has no * or ?; "[[]" is a
+    # literal "[".
+    assert Selection(events=("Plan [Pro]",)).matches(make(event="Plan P"))
+    assert not Selection(events=("Plan [Pro]",)).matches(make(event="Plan [Pro]"))
+    assert Selection(events=("Plan [[]Pro]",)).matches(make(event="Plan [Pro]"))
+    # An unclosed bracket is literal.
+    assert Selection(events=("Plan [",)).matches(make(event="Plan ["))
+
+
+def test_users_match_user_id_or_anonymous_id() -> None:
+    selection = Selection(users=frozenset({"u1", "anon-7", "42"}))
+    assert selection.matches(make())
+    assert selection.matches(make(userId=None, anonymousId="anon-7"))
+    assert selection.matches(make(userId="u2", anonymousId="anon-7"))
+    assert selection.matches(make(userId=42))
+    assert selection.matches(make(userId=None, anonymousId=42))
+    assert not selection.matches(make(userId="u2"))
+    assert not selection.matches(make(userId=None, anonymousId="anon-8"))
+
+
+def test_time_window_is_since_inclusive_until_exclusive() -> None:
+    since = parse_bound("2026-03-10", end=False)
+    until = parse_bound("2026-03-11", end=True)
+    selection = Selection(since=since, until=until)
+    assert selection.matches(make(timestamp="2026-03-10T00:00:00Z"))
+    assert selection.matches(make(timestamp="2026-03-11T23:59:59.999999Z"))
+    assert selection.matches(make(timestamp="2026-03-12T01:00:00+02:00"))
+    assert not selection.matches(make(timestamp="2026-03-09T23:59:59.999999Z"))
+    assert not selection.matches(make(timestamp="2026-03-12T00:00:00Z"))
+    assert selection.matches(
+        make(originalTimestamp="2026-03-10T08:00:00Z", receivedAt="2026-03-13T00:00:00Z")
+    )
+    assert selection.matches(make(receivedAt="2026-03-11T08:00:00Z"))
+
+
+def test_time_window_needs_a_time() -> None:
+    untimed = make(timestamp="not a time")
+    assert not Selection(since=0).matches(untimed)
+    assert not Selection(until=2**62).matches(untimed)
+    assert Selection(types=frozenset({"track"})).matches(untimed)
+
+
+def test_criteria_combine() -> None:
+    selection = Selection(
+        types=frozenset({"track"}),
+        events=("Order *",),
+        users=frozenset({"u1"}),
+        since=parse_bound("2026-01-01", end=False),
+    )
+    good = {"event": "Order Completed", "timestamp": "2026-02-01T00:00:00Z"}
+    assert selection.matches(make(**good))
+    assert not selection.matches(make(**{**good, "event": "Signed Up"}))
+    assert not selection.matches(make(**{**good, "userId": "u2"}))
+    assert not selection.matches(make(**{**good, "timestamp": "2025-12-31T23:00:00Z"}))
+    assert selection.describe() == "type track; event 'Order *'; user 'u1'; since 2026-01-01T00:00:00Z"
+
+
+def test_describe_everything() -> None:
+    selection = Selection(
+        types=frozenset({"track", "page"}),
+        events=("A", "B"),
+        users=frozenset({"u1", "u2", "u3", "u4", "u5"}),
+        since=micros("2026-01-01T00:00:00.5Z"),
+        until=micros("2026-02-01T00:00:00Z"),
+        sample=0.25,
+    )
+    assert selection.describe() == (
+        "types page, track; events 'A', 'B'; users 'u1', 'u2', 'u3' and 2 more; "
+        "since 2026-01-01T00:00:00.500000Z; until 2026-02-01T00:00:00Z; sample 25% of messageIds"
+    )
+    assert format_time(0) == "1970-01-01T00:00:00Z"
+
+
+def test_sampling_is_deterministic_and_near_the_fraction() -> None:
+    ids = [f"message-{n}" for n in range(10_000)]
+    first = [in_sample(i, 0.3) for i in ids]
+    assert first == [in_sample(i, 0.3) for i in ids]
+    assert 2_700 <= sum(first) <= 3_300
+    assert all(in_sample(i, 1.0) for i in ids)
+    assert not any(in_sample(i, 0.0) for i in ids)
+    assert all((sample_fraction(i) < 0.3) == kept for i, kept in zip(ids, first, strict=True))
+    assert all(0.0 <= sample_fraction(i) < 1.0 for i in ids)
+    # A smaller sample is a subset of a larger one.
+    assert all(in_sample(i, 0.3) for i in ids if in_sample(i, 0.1))
+
+
+def test_sample_in_selection() -> None:
+    events = [make(messageId=f"m-{n}") for n in range(2_000)]
+    selection = Selection(sample=0.5)
+    picked = [e.message_id for e in events if selection.matches(e)]
+    assert picked == [e.message_id for e in events if in_sample(e.message_id, 0.5)]
+    assert 800 <= len(picked) <= 1_200
+    assert not any(Selection(sample=0.0).matches(e) for e in events)
+    assert all(Selection(sample=1.0).matches(e) for e in events)
+    assert in_sample("\ud800", 1.0)  # a lone surrogate hashes instead of raising
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5, float("nan")])
+def test_sample_must_be_a_fraction(fraction: float) -> None:
+    with pytest.raises(ValueError, match="fraction from 0 to 1"):
+        Selection(sample=fraction)
+
+
+def day_ms(text: str) -> int:
+    return parse_bound(text, end=False) // 1000
+
+
+def test_skip_day_only_before_since() -> None:
+    selection = Selection(since=parse_bound("2026-03-10", end=False))
+    # The day before ends exactly at since: nothing in it can be selected.
+    assert selection.skip_day(day_ms("2026-03-09"))
+    assert selection.skip_day(day_ms("2026-01-01"))
+    assert not selection.skip_day(day_ms("2026-03-10"))
+    assert not selection.skip_day(day_ms("2026-03-11"))
+
+
+def test_skip_day_with_since_inside_a_day() -> None:
+    late = Selection(since=micros("2026-03-10T00:00:00.000001Z"))
+    assert late.skip_day(day_ms("2026-03-09"))
+    assert not late.skip_day(day_ms("2026-03-10"))
+    early = Selection(since=micros("2026-03-09T23:59:59.999999Z"))
+    assert not early.skip_day(day_ms("2026-03-09"))
+    assert early.skip_day(day_ms("2026-03-08"))
+    assert early.skip_day(day_ms("2026-03-09") - DAY_MS)
+
+
+def test_until_never_prunes() -> None:
+    # Events received on a later day may still have happened before until.
+    selection = Selection(until=parse_bound("2026-03-10", end=True))
+    assert not selection.skip_day(day_ms("2026-03-20"))
+    assert not selection.skip_day(day_ms("2026-03-01"))
+    assert not Selection().skip_day(0)
+    assert not Selection(types=frozenset({"track"})).skip_day(day_ms("1999-01-01"))
