@@ -27,7 +27,9 @@ from segroute.config import (
     save_config,
 )
 from segroute.errors import AuthError, ExitCode, SegrouteError, UsageError
-from segroute.runner import RunOptions, RunResult, run
+from segroute.events import EVENT_TYPES
+from segroute.runner import RunOptions, RunResult, run, take_inventory
+from segroute.selection import Selection, parse_bound
 from segroute.sources import check_inputs
 
 if TYPE_CHECKING:
@@ -77,6 +79,108 @@ ConfigOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+class Order(enum.StrEnum):
+    """The order events are replayed in."""
+
+    input = "input"
+    timestamp = "timestamp"
+
+
+class FailOn(enum.StrEnum):
+    """What else makes a run exit 1."""
+
+    unlinked = "unlinked"
+    rejected = "rejected"
+
+
+_SELECT = "Selecting events"
+TypeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--type", help="Only events of this type (repeatable).", show_default=False, rich_help_panel=_SELECT
+    ),
+]
+EventOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--event",
+        help="Only track events with this name; * and ? glob (repeatable).",
+        show_default=False,
+        rich_help_panel=_SELECT,
+    ),
+]
+UserOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--user",
+        help="Only events of this userId or anonymousId (repeatable).",
+        show_default=False,
+        rich_help_panel=_SELECT,
+    ),
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Only events at or after this time: a date (2026-01-31) or ISO-8601 (2026-01-31T12:00:00Z). "
+        "The event's timestamp, else originalTimestamp, else receivedAt. Whole day folders of a "
+        "segment-logs archive received before it are not read.",
+        show_default=False,
+        rich_help_panel=_SELECT,
+    ),
+]
+UntilOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Only events before this time; a date means the end of that day.",
+        show_default=False,
+        rich_help_panel=_SELECT,
+    ),
+]
+LimitOption = Annotated[
+    int | None,
+    typer.Option(
+        min=0, help="Stop after this many selected events.", show_default=False, rich_help_panel=_SELECT
+    ),
+]
+SampleOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Keep this fraction of events, chosen by messageId: every run picks the same ones.",
+        show_default=False,
+        rich_help_panel=_SELECT,
+    ),
+]
+
+
+def _selection(
+    types: list[str] | None,
+    events: list[str] | None,
+    users: list[str] | None,
+    since: str | None,
+    until: str | None,
+    sample: float | None,
+) -> Selection:
+    bounds: dict[str, int | None] = {}
+    for option, text, end in (("--since", since, False), ("--until", until, True)):
+        try:
+            bounds[option] = None if text is None else parse_bound(text, end=end)
+        except ValueError as exc:
+            raise UsageError(f"{option}: {exc}") from None
+    unknown = sorted(set(types or ()) - EVENT_TYPES)
+    if unknown:
+        raise UsageError(f"--type {unknown[0]!r}: not a Segment type ({', '.join(sorted(EVENT_TYPES))})")
+    return Selection(
+        types=frozenset(types or ()),
+        events=tuple(events or ()),
+        users=frozenset(users or ()),
+        since=bounds["--since"],
+        until=bounds["--until"],
+        sample=sample,
+    )
 
 
 @contextmanager
@@ -193,12 +297,34 @@ def send(
     report: Annotated[
         Path | None, typer.Option(help="Write a JSON report of the run to this file.", show_default=False)
     ] = None,
+    order: Annotated[
+        Order,
+        typer.Option(
+            help="input: as read. timestamp: in event time (ties by receivedAt, then messageId), sorted "
+            "on disk in bounded memory; nothing is sent until every input is read."
+        ),
+    ] = Order.input,
+    fail_on: Annotated[
+        list[FailOn] | None,
+        typer.Option(
+            help="Also exit 1 when this happens: unlinked (a track event no link names).",
+            show_default=False,
+        ),
+    ] = None,
+    types: TypeOption = None,
+    events: EventOption = None,
+    users: UserOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    limit: LimitOption = None,
+    sample: SampleOption = None,
 ) -> None:
     """Route Segment events to Courier: each linked track event invokes its automations, each identify
     merges traits into the profile.
 
-    Inputs may be JSON, NDJSON, JSON arrays, /v1/batch bodies, gzip'd or not, or folders of them. The
-    API key comes from $COURIER_API_KEY (or $COURIER_AUTH_TOKEN).
+    Inputs may be JSON, NDJSON, JSON arrays, /v1/batch bodies, gzip'd or not, tar or zip bundles,
+    Segment's segment-logs archive folders, or folders of any of them. The API key comes from
+    $COURIER_API_KEY (or $COURIER_AUTH_TOKEN).
 
     Example: segroute send events.jsonl --dry-run --output jsonl
     """
@@ -208,7 +334,19 @@ def send(
         if region is not None and api_url:
             raise UsageError("--region and --api-url both name the API: give one")
         base_url = resolve_api_url(api_url or (region and REGION_URLS[region]), os.environ, loaded.config)
-        options = RunOptions(names, loaded.config, base_url, dry_run, failed_path=failed, report_path=report)
+        if FailOn.rejected in (fail_on or ()):
+            raise UsageError("--fail-on rejected is how send always works; it takes only unlinked")
+        options = RunOptions(
+            names,
+            loaded.config,
+            base_url,
+            dry_run,
+            failed_path=failed,
+            report_path=report,
+            selection=_selection(types, events, users, since, until, sample),
+            order=order.value,
+            limit=limit,
+        )
         if not dry_run:
             options.api_key = resolve_api_key(os.environ, base_url)
             options.delivery = _delivery_options(concurrency, rate, max_retries, timeout, max_time)
@@ -237,6 +375,9 @@ def send(
                 err, result.failed_written, failed, result.report_path, unwritable=result.failed_unwritable
             )
         code = _exit_code(result)
+        if FailOn.unlinked in (fail_on or ()) and result.summary.unlinked and code is ExitCode.OK:
+            render.show_unlinked(err, result.summary.unlinked)
+            code = ExitCode.FAILED
     raise typer.Exit(code)
 
 
@@ -302,6 +443,78 @@ def _load(option: str | None, *, must_exist: bool | None = None) -> ConfigFile:
     """The config; by default a missing file is an error only when the user named it."""
     path, named = config_path(option, os.environ)
     return load_config(path, must_exist=named if must_exist is None else must_exist)
+
+
+class InspectFormat(enum.StrEnum):
+    """How ``inspect`` shows what it found."""
+
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def inspect(
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Files, folders or bundles of Segment events, or - for stdin. [default: stdin, when piped]",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    output: Annotated[
+        InspectFormat, typer.Option("--output", "-o", help="table, or json for scripts.")
+    ] = InspectFormat.table,
+    fail_on: Annotated[
+        list[FailOn] | None,
+        typer.Option(
+            help="Exit 1 when this is found: unlinked (a track event no link names), rejected (a record "
+            "that is not a valid event).",
+            show_default=False,
+        ),
+    ] = None,
+    types: TypeOption = None,
+    events: EventOption = None,
+    users: UserOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    limit: LimitOption = None,
+    sample: SampleOption = None,
+) -> None:
+    """Tell what inputs hold, sending nothing: events by type and name, users, time ranges, rejected
+    records, and which track events the config links and the requests a send would make.
+
+    Example: segroute inspect segment-logs/ --since 2026-01-01 --fail-on unlinked
+    """
+    with _boundary():
+        names = _input_names(inputs)
+        loaded = _load(config)
+        base_url = resolve_api_url(None, os.environ, loaded.config)
+        options = RunOptions(
+            names,
+            loaded.config,
+            base_url,
+            dry_run=True,
+            selection=_selection(types, events, users, since, until, sample),
+            limit=limit,
+        )
+        inventory = take_inventory(options, stdin=_stdin())
+        found = inventory.as_dict(loaded.config)
+        if output is InspectFormat.json:
+            sys.stdout.buffer.write(render.inventory_json(found))
+            sys.stdout.flush()
+        else:
+            render.show_inventory(render.stdout_console(), found, selection=options.selection.describe())
+        failing = set(fail_on or ())
+        code = ExitCode.OK
+        if FailOn.unlinked in failing and inventory.summary.unlinked:
+            render.show_unlinked(render.stderr_console(), inventory.summary.unlinked)
+            code = ExitCode.FAILED
+        if FailOn.rejected in failing and inventory.summary.count("rejected"):
+            rejected = inventory.summary.count("rejected")
+            render.show_error(render.stderr_console(), f"{rejected:,} records rejected (--fail-on rejected)")
+            code = ExitCode.FAILED
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -11,11 +11,15 @@ from typing import Any, Literal
 from segroute.errors import ExitCode
 from segroute.events import Event, Invalid, parse_event
 from segroute.routing import Router
+from segroute.selection import Selection
 from segroute.sources import BadRecord, Item, Note
 from segroute.transform import Request, build_requests
 
 DEDUPE_MEMORY = 200_000
 """messageIds held in memory for duplicate checks; older ones move to a temporary SQLite file."""
+
+MAX_UNLINKED_NAMES = 1000
+"""Unlinked track event names a summary counts one by one."""
 
 NOT_JSON = object()
 """The value of a rejected record that was not JSON at all."""
@@ -36,6 +40,7 @@ class Skipped:
     origin: str
     reason: str
     message_id: str
+    event: Event | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,17 +143,40 @@ class SeenIds:
             self._spilled = None
 
 
-def plan(items: Iterable[Item], router: Router, *, base_url: str) -> Iterator[Outcome | Note]:
-    """Turn what the sources read into outcomes, one per record, in input order; notes pass through."""
+def plan(
+    items: Iterable[Item],
+    router: Router,
+    *,
+    base_url: str,
+    selection: Selection | None = None,
+    order: Literal["input", "timestamp"] = "input",
+    limit: int | None = None,
+) -> Iterator[Outcome | Note]:
+    """Turn what the sources read into outcomes, one per record; notes pass through.
+
+    Events the selection leaves out are skipped as ``filtered``. Events go on in input order, or in
+    event time (`ordering.order_by_time`); ``limit`` stops after that many selected events, so in
+    input order the rest is never read. Duplicates are caught after ordering: the first in replay
+    order is the one that goes.
+    """
+    stream: Iterator[Event | Outcome | Note] = _select(items, selection)
+    if order == "timestamp":
+        from segroute.ordering import order_by_time
+
+        stream = order_by_time(stream)
     seen = SeenIds()
     try:
-        yield from _plan(items, router, base_url, seen)
+        yield from _route(stream, router, base_url, seen, limit)
     finally:
         seen.close()
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
 
 
-def _plan(items: Iterable[Item], router: Router, base_url: str, seen: SeenIds) -> Iterator[Outcome | Note]:
-    route = router.route
+def _select(items: Iterable[Item], selection: Selection | None) -> Iterator[Event | Outcome | Note]:
+    """Records -> events the selection keeps; the rest as outcomes (rejected, filtered) or notes."""
+    matches = selection.matches if selection is not None and selection.active else None
     for item in items:
         if isinstance(item, Note):
             yield item
@@ -159,20 +187,39 @@ def _plan(items: Iterable[Item], router: Router, base_url: str, seen: SeenIds) -
         event = parse_event(item)
         if isinstance(event, Invalid):
             yield Rejected(event.origin, event.reason, event.detail, event.value)
+        elif matches is None or matches(event):
+            yield event
+        else:
+            yield Skipped(event.origin, "filtered", event.message_id, event)
+
+
+def _route(
+    stream: Iterable[Event | Outcome | Note], router: Router, base_url: str, seen: SeenIds, limit: int | None
+) -> Iterator[Outcome | Note]:
+    if limit == 0:
+        return
+    taken = 0
+    for event in stream:
+        if not isinstance(event, Event):
+            yield event
             continue
-        if not seen.add(event.message_id):
-            yield Skipped(event.origin, "duplicate", event.message_id)
-            continue
-        targets = route(event)
-        if isinstance(targets, str):
-            yield Skipped(event.origin, targets, event.message_id)
-            continue
-        try:
-            requests = build_requests(event, targets, base_url)
-        except ValueError as exc:
-            yield Rejected(event.origin, "too_deep", str(exc), event.data)
-            continue
-        yield Planned(event, requests)
+        yield _outcome(event, router, base_url, seen)
+        taken += 1
+        if taken == limit:
+            return
+
+
+def _outcome(event: Event, router: Router, base_url: str, seen: SeenIds) -> Outcome:
+    if not seen.add(event.message_id):
+        return Skipped(event.origin, "duplicate", event.message_id, event)
+    targets = router.route(event)
+    if isinstance(targets, str):
+        return Skipped(event.origin, targets, event.message_id, event)
+    try:
+        requests = build_requests(event, targets, base_url)
+    except ValueError as exc:
+        return Rejected(event.origin, "too_deep", str(exc), event.data)
+    return Planned(event, requests)
 
 
 @dataclass
@@ -186,6 +233,8 @@ class Summary:
     statuses: Counter[int] = field(default_factory=Counter)
     """The last HTTP status of each request that got an answer -> requests."""
     retries: int = 0
+    unlinked: Counter[str] = field(default_factory=Counter)
+    """Track event names no link names -> events, for the first MAX_UNLINKED_NAMES names."""
 
     def add(self, outcome: Outcome | Delivered) -> None:
         """Count one outcome."""
@@ -202,6 +251,10 @@ class Summary:
                 self.retries += max(0, result.attempts - 1)
         elif isinstance(outcome, Skipped):
             self.outcomes["skipped", outcome.reason] += 1
+            if outcome.reason == "unlinked" and outcome.event is not None and outcome.event.name is not None:
+                name = outcome.event.name
+                if name in self.unlinked or len(self.unlinked) < MAX_UNLINKED_NAMES:
+                    self.unlinked[name] += 1
         else:
             self.outcomes["rejected", outcome.reason] += 1
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import IO, BinaryIO, Literal, TextIO
+from collections.abc import Mapping, Sequence
+from typing import IO, Any, BinaryIO, Literal, TextIO
 
 import orjson
 from rich import box
@@ -306,3 +306,93 @@ class RunDisplay:
         if self._requests is not None:
             self._requests.flush()
         self._stdout.flush()
+
+
+MAX_UNLINKED_SHOWN = 10
+
+
+def show_unlinked(console: Console, unlinked: Mapping[str, int]) -> None:
+    """Why ``--fail-on unlinked`` failed: the track event names no link names, most frequent first."""
+    ranked = sorted(unlinked.items(), key=lambda item: (-item[1], item[0]))
+    shown = ", ".join(f"{name!r} ({count:,})" for name, count in ranked[:MAX_UNLINKED_SHOWN])
+    more = f" and {len(ranked) - MAX_UNLINKED_SHOWN:,} more" if len(ranked) > MAX_UNLINKED_SHOWN else ""
+    show_error(
+        console,
+        display_name(
+            f"track events with no link (--fail-on unlinked): {shown}{more}; "
+            "link them with: segroute link EVENT AUTOMATION"
+        ),
+    )
+
+
+def inventory_json(found: Mapping[str, Any]) -> bytes:
+    """What ``inspect`` found, as indented JSON."""
+    return orjson.dumps(found, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def show_inventory(console: Console, found: Mapping[str, Any], *, selection: str) -> None:
+    """What ``inspect`` found, as tables: overview, types, track events and their links, requests,
+    rejected records."""
+    overview = Table(title=f"inspected: {selection}", box=box.SIMPLE, title_justify="left", show_header=False)
+    overview.add_column()
+    overview.add_column(justify="right")
+    outcomes = found["outcomes"]
+    overview.add_row("records read", f"{found['read']:,}")
+    overview.add_row("valid events", f"{found['events']:,}")
+    for reason, count in outcomes.get("skipped", {}).items():
+        if reason in ("filtered", "duplicate"):
+            overview.add_row(Text(f"{reason}"), f"{count:,}")
+    overview.add_row("rejected", f"{sum(outcomes.get('rejected', {}).values()):,}")
+    overview.add_row("distinct users", f"{found['users']['distinct']:,}")
+    overview.add_row("anonymous events", f"{found['users']['anonymous_events']:,}")
+    for label, key in (("timestamp", "timestamp"), ("receivedAt", "received_at")):
+        span = found[key]
+        text = f"{span['first']} .. {span['last']}" if span["first"] else "none"
+        if span["missing"]:
+            text += f" ({span['missing']:,} without)"
+        overview.add_row(label, text)
+    if found["notes"]:
+        overview.add_row("notes (empty files, placeholders)", f"{found['notes']:,}")
+    console.print(overview)
+    if found["types"]:
+        types = Table(box=box.SIMPLE)
+        types.add_column("type")
+        types.add_column("events", justify="right")
+        for kind, count in found["types"].items():
+            types.add_row(Text(kind), f"{count:,}")
+        console.print(types)
+    _show_track_events(console, found)
+    if found["requests"]:
+        requests = Table(title="a send would make", box=box.SIMPLE, title_justify="left")
+        requests.add_column("target")
+        requests.add_column("requests", justify="right")
+        for label, count in found["requests"].items():
+            requests.add_row(Text(display_name(label)), f"{count:,}")
+        console.print(requests)
+    if found["rejected"]:
+        rejected = Table(title="rejected", box=box.SIMPLE, title_justify="left")
+        rejected.add_column("reason")
+        rejected.add_column("records", justify="right")
+        rejected.add_column("first seen at")
+        for reason, entry in found["rejected"].items():
+            origins = Text(display_name("\n".join(entry["first"])))
+            rejected.add_row(Text(reason), f"{entry['count']:,}", origins)
+        console.print(rejected)
+
+
+def _show_track_events(console: Console, found: Mapping[str, Any]) -> None:
+    if found["track_events"]:
+        table = Table(title="track events", box=box.SIMPLE, title_justify="left")
+        table.add_column("event")
+        table.add_column("events", justify="right")
+        table.add_column("linked to")
+        for entry in found["track_events"]:
+            linked = Text(", ".join(entry["automations"])) if entry["automations"] else Text("no link", "red")
+            table.add_row(Text(display_name(entry["event"])), f"{entry['count']:,}", linked)
+        if found["track_events_not_listed"]:
+            table.add_row("(more names)", f"{found['track_events_not_listed']:,}", "")
+        console.print(table)
+    never = found["links"]["never_seen"]
+    if never:
+        names = ", ".join(map(repr, never))
+        console.print(Text(display_name(f"links whose event never occurs here: {names}")))

@@ -32,6 +32,7 @@ SKIP_REASONS = {
     "profiles_off": "an identify, with update_profiles = false in the config",
     "no_traits": "an identify with no traits to merge",
     "duplicate": "a messageId already seen in this run",
+    "filtered": "left out by --type, --event, --user, --since, --until or --sample",
 }
 
 
@@ -48,9 +49,11 @@ class Router:
     def route(self, event: Event) -> tuple[Target, ...] | str:
         """The event's targets, or the reason (a key of SKIP_REASONS) it goes nowhere."""
         if event.type == "track":
-            if event.user_id is None:
-                return "anonymous"
-            return self._targets.get(event.name or "") or "unlinked"
+            # Unlinked first: an event nothing is linked to is the thing to fix, whoever sent it.
+            targets = self._targets.get(event.name or "")
+            if not targets:
+                return "unlinked"
+            return "anonymous" if event.user_id is None else targets
         if event.type == "identify":
             if event.user_id is None:
                 return "anonymous"

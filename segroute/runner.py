@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
 from segroute.config import Config
+from segroute.inventory import Inventory
 from segroute.pipeline import Delivered, Outcome, Planned, Rejected, RequestResult, Summary, plan
 from segroute.report import FailedWriter, ProblemLog, build_report, check_writable, write_report
 from segroute.routing import Router
+from segroute.selection import Selection
 from segroute.sources import Note, iter_items
 
 if TYPE_CHECKING:
@@ -60,6 +62,9 @@ class RunOptions:
     report_path: Path | None = None
     delivery: DeliveryOptions | None = None
     """How to send; None for a dry run, which never imports aiohttp."""
+    selection: Selection = field(default_factory=Selection)
+    order: Literal["input", "timestamp"] = "input"
+    limit: int | None = None
 
 
 @dataclass
@@ -120,8 +125,7 @@ def run(
     outputs = _Outputs(display, failed)
     result = RunResult(outputs.summary, 0.0, problems=outputs.problems)
     try:
-        items = iter_items(options.inputs, stdin=stdin)
-        outcomes = plan(items, Router(options.config), base_url=options.base_url)
+        outcomes = _outcomes(options, stdin)
         if options.dry_run:
             try:
                 with _sigterm_as_interrupt():
@@ -152,6 +156,35 @@ def run(
         write_report(options.report_path, report)
         result.report_path = options.report_path
     return result
+
+
+def _outcomes(options: RunOptions, stdin: BinaryIO | None) -> Iterator[Outcome | Note]:
+    selection = options.selection
+    skip_day = selection.skip_day if selection.since is not None else None
+    items = iter_items(options.inputs, stdin=stdin, skip_day=skip_day)
+    return plan(
+        items,
+        Router(options.config),
+        base_url=options.base_url,
+        selection=selection,
+        order=options.order,
+        limit=options.limit,
+    )
+
+
+def take_inventory(options: RunOptions, *, stdin: BinaryIO | None) -> Inventory:
+    """Read and route without sending or printing anything; count what the inputs hold."""
+    inventory = Inventory()
+    try:
+        with _sigterm_as_interrupt():
+            for outcome in _outcomes(options, stdin):
+                if isinstance(outcome, Note):
+                    inventory.notes += 1
+                else:
+                    inventory.add(outcome)
+    finally:
+        inventory.close()
+    return inventory
 
 
 @contextlib.contextmanager

@@ -90,6 +90,11 @@ def test_anonymous_track() -> None:
     assert route({"type": "track", "event": "Signed Up", "userId": "", "anonymousId": "a"}) == "anonymous"
 
 
+def test_an_anonymous_track_event_nothing_links_is_unlinked() -> None:
+    # What --fail-on unlinked catches: a renamed event, whoever sent it.
+    assert route({"type": "track", "event": "Signed Up!", "anonymousId": "anon-1"}) == "unlinked"
+
+
 def test_identify_merges_profile() -> None:
     assert route({"type": "identify", "userId": "u1", "traits": {"email": "u1@example.com"}}) == (PROFILE,)
     assert PROFILE == Target("profile")

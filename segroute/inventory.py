@@ -1,0 +1,145 @@
+"""What inputs hold, for ``segroute inspect``: events by type and name, users, time ranges, rejected
+records, and how the config's links cover the track events. Built from the pipeline's outcomes in
+one pass, in memory bounded by the number of distinct event names (capped), not of events."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from segroute.config import Config
+from segroute.events import Event
+from segroute.pipeline import Outcome, Rejected, SeenIds, Skipped, Summary
+from segroute.selection import event_time, format_time, received_time
+
+MAX_NAMES = 10_000
+"""Distinct track event names counted one by one; any more are counted together."""
+FIRST_ORIGINS = 5
+"""Origins listed per rejection reason."""
+
+
+@dataclass
+class _Range:
+    """The earliest and latest of a time field, in epoch microseconds, and how many events lack it."""
+
+    first: int | None = None
+    last: int | None = None
+    missing: int = 0
+
+    def add(self, micros: int | None) -> None:
+        if micros is None:
+            self.missing += 1
+            return
+        if self.first is None or micros < self.first:
+            self.first = micros
+        if self.last is None or micros > self.last:
+            self.last = micros
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "first": None if self.first is None else format_time(self.first),
+            "last": None if self.last is None else format_time(self.last),
+            "missing": self.missing,
+        }
+
+
+@dataclass
+class Inventory:
+    """Counts over every outcome of a run that sends nothing."""
+
+    summary: Summary = field(default_factory=Summary)
+    types: Counter[str] = field(default_factory=Counter)
+    names: Counter[str] = field(default_factory=Counter)
+    """Track events by name, for the first MAX_NAMES names."""
+    other_names: int = 0
+    """Track events whose name came after MAX_NAMES others."""
+    anonymous: int = 0
+    """Events with an anonymousId and no userId."""
+    timestamps: _Range = field(default_factory=_Range)
+    received: _Range = field(default_factory=_Range)
+    rejected: dict[str, list[str]] = field(default_factory=dict)
+    """Rejection reason -> the first few origins."""
+    notes: int = 0
+    _users: SeenIds = field(default_factory=SeenIds)
+    distinct_users: int = 0
+
+    def add(self, outcome: Outcome) -> None:
+        """Count one outcome."""
+        self.summary.add(outcome)
+        if isinstance(outcome, Rejected):
+            origins = self.rejected.setdefault(outcome.reason, [])
+            if len(origins) < FIRST_ORIGINS:
+                origins.append(outcome.origin)
+            return
+        if isinstance(outcome, Skipped) and outcome.reason == "filtered":
+            return
+        if outcome.event is not None:
+            self._add_event(outcome.event)
+
+    def _add_event(self, event: Event) -> None:
+        self.types[event.type] += 1
+        if event.name is not None:
+            if event.name in self.names or len(self.names) < MAX_NAMES:
+                self.names[event.name] += 1
+            else:
+                self.other_names += 1
+        if event.user_id is None:
+            self.anonymous += 1
+        elif self._users.add(event.user_id):
+            self.distinct_users += 1
+        self.timestamps.add(event_time(event.data))
+        self.received.add(received_time(event.data))
+
+    def close(self) -> None:
+        """Drop the set of users seen."""
+        self._users.close()
+
+    @property
+    def events(self) -> int:
+        """Valid events counted (filtered ones are not)."""
+        return sum(self.types.values())
+
+    def unlinked(self) -> int:
+        """Track events of a user that no link names: what ``--fail-on unlinked`` looks at."""
+        return self.summary.outcomes["skipped", "unlinked"]
+
+    def as_dict(self, config: Config) -> dict[str, Any]:
+        """Everything, as JSON-ready data; link coverage is judged against ``config``."""
+        by_event = config.links_by_event()
+        outcomes: dict[str, dict[str, int]] = {}
+        for (outcome, reason), count in sorted(self.summary.outcomes.items()):
+            outcomes.setdefault(outcome, {})[reason or "ok"] = count
+        names = [
+            {
+                "event": name,
+                "count": count,
+                "automations": [link.automation for link in by_event.get(name, ())],
+            }
+            for name, count in sorted(self.names.items(), key=lambda item: (-item[1], item[0]))
+        ]
+        requests = {
+            label: count for (label, kind), count in sorted(self.summary.targets.items()) if kind == "planned"
+        }
+        return {
+            "read": self.summary.read,
+            "events": self.events,
+            "outcomes": outcomes,
+            "types": dict(sorted(self.types.items(), key=lambda item: (-item[1], item[0]))),
+            "track_events": names,
+            "track_events_not_listed": self.other_names,
+            "users": {"distinct": self.distinct_users, "anonymous_events": self.anonymous},
+            "timestamp": self.timestamps.as_dict(),
+            "received_at": self.received.as_dict(),
+            "rejected": {
+                reason: {"count": self.summary.outcomes["rejected", reason], "first": origins}
+                for reason, origins in sorted(self.rejected.items())
+            },
+            "links": {
+                "linked": [entry["event"] for entry in names if entry["automations"]],
+                "unlinked": [entry["event"] for entry in names if not entry["automations"]],
+                "never_seen": sorted(name for name in by_event if name not in self.names),
+            },
+            "requests": requests,
+            "notes": self.notes,
+        }
