@@ -375,7 +375,7 @@ def show_inventory(console: Console, found: Mapping[str, Any], *, selection: str
         rejected.add_column("records", justify="right")
         rejected.add_column("first seen at")
         for reason, entry in found["rejected"].items():
-            origins = Text(display_name("\n".join(entry["first"])))
+            origins = Text("\n".join(display_name(origin) for origin in entry["first"]))
             rejected.add_row(Text(reason), f"{entry['count']:,}", origins)
         console.print(rejected)
 
