@@ -2,7 +2,8 @@
 
 The client posts real /v1/batch bodies to a capture server on 127.0.0.1; nothing leaves the machine.
 ``examples/batch.json`` is the first body as the client sent it; ``examples/events.jsonl`` holds every
-captured item, one per line, the shape Segment's archives hold. Ids and times are fixed, so the files
+captured item, one per line; ``examples/archive.tar.gz`` holds them as Segment's raw-data archive
+does, with the fields its servers add. Ids and times are fixed, so the files
 only change when the client does.
 
 Run: pip install segment-analytics-python && python examples/capture.py
@@ -12,7 +13,9 @@ The tests import `capture` to get fresh bodies from the installed client.
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import tarfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -167,8 +170,56 @@ def storefront(client: Client) -> None:
     )
 
 
+SOURCE_ID = "Ab12Cd34Ef"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def archived(event: dict[str, Any], received: datetime) -> dict[str, Any]:
+    """An event as Segment's raw-data archive holds it: the fields its servers add on arrival."""
+    happened = datetime.fromisoformat(event["timestamp"])
+    sent = received - timedelta(milliseconds=40)
+    return dict(
+        event,
+        originalTimestamp=_iso(happened),
+        sentAt=_iso(sent),
+        receivedAt=_iso(received),
+        # Segment corrects the device clock: timestamp = receivedAt - (sentAt - originalTimestamp).
+        timestamp=_iso(received - (sent - happened)),
+        channel="server",
+        projectId=SOURCE_ID,
+        version=2,
+    )
+
+
+def archive(events: list[dict[str, Any]]) -> bytes:
+    """A tar.gz of ``segment-logs/<source-id>/<received-day>/<file>.gz``, as the S3 destination
+    writes it and as people hand it around: the last event reached Segment a day late (a phone that
+    was offline), so it sits in the next day's folder. Byte for byte the same on every run."""
+    days: dict[int, list[dict[str, Any]]] = {}
+    for n, event in enumerate(events):
+        late = n == len(events) - 1
+        received = datetime.fromisoformat(event["timestamp"]) + timedelta(days=1 if late else 0, seconds=2)
+        day = int(datetime(received.year, received.month, received.day, tzinfo=UTC).timestamp() * 1000)
+        days.setdefault(day, []).append(archived(event, received))
+    files = {"segment-logs/dummy-object.txt": b""}
+    for day, held in sorted(days.items()):
+        lines = "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n" for e in held)
+        name = f"segment-logs/{SOURCE_ID}/{day}/{day + 36_000_000}.{_id(str(day))[:8]}.gz"
+        files[name] = gzip.compress(lines.encode(), mtime=0)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as bundle:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(content), int(START.timestamp())
+            bundle.addfile(info, io.BytesIO(content))
+    return gzip.compress(buffer.getvalue(), mtime=0)
+
+
 def main() -> None:
-    """Write examples/batch.json and examples/events.jsonl."""
+    """Write examples/batch.json, examples/events.jsonl and examples/archive.tar.gz."""
     bodies = capture(storefront)
     first = dict(bodies[0], sentAt="2026-11-02T10:30:00.000000+00:00")
     (HERE / "batch.json").write_text(json.dumps(first, indent=2, ensure_ascii=False) + "\n")
@@ -176,6 +227,7 @@ def main() -> None:
         for body in bodies:
             for item in body["batch"]:
                 out.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n")
+    (HERE / "archive.tar.gz").write_bytes(archive([item for body in bodies for item in body["batch"]]))
 
 
 if __name__ == "__main__":

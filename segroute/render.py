@@ -347,10 +347,11 @@ def show_inventory(console: Console, found: Mapping[str, Any], *, selection: str
     overview.add_row("anonymous events", f"{found['users']['anonymous_events']:,}")
     for label, key in (("timestamp", "timestamp"), ("receivedAt", "received_at")):
         span = found[key]
-        text = f"{span['first']} .. {span['last']}" if span["first"] else "none"
+        if span["first"]:
+            overview.add_row(f"first {label}", span["first"])
+            overview.add_row(f"last {label}", span["last"])
         if span["missing"]:
-            text += f" ({span['missing']:,} without)"
-        overview.add_row(label, text)
+            overview.add_row(f"events without {label}", f"{span['missing']:,}")
     if found["notes"]:
         overview.add_row("notes (empty files, placeholders)", f"{found['notes']:,}")
     console.print(overview)

@@ -2,7 +2,7 @@
 
 Events come from the official client (the ``segment_events`` fixture); `archived` adds what
 Segment's servers add before archiving (``receivedAt``, ``sentAt``, ``originalTimestamp``, the
-skew-corrected ``timestamp``, ``channel``, ``projectId``). Files go to
+skew-corrected ``timestamp``, ``channel``, ``projectId``), as examples/capture.py does. Files go to
 ``segment-logs/<source-id>/<received-day-ms>/<name>.gz`` with the traps real archives have.
 """
 
@@ -18,7 +18,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import load_capture
+
 SOURCE_ID = "Ab12Cd34Ef"
+"""The source id examples/capture.py archives under."""
 DAY = timedelta(days=1)
 
 
@@ -37,20 +40,10 @@ def iso(moment: datetime) -> str:
 
 
 def archived(event: dict[str, Any], happened: datetime, received: datetime) -> dict[str, Any]:
-    """An event as Segment archives it: happened on the device at ``happened``, received later."""
-    sent = received - timedelta(milliseconds=40)
-    out = dict(event)
-    out.update(
-        originalTimestamp=iso(happened),
-        sentAt=iso(sent),
-        receivedAt=iso(received),
-        # Segment corrects the device clock: timestamp = receivedAt - (sentAt - originalTimestamp).
-        timestamp=iso(received - (sent - happened)),
-        channel="server",
-        projectId=SOURCE_ID,
-        version=2,
-    )
-    return out
+    """An event as Segment archives it: happened on the device at ``happened``, received later
+    (the fields Segment's servers add come from examples/capture.py, which ships the example archive)."""
+    result: dict[str, Any] = load_capture().archived(dict(event, timestamp=iso(happened)), received)
+    return result
 
 
 def ndjson(events: Iterable[dict[str, Any]]) -> bytes:

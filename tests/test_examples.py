@@ -36,6 +36,15 @@ def test_example_events_are_what_the_official_client_writes(capture: ModuleType)
     ]
 
 
+def test_example_archive_is_the_events_as_segment_archives_them(capture: ModuleType) -> None:
+    assert capture.archive(shipped_events()) == (EXAMPLES / "archive.tar.gz").read_bytes()
+    result = CliRunner().invoke(app, ["inspect", str(EXAMPLES / "archive.tar.gz"), "-o", "json"])
+    assert result.exit_code == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["events"] == len(shipped_events())
+    assert found["received_at"]["last"].startswith("2026-11-03")  # the late event, a folder later
+
+
 def test_example_batch_body_holds_the_first_events() -> None:
     body = json.loads((EXAMPLES / "batch.json").read_text())
     assert set(body) == {"batch", "sentAt", "writeKey"}
