@@ -155,9 +155,10 @@ def plan(
     """Turn what the sources read into outcomes, one per record; notes pass through.
 
     Events the selection leaves out are skipped as ``filtered``. Events go on in input order, or in
-    event time (`ordering.order_by_time`); ``limit`` stops after that many selected events, so in
-    input order the rest is never read. Duplicates are caught after ordering: the first in replay
-    order is the one that goes.
+    event time (`ordering.order_by_time`); ``limit`` stops after that many selected events: in
+    input order the rest is never read, in event time (where everything was read to sort it) the
+    rest is skipped as ``limit``. Duplicates are caught after ordering: the first in replay order is
+    the one that goes.
     """
     stream: Iterator[Event | Outcome | Note] = _select(items, selection)
     if order == "timestamp":
@@ -166,7 +167,7 @@ def plan(
         stream = order_by_time(stream)
     seen = SeenIds()
     try:
-        yield from _route(stream, router, base_url, seen, limit)
+        yield from _route(stream, router, base_url, seen, limit, read_on=order == "timestamp")
     finally:
         seen.close()
         close = getattr(stream, "close", None)
@@ -194,19 +195,28 @@ def _select(items: Iterable[Item], selection: Selection | None) -> Iterator[Even
 
 
 def _route(
-    stream: Iterable[Event | Outcome | Note], router: Router, base_url: str, seen: SeenIds, limit: int | None
+    stream: Iterable[Event | Outcome | Note],
+    router: Router,
+    base_url: str,
+    seen: SeenIds,
+    limit: int | None,
+    *,
+    read_on: bool,
 ) -> Iterator[Outcome | Note]:
-    if limit == 0:
+    """Route each event; past the limit, stop, or (``read_on``) count the rest as skipped."""
+    if limit == 0 and not read_on:
         return
     taken = 0
     for event in stream:
         if not isinstance(event, Event):
             yield event
-            continue
-        yield _outcome(event, router, base_url, seen)
-        taken += 1
-        if taken == limit:
-            return
+        elif limit is None or taken < limit:
+            taken += 1
+            yield _outcome(event, router, base_url, seen)
+            if taken == limit and not read_on:
+                return
+        elif read_on:
+            yield Skipped(event.origin, "limit", event.message_id, event)
 
 
 def _outcome(event: Event, router: Router, base_url: str, seen: SeenIds) -> Outcome:

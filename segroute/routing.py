@@ -33,6 +33,7 @@ SKIP_REASONS = {
     "no_traits": "an identify with no traits to merge",
     "duplicate": "a messageId already seen in this run",
     "filtered": "left out by --type, --event, --user, --since, --until or --sample",
+    "limit": "past --limit, with --order timestamp (every event was read to sort them)",
 }
 
 

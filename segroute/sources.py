@@ -379,7 +379,7 @@ def iter_stream(
             yield from _iter_content(head, source, name, cursor)
         else:
             yield from _iter_bundle(
-                kind, head, source, stream, name, reading, depth, direct=source is counted
+                kind, head, source, stream, name, reading, depth, direct=source is counted and depth == 0
             )
     except _BombError as exc:
         if exc.whole_input and not top:

@@ -354,10 +354,11 @@ def test_limit_in_timestamp_order_takes_the_earliest(tree: str, in_order: list[E
     result, report = dry_run(tree, "--type", "identify", "--limit", "3", "--order", "timestamp")
     assert result.exit_code == 0, result.stderr
     assert [line["messageId"] for line in jsonl(result)] == [e["messageId"] for e in identifies[:3]]
-    # Sorting reads everything; the events left out pass through as they are read.
+    # Sorting reads everything, so every event is counted: the selected ones past the limit too.
+    assert report["read"] == len(in_order)
     assert report["outcomes"] == {
         "planned": {"ok": 3},
-        "skipped": {"filtered": len(in_order) - len(identifies)},
+        "skipped": {"filtered": len(in_order) - len(identifies), "limit": len(identifies) - 3},
     }
 
 
