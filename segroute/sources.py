@@ -49,6 +49,8 @@ MAX_BUNDLE_DEPTH = 2
 """A bundle inside a bundle is read; one more level down is refused."""
 PLACEHOLDER_NAMES = frozenset({"dummy-object.txt"})
 """Files Segment's archive setup leaves behind, which hold no events."""
+SKIPPED_FOLDERS = frozenset({"__MACOSX"})
+"""Folders in bundles that hold no events: the resource forks macOS's Finder adds to a zip."""
 ARCHIVE_ROOT = "segment-logs"
 DAY_MS = 86_400_000
 STDIN_NAME = "<stdin>"
@@ -441,7 +443,9 @@ def _iter_bundle(
 
     def read_member(member: Any, member_name: str, member_packed: int | None) -> Iterator[Item]:
         origin = f"{name}!{display_name(member_name)}"
-        parts = member_name.replace("\\", "/").split("/")
+        parts = [part for part in member_name.replace("\\", "/").split("/") if part not in ("", ".")]
+        if not parts or any(part.startswith(".") or part in SKIPPED_FOLDERS for part in parts):
+            return  # hidden, as in a folder walk; macOS's resource forks
         if parts[-1] in PLACEHOLDER_NAMES:
             yield _placeholder(origin)
             return

@@ -295,3 +295,20 @@ def test_not_a_bundle_after_all_is_read_as_events(tmp_path: Path) -> None:
     path.write_bytes(b"PK not a zip\n" + b"y" * 300 + b"\n")
     items = read(path)
     assert [reason for _, reason, _ in problems(items)] == ["invalid_json", "invalid_json"]
+
+
+def test_dot_slash_names_hidden_members_and_macos_forks(tmp_path: Path) -> None:
+    # `tar czf x.tgz .` names members ./...; Finder's zips carry __MACOSX/._* resource forks.
+    path = tmp_path / "finder.zip"
+    path.write_bytes(
+        zip_bytes(
+            {
+                "./logs/events.jsonl": EVENT,
+                "__MACOSX/logs/._events.jsonl": b"\x00\x05\x16\x07 binary",
+                "logs/.DS_Store": b"\x00\x00\x00\x01Bud1",
+            }
+        )
+    )
+    items = read(path)
+    assert problems(items) == [] and notes(items) == []
+    assert [item.origin for item in items if isinstance(item, Record)] == [f"{path}!./logs/events.jsonl:1"]
