@@ -6,6 +6,7 @@ import enum
 import functools
 import io
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,9 @@ from segroute.config import (
 )
 from segroute.errors import AuthError, ExitCode, SegrouteError, UsageError
 from segroute.events import EVENT_TYPES
+from segroute.ledger import Ledger
+from segroute.ledger import default_path as default_ledger
+from segroute.ledger import merge as merge_ledgers
 from segroute.runner import RunOptions, RunResult, run, take_inventory
 from segroute.selection import Selection, parse_bound
 from segroute.sources import check_inputs
@@ -96,6 +100,7 @@ class FailOn(enum.StrEnum):
 
 
 _SELECT = "Selecting events"
+_RESUME = "Resuming and sharding"
 TypeOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -311,6 +316,41 @@ def send(
             show_default=False,
         ),
     ] = None,
+    ledger: Annotated[
+        Path | None,
+        typer.Option(
+            help="The delivery ledger: requests Courier accepted are recorded, and never sent again. "
+            "[default: $SEGROUTE_LEDGER, else segroute-ledger.sqlite3 beside the config]",
+            show_default=False,
+            rich_help_panel=_RESUME,
+        ),
+    ] = None,
+    no_ledger: Annotated[
+        bool,
+        typer.Option(
+            "--no-ledger",
+            help="Keep no ledger: only Courier's idempotency keys (24 h) stop a second send.",
+            rich_help_panel=_RESUME,
+        ),
+    ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="K/N: send only the K-th of N shares of the events (K from 1), split by user, so N "
+            "machines together send each event once.",
+            show_default=False,
+            rich_help_panel=_RESUME,
+        ),
+    ] = None,
+    idempotency_ttl: Annotated[
+        str | None,
+        typer.Option(
+            help="Ask Courier to keep each Idempotency-Key this long (24h to 365d, e.g. 30d), for a "
+            "replay that spans days. [default: Courier's 24 hours]",
+            show_default=False,
+            rich_help_panel=_RESUME,
+        ),
+    ] = None,
     types: TypeOption = None,
     events: EventOption = None,
     users: UserOption = None,
@@ -346,10 +386,15 @@ def send(
             selection=_selection(types, events, users, since, until, sample),
             order=order.value,
             limit=limit,
+            shard=_shard(shard),
+            ledger_path=None if no_ledger else ledger or default_ledger(loaded.path, os.environ),
         )
+        if no_ledger and ledger is not None:
+            raise UsageError("--ledger and --no-ledger: give one")
+        ttl = None if idempotency_ttl is None else _duration("--idempotency-ttl", idempotency_ttl)
         if not dry_run:
             options.api_key = resolve_api_key(os.environ, base_url)
-            options.delivery = _delivery_options(concurrency, rate, max_retries, timeout, max_time)
+            options.delivery = _delivery_options(concurrency, rate, max_retries, timeout, max_time, ttl)
         err = render.stderr_console()
         if not loaded.exists and not quiet:
             render.show_message(err, f"note: no {loaded.path} here, so no links: track events are skipped")
@@ -374,6 +419,8 @@ def send(
             render.show_files(
                 err, result.failed_written, failed, result.report_path, unwritable=result.failed_unwritable
             )
+            if result.ledger_path is not None:
+                render.show_ledger_line(err, result.ledger_path, result.ledger_recorded, dry_run=dry_run)
         code = _exit_code(result)
         if FailOn.unlinked in (fail_on or ()) and result.summary.unlinked and code is ExitCode.OK:
             render.show_unlinked(err, result.summary.unlinked)
@@ -393,7 +440,7 @@ def _stdin() -> BinaryIO | None:
 
 
 def _delivery_options(
-    concurrency: int, rate: float | None, max_retries: int, timeout: float, max_time: float
+    concurrency: int, rate: float | None, max_retries: int, timeout: float, max_time: float, ttl: float | None
 ) -> DeliveryOptions:
     from segroute.delivery import DeliveryOptions  # aiohttp loads only when something is sent
 
@@ -403,7 +450,35 @@ def _delivery_options(
         max_retries=max_retries,
         attempt_timeout=timeout,
         request_deadline=max_time,
+        idempotency_ttl=ttl,
     )
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([hdw])")
+_UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+MIN_TTL, MAX_TTL = 24 * 3600, 365 * 86400
+"""Courier keeps an Idempotency-Key at least 24 hours, and at most a year when asked."""
+
+
+def _duration(option: str, text: str) -> float:
+    """``36h``, ``30d`` or ``8w`` as seconds, within Courier's 24 hours to 365 days."""
+    found = _DURATION.fullmatch(text.strip().lower())
+    if found is None:
+        raise UsageError(f"{option} {text!r}: give hours, days or weeks, e.g. 36h, 30d or 8w")
+    seconds = float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
+    if not MIN_TTL <= seconds <= MAX_TTL:
+        raise UsageError(f"{option} {text!r}: Courier keeps keys from 24 hours to 365 days")
+    return seconds
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    """``K/N`` with 1 <= K <= N."""
+    if text is None:
+        return None
+    found = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if found is None or not 1 <= int(found.group(1)) <= int(found.group(2)):
+        raise UsageError(f"--shard {text!r}: give K/N with K from 1 to N, e.g. 2/4")
+    return int(found.group(1)), int(found.group(2))
 
 
 def _on_signal(count: int, *, quiet: bool) -> None:
@@ -591,6 +666,99 @@ def links(
             sys.stdout.flush()
         else:
             render.show_links(render.stdout_console(), loaded.config.links, source=str(loaded.path))
+
+
+ledger_app = typer.Typer(
+    name="ledger",
+    help="Show, export and merge the delivery ledger: every request Courier accepted.",
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(ledger_app)
+
+LedgerOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ledger",
+        help="The ledger. [default: $SEGROUTE_LEDGER, else segroute-ledger.sqlite3 beside the config]",
+        show_default=False,
+    ),
+]
+
+
+def _ledger_path(option: Path | None, config: str | None) -> Path:
+    if option is not None:
+        return option
+    path, _ = config_path(config, os.environ)
+    return default_ledger(path, os.environ)
+
+
+@ledger_app.callback()
+def ledger_show(
+    context: typer.Context,
+    ledger: LedgerOption = None,
+    config: ConfigOption = None,
+    output: Annotated[
+        ListFormat, typer.Option("--output", "-o", help="table, or json for scripts.")
+    ] = ListFormat.table,
+) -> None:
+    """What the ledger holds: accepted requests per automation and day, and the last run.
+
+    Example: segroute ledger --ledger shard-1.sqlite3
+    """
+    if context.invoked_subcommand is not None:
+        return
+    with _boundary():
+        opened = _open_ledger(_ledger_path(ledger, config))
+        try:
+            summary = opened.summary()
+        finally:
+            opened.close()
+        if output is ListFormat.json:
+            sys.stdout.buffer.write(render.inventory_json(summary.as_dict()))
+            sys.stdout.flush()
+        else:
+            render.show_ledger(render.stdout_console(), summary.as_dict())
+
+
+def _open_ledger(path: Path) -> Ledger:
+    return Ledger(path, create=False)
+
+
+@ledger_app.command("export")
+def ledger_export(ledger: LedgerOption = None, config: ConfigOption = None) -> None:
+    """Every accepted request as JSONL on stdout, oldest first.
+
+    Example: segroute ledger export > accepted.jsonl
+    """
+    with _boundary():
+        opened = _open_ledger(_ledger_path(ledger, config))
+        try:
+            out = sys.stdout.buffer
+            for entry in opened.export():
+                out.write(render.jsonl_line(entry))
+            sys.stdout.flush()
+        finally:
+            opened.close()
+
+
+@ledger_app.command("merge")
+def ledger_merge(
+    output: Annotated[Path, typer.Argument(help="The ledger to merge into; created if missing.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Ledgers to merge in, one per shard say.")],
+) -> None:
+    """Combine ledgers, one per shard of a sharded replay, into one.
+
+    Example: segroute ledger merge all.sqlite3 shard-1.sqlite3 shard-2.sqlite3
+    """
+    with _boundary():
+        for path in inputs:
+            if not path.exists():
+                raise UsageError(f"{path}: no such ledger")
+        added, runs = merge_ledgers(output, inputs)
+        render.show_message(
+            render.stderr_console(), f"{output}: {added:,} accepted requests and {runs:,} runs merged in"
+        )
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ cap, per-recipient order, retries with backoff, and a clean stop that loses noth
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 import functools
 import random
@@ -26,6 +27,7 @@ from segroute.transform import CONTENT_TYPE, Request
 RETRY_STATUSES = frozenset({408, 429})
 """Statuses below 500 worth another attempt; every 5xx is too."""
 AUTH_STATUSES = frozenset({401, 403})
+EXPIRATION_HEADER = "x-idempotency-expiration"
 READ_BATCH = 256
 """Outcomes read from the inputs per trip to the reader thread."""
 
@@ -51,6 +53,9 @@ class DeliveryOptions:
     backoff_max: float = 8.0
     drain_timeout: float = 10.0
     """After a stop, seconds the requests in flight get to finish."""
+    idempotency_ttl: float | None = None
+    """Seconds Courier should keep each Idempotency-Key (sent as ``x-idempotency-expiration``); None
+    leaves Courier's default, 24 hours."""
 
 
 @dataclass
@@ -176,6 +181,15 @@ class Sender:
         self._backoff = Backoff(options.backoff_initial, options.backoff_max, rng)
         self._limiter = RateLimiter(options.rate, clock=clock, sleep=sleep) if options.rate else None
         self._full_attempt = _attempt_timeout(options)
+        self._expires = (0, "")
+
+    def _expiration(self, ttl: float) -> str:
+        """When the key may expire, ISO-8601 UTC, from this second; formatted once a second."""
+        second = int(time.time())
+        if self._expires[0] != second:
+            moment = datetime.datetime.fromtimestamp(second + ttl, datetime.UTC)
+            self._expires = (second, moment.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return self._expires[1]
 
     async def send(self, request: Request, event: Event, stop: asyncio.Event) -> RequestResult:
         """Post a request, retrying what may succeed later, every attempt with the same Idempotency-Key."""
@@ -183,6 +197,8 @@ class Sender:
         started = self._clock()
         url = URL(request.url, encoded=True)
         headers = {"Idempotency-Key": request.idempotency_key}
+        if options.idempotency_ttl is not None:
+            headers[EXPIRATION_HEADER] = self._expiration(options.idempotency_ttl)
         attempt = 0
         status: int | None = None
         detail = ""
@@ -272,6 +288,7 @@ def open_session(api_key: str, options: DeliveryOptions) -> aiohttp.ClientSessio
 class _EventState:
     event: Event
     remaining: int
+    done: tuple[Request, ...]
     results: list[RequestResult] = field(default_factory=list)
 
 
@@ -303,7 +320,7 @@ class Dispatcher:
 
     async def submit(self, planned: Planned) -> None:
         """Queue an event's requests behind any earlier request to the same recipient."""
-        state = _EventState(planned.event, len(planned.requests))
+        state = _EventState(planned.event, len(planned.requests), planned.done)
         recipient = planned.event.user_id or ""
         for request in planned.requests:
             await self._window.acquire()
@@ -351,7 +368,7 @@ class Dispatcher:
         state.results.append(result)
         state.remaining -= 1
         if state.remaining == 0:
-            self._on_event(Delivered(state.event, tuple(state.results)))
+            self._on_event(Delivered(state.event, tuple(state.results), state.done))
         self._on_request(result)
 
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from segroute.errors import ExitCode
 from segroute.events import Event, Invalid, parse_event
 from segroute.routing import Router
-from segroute.selection import Selection
+from segroute.selection import Selection, stable_hash
 from segroute.sources import BadRecord, Item, Note
 from segroute.transform import Request, build_requests
 
@@ -31,6 +32,8 @@ class Planned:
 
     event: Event
     requests: tuple[Request, ...]
+    done: tuple[Request, ...] = ()
+    """Requests of the event the ledger says Courier accepted in an earlier run: not sent again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,8 @@ class Skipped:
     reason: str
     message_id: str
     event: Event | None = None
+    requests: tuple[Request, ...] = ()
+    """For ``already_sent``: the requests the ledger holds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,8 @@ class Delivered:
 
     event: Event
     results: tuple[RequestResult, ...]
+    done: tuple[Request, ...] = ()
+    """Requests of the event accepted in an earlier run, which were not sent again."""
 
     @property
     def outcome(self) -> Literal["sent", "failed", "not_attempted"]:
@@ -151,6 +158,8 @@ def plan(
     selection: Selection | None = None,
     order: Literal["input", "timestamp"] = "input",
     limit: int | None = None,
+    shard: tuple[int, int] | None = None,
+    already_sent: Callable[[str], bool] | None = None,
 ) -> Iterator[Outcome | Note]:
     """Turn what the sources read into outcomes, one per record; notes pass through.
 
@@ -159,15 +168,20 @@ def plan(
     input order the rest is never read, in event time (where everything was read to sort it) the
     rest is skipped as ``limit``. Duplicates are caught after ordering: the first in replay order is
     the one that goes.
+
+    ``shard`` (K, N) keeps the K-th of N shares (from 1), partitioned by user, and skips the rest as
+    ``other_shard``. ``already_sent(key)`` tells requests Courier accepted in an earlier run (the
+    ledger): they are not sent again, and an event with nothing left is skipped as ``already_sent``.
     """
-    stream: Iterator[Event | Outcome | Note] = _select(items, selection)
+    stream: Iterator[Event | Outcome | Note] = _select(items, selection, shard)
     if order == "timestamp":
         from segroute.ordering import order_by_time
 
         stream = order_by_time(stream)
     seen = SeenIds()
     try:
-        yield from _route(stream, router, base_url, seen, limit, read_on=order == "timestamp")
+        outcome = functools.partial(_outcome, router=router, base_url=base_url, seen=seen, sent=already_sent)
+        yield from _route(stream, outcome, limit, read_on=order == "timestamp")
     finally:
         seen.close()
         close = getattr(stream, "close", None)
@@ -175,30 +189,41 @@ def plan(
             close()
 
 
-def _select(items: Iterable[Item], selection: Selection | None) -> Iterator[Event | Outcome | Note]:
-    """Records -> events the selection keeps; the rest as outcomes (rejected, filtered) or notes."""
+def _select(
+    items: Iterable[Item], selection: Selection | None, shard: tuple[int, int] | None
+) -> Iterator[Event | Outcome | Note]:
+    """Records -> events the shard and the selection keep; the rest as outcomes (rejected, skipped)
+    or notes. A shard reports the records it rejects only when they fall to it by origin, so that
+    N shards report each rejection once."""
     matches = selection.matches if selection is not None and selection.active else None
     for item in items:
         if isinstance(item, Note):
             yield item
             continue
         if isinstance(item, BadRecord):
-            yield Rejected(item.origin, item.reason, item.detail)
-            continue
-        event = parse_event(item)
-        if isinstance(event, Invalid):
-            yield Rejected(event.origin, event.reason, event.detail, event.value)
-        elif matches is None or matches(event):
-            yield event
+            rejected = Rejected(item.origin, item.reason, item.detail)
         else:
-            yield Skipped(event.origin, "filtered", event.message_id, event)
+            event = parse_event(item)
+            if isinstance(event, Invalid):
+                rejected = Rejected(event.origin, event.reason, event.detail, event.value)
+            elif shard is not None and not in_shard(shard_key(event), shard):
+                yield Skipped(event.origin, "other_shard", event.message_id, event)
+                continue
+            elif matches is None or matches(event):
+                yield event
+                continue
+            else:
+                yield Skipped(event.origin, "filtered", event.message_id, event)
+                continue
+        if shard is None or in_shard(rejected.origin, shard):
+            yield rejected
+        else:
+            yield Skipped(rejected.origin, "other_shard", "")
 
 
 def _route(
     stream: Iterable[Event | Outcome | Note],
-    router: Router,
-    base_url: str,
-    seen: SeenIds,
+    outcome: Callable[[Event], Outcome],
     limit: int | None,
     *,
     read_on: bool,
@@ -212,14 +237,16 @@ def _route(
             yield event
         elif limit is None or taken < limit:
             taken += 1
-            yield _outcome(event, router, base_url, seen)
+            yield outcome(event)
             if taken == limit and not read_on:
                 return
         elif read_on:
             yield Skipped(event.origin, "limit", event.message_id, event)
 
 
-def _outcome(event: Event, router: Router, base_url: str, seen: SeenIds) -> Outcome:
+def _outcome(
+    event: Event, *, router: Router, base_url: str, seen: SeenIds, sent: Callable[[str], bool] | None
+) -> Outcome:
     if not seen.add(event.message_id):
         return Skipped(event.origin, "duplicate", event.message_id, event)
     targets = router.route(event)
@@ -229,7 +256,29 @@ def _outcome(event: Event, router: Router, base_url: str, seen: SeenIds) -> Outc
         requests = build_requests(event, targets, base_url)
     except ValueError as exc:
         return Rejected(event.origin, "too_deep", str(exc), event.data)
+    if sent is not None:
+        done = tuple(request for request in requests if sent(request.idempotency_key))
+        if len(done) == len(requests):
+            return Skipped(event.origin, "already_sent", event.message_id, event, done)
+        if done:
+            return Planned(event, tuple(r for r in requests if r not in done), done)
     return Planned(event, requests)
+
+
+def shard_key(event: Event) -> str:
+    """What shards partition by: the user, so one user's events stay in order on one machine."""
+    anonymous_id = event.data.get("anonymousId")
+    if event.user_id is not None:
+        return "u:" + event.user_id
+    if isinstance(anonymous_id, str | int | float) and anonymous_id != "":
+        return "a:" + str(anonymous_id)
+    return "m:" + event.message_id
+
+
+def in_shard(key: str, shard: tuple[int, int]) -> bool:
+    """Whether a key falls to shard K of N (K from 1), by a hash that is the same on every machine."""
+    number, count = shard
+    return count == 1 or stable_hash(key) % count == number - 1
 
 
 @dataclass
@@ -252,8 +301,12 @@ class Summary:
             self.outcomes["planned", ""] += 1
             for request in outcome.requests:
                 self.targets[request.target.label, "planned"] += 1
+            for request in outcome.done:
+                self.targets[request.target.label, "already_sent"] += 1
         elif isinstance(outcome, Delivered):
             self.outcomes[outcome.outcome, outcome.reason] += 1
+            for request in outcome.done:
+                self.targets[request.target.label, "already_sent"] += 1
             for result in outcome.results:
                 self.targets[result.request.target.label, result.outcome] += 1
                 if result.status is not None:
@@ -261,6 +314,8 @@ class Summary:
                 self.retries += max(0, result.attempts - 1)
         elif isinstance(outcome, Skipped):
             self.outcomes["skipped", outcome.reason] += 1
+            for request in outcome.requests:
+                self.targets[request.target.label, "already_sent"] += 1
             if outcome.reason == "unlinked" and outcome.event is not None and outcome.event.name is not None:
                 name = outcome.event.name
                 if name in self.unlinked or len(self.unlinked) < MAX_UNLINKED_NAMES:
@@ -272,6 +327,10 @@ class Summary:
     def read(self) -> int:
         """Records read: the sum of every outcome."""
         return sum(self.outcomes.values())
+
+    def totals(self) -> dict[str, int]:
+        """Records per outcome, whatever the reason."""
+        return {outcome: self.count(outcome) for outcome in sorted({kind for kind, _ in self.outcomes})}
 
     def count(self, outcome: str) -> int:
         """Records that ended in one outcome, whatever the reason."""

@@ -133,7 +133,13 @@ def show_summary(console: Console, summary: Summary, *, title: str) -> None:
         console.print(_targets_table(summary))
 
 
-_REQUEST_COLUMNS = {"planned": "requests", "sent": "sent", "failed": "failed", "not_attempted": "not sent"}
+_REQUEST_COLUMNS = {
+    "planned": "requests",
+    "sent": "sent",
+    "failed": "failed",
+    "not_attempted": "not sent",
+    "already_sent": "sent before",
+}
 
 
 def _targets_table(summary: Summary) -> Table:
@@ -166,6 +172,15 @@ def show_files(
         console.print(Text(f"{failed}: {what} that did not go out; replay with: segroute send {failed}"))
     if report is not None:
         console.print(Text(f"{report}: the report of this run"))
+
+
+def show_ledger_line(console: Console, path: object, recorded: int, *, dry_run: bool) -> None:
+    """Where the ledger is, and what this run added to it."""
+    if dry_run:
+        console.print(Text(f"{path}: the ledger, read: requests it holds were left out"))
+        return
+    plural = "" if recorded == 1 else "s"
+    console.print(Text(f"{path}: the ledger: {recorded:,} accepted request{plural} recorded this run"))
 
 
 def show_links(console: Console, links: Sequence[Link], *, source: str) -> None:
@@ -397,3 +412,47 @@ def _show_track_events(console: Console, found: Mapping[str, Any]) -> None:
     if never:
         names = ", ".join(map(repr, never))
         console.print(Text(display_name(f"links whose event never occurs here: {names}")))
+
+
+def jsonl_line(value: object) -> bytes:
+    """One JSON object and a newline."""
+    return orjson.dumps(value) + b"\n"
+
+
+def show_ledger(console: Console, found: Mapping[str, Any]) -> None:
+    """What the ledger holds: a table per API, automations by day, then the last run."""
+    if not found["requests"]:
+        console.print(Text(f"{found['ledger']}: no accepted requests yet"))
+    else:
+        table = Table(title=f"{found['ledger']}: accepted requests", box=box.SIMPLE, title_justify="left")
+        table.add_column("api")
+        table.add_column("day (UTC)")
+        table.add_column("automation")
+        table.add_column("requests", justify="right")
+        for row in found["per_target_day"]:
+            table.add_row(
+                Text(row["api_url"]),
+                Text(row["day"]),
+                Text(display_name(row["automation"])),
+                f"{row['requests']:,}",
+            )
+        table.add_section()
+        table.add_row("total", "", "", f"{found['requests']:,}", style="bold")
+        console.print(table)
+    last = found["last_run"]
+    if last is None:
+        console.print(Text("no runs recorded"))
+        return
+    counts = ", ".join(f"{outcome} {count:,}" for outcome, count in (last["counts"] or {}).items())
+    shard = f", shard {last['shard']}" if last["shard"] else ""
+    ended = last["ended_at"] or "-"
+    stopped = f" ({last['stopped_by']})" if last["stopped_by"] else ""
+    console.print(
+        Text(
+            display_name(
+                f"last run (#{last['run']} of {found['runs']}{shard}): {last['started_at']} to "
+                f"{ended}{stopped}; {counts or 'no counts'}; to {last['api_url']}; "
+                f"inputs: {' '.join(last['inputs'])}"
+            )
+        )
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
@@ -119,7 +118,6 @@ def build_report(
     for (label, kind), count in sorted(summary.targets.items()):
         targets.setdefault(label, {})[kind] = count
     requests_done = sum(n for (_, kind), n in summary.targets.items() if kind in ("sent", "failed"))
-    per_outcome = Counter({outcome: summary.count(outcome) for outcome, _ in summary.outcomes})
     return {
         "segroute": __version__,
         "mode": "dry-run" if dry_run else "send",
@@ -128,7 +126,7 @@ def build_report(
         "duration_seconds": round(seconds, 3),
         "stopped_by": stopped_by,
         "read": summary.read,
-        "totals": dict(sorted(per_outcome.items())),
+        "totals": summary.totals(),
         "outcomes": outcomes,
         "targets": targets,
         "http_statuses": {str(status): count for status, count in sorted(summary.statuses.items())},

@@ -34,6 +34,8 @@ SKIP_REASONS = {
     "duplicate": "a messageId already seen in this run",
     "filtered": "left out by --type, --event, --user, --since, --until or --sample",
     "limit": "past --limit, with --order timestamp (every event was read to sort them)",
+    "already_sent": "every request of the event was accepted by Courier in an earlier run (the ledger)",
+    "other_shard": "another shard's share (--shard K/N), partitioned by user",
 }
 
 

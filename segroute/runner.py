@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
 from segroute.config import Config
 from segroute.inventory import Inventory
+from segroute.ledger import Ledger
 from segroute.pipeline import Delivered, Outcome, Planned, Rejected, RequestResult, Summary, plan
 from segroute.report import FailedWriter, ProblemLog, build_report, check_writable, write_report
 from segroute.routing import Router
@@ -65,6 +67,10 @@ class RunOptions:
     selection: Selection = field(default_factory=Selection)
     order: Literal["input", "timestamp"] = "input"
     limit: int | None = None
+    shard: tuple[int, int] | None = None
+    """(K, N): the K-th of N shares of the events, by user."""
+    ledger_path: Path | None = None
+    """The delivery ledger; None for none. A send creates it; a dry run reads it if it exists."""
 
 
 @dataclass
@@ -79,16 +85,25 @@ class RunResult:
     failed_unwritable: int = 0
     report_path: Path | None = None
     problems: ProblemLog = field(default_factory=ProblemLog)
+    ledger_path: Path | None = None
+    """The ledger the run used, if any."""
+    ledger_recorded: int = 0
+    """Requests this run added to the ledger."""
 
 
 class _Outputs:
-    """Every outcome passes here: counted, shown, and kept in the failure file if it did not go out."""
+    """Every outcome passes here: counted, shown, kept in the failure file if it did not go out, and
+    in the ledger once Courier accepted it."""
 
-    def __init__(self, display: Display, failed: FailedWriter | None) -> None:
+    def __init__(
+        self, display: Display, failed: FailedWriter | None, ledger: Ledger | None, base_url: str
+    ) -> None:
         self.summary = Summary()
         self.problems = ProblemLog()
         self._display = display
         self._failed = failed
+        self._ledger = ledger
+        self._base_url = base_url
 
     def outcome(self, outcome: Outcome | Note | Delivered) -> None:
         if isinstance(outcome, Note):
@@ -104,6 +119,8 @@ class _Outputs:
             self._failed.add(outcome)
 
     def result(self, result: RequestResult) -> None:
+        if self._ledger is not None and result.outcome == "sent":
+            self._ledger.record(self._base_url, result)
         self.problems.add_result(result)
         self._display.result(result)
 
@@ -121,11 +138,22 @@ def run(
             check_writable(option, path, options.inputs)
     started_at = datetime.datetime.now(datetime.UTC)
     started = time.monotonic()
-    failed = FailedWriter(options.failed_path) if options.failed_path else None
-    outputs = _Outputs(display, failed)
-    result = RunResult(outputs.summary, 0.0, problems=outputs.problems)
+    ledger = _open_ledger(options)
     try:
-        outcomes = _outcomes(options, stdin)
+        failed = FailedWriter(options.failed_path) if options.failed_path else None
+    except BaseException:
+        if ledger is not None:
+            ledger.close()
+        raise
+    outputs = _Outputs(display, failed, ledger, options.base_url)
+    result = RunResult(outputs.summary, 0.0, problems=outputs.problems)
+    if ledger is not None:
+        result.ledger_path = ledger.path
+        if not options.dry_run:
+            shard = f"{options.shard[0]}/{options.shard[1]}" if options.shard else None
+            ledger.start_run(api_url=options.base_url, inputs=options.inputs, shard=shard)
+    try:
+        outcomes = _outcomes(options, stdin, ledger)
         if options.dry_run:
             try:
                 with _sigterm_as_interrupt():
@@ -135,13 +163,20 @@ def run(
                 result.stopped_by = "signal"
         else:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                runner.run(_send(options, outcomes, outputs, display, result, on_signal))
+                runner.run(_send(options, outcomes, outputs, display, result, on_signal, ledger))
     finally:
-        if failed is not None:
-            failed.close()
-            result.failed_written = failed.written
-            result.failed_unwritable = failed.unwritable
-        display.close()
+        try:
+            if ledger is not None:
+                if not options.dry_run:
+                    ledger.end_run(counts=result.summary.totals(), stopped_by=result.stopped_by)
+                result.ledger_recorded = ledger.recorded
+                ledger.close()
+        finally:
+            if failed is not None:
+                failed.close()
+                result.failed_written = failed.written
+                result.failed_unwritable = failed.unwritable
+            display.close()
     result.seconds = time.monotonic() - started
     if options.report_path is not None:
         report = build_report(
@@ -158,10 +193,21 @@ def run(
     return result
 
 
-def _outcomes(options: RunOptions, stdin: BinaryIO | None) -> Iterator[Outcome | Note]:
+def _open_ledger(options: RunOptions) -> Ledger | None:
+    """The run's ledger: a send creates it; a dry run reads it when it is there, to show what is left."""
+    path = options.ledger_path
+    if path is None or (options.dry_run and not path.exists()):
+        return None
+    return Ledger(path)
+
+
+def _outcomes(options: RunOptions, stdin: BinaryIO | None, ledger: Ledger | None) -> Iterator[Outcome | Note]:
     selection = options.selection
     skip_day = selection.skip_day if selection.since is not None else None
     items = iter_items(options.inputs, stdin=stdin, skip_day=skip_day)
+    already_sent = None
+    if ledger is not None:
+        already_sent = functools.partial(ledger.accepted, options.base_url)
     return plan(
         items,
         Router(options.config),
@@ -169,6 +215,8 @@ def _outcomes(options: RunOptions, stdin: BinaryIO | None) -> Iterator[Outcome |
         selection=selection,
         order=options.order,
         limit=options.limit,
+        shard=options.shard,
+        already_sent=already_sent,
     )
 
 
@@ -177,7 +225,7 @@ def take_inventory(options: RunOptions, *, stdin: BinaryIO | None) -> Inventory:
     inventory = Inventory()
     try:
         with _sigterm_as_interrupt():
-            for outcome in _outcomes(options, stdin):
+            for outcome in _outcomes(options, stdin, None):
                 if isinstance(outcome, Note):
                     inventory.notes += 1
                 else:
@@ -222,6 +270,7 @@ async def _send(
     display: Display,
     result: RunResult,
     on_signal: Callable[[int], None],
+    ledger: Ledger | None,
 ) -> None:
     from segroute import delivery  # aiohttp loads only when something is sent
 
@@ -255,6 +304,8 @@ async def _send(
         while True:
             await asyncio.sleep(PROGRESS_INTERVAL)
             show_progress()
+            if ledger is not None:
+                ledger.flush_if_due()
 
     ticker = asyncio.create_task(tick())
     try:

@@ -84,18 +84,19 @@ def parse_bound(text: str, *, end: bool) -> int:
 
 def sample_fraction(message_id: str) -> float:
     """Where a messageId falls in [0, 1): the first 8 bytes of its BLAKE2b hash over 2**64."""
-    return _hash64(message_id) / _TWO_64
+    return stable_hash(message_id) / _TWO_64
 
 
 def in_sample(message_id: str, fraction: float) -> bool:
     """Whether a messageId is in a sample of this fraction; the same answer on every run."""
     # int < float compares exactly in Python, so 1.0 keeps every id and 0.0 none.
-    return _hash64(message_id) < fraction * _TWO_64
+    return stable_hash(message_id) < fraction * _TWO_64
 
 
-def _hash64(message_id: str) -> int:
+def stable_hash(text: str) -> int:
+    """A 64-bit hash of a string that is the same on every run and machine (BLAKE2b's first 8 bytes)."""
     # surrogatepass: an id made in Python may hold a lone surrogate; it must hash, not raise.
-    digest = hashlib.blake2b(message_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big")
 
 

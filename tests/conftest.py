@@ -39,6 +39,12 @@ def _many(client: Any) -> None:
         client.alias(f"anon-{n}", user)
 
 
+@pytest.fixture(autouse=True)
+def _ledger_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test's ledger lives in its own tmp_path, never beside a config in the repository."""
+    monkeypatch.setenv("SEGROUTE_LEDGER", str(tmp_path / "segroute-ledger.sqlite3"))
+
+
 @pytest.fixture(scope="session")
 def capture() -> ModuleType:
     """The capture module."""

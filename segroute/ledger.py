@@ -1,0 +1,332 @@
+"""The delivery ledger: every request Courier accepted, so a replay resumes and never notifies twice.
+
+An SQLite database in WAL mode. A request is written only after Courier accepted it (2xx, or 409:
+seen before), in batched transactions, so the ledger is never ahead of Courier: a ``kill -9`` loses
+at most the last batch, whose requests go out again on resume with the same Idempotency-Key, and
+Courier dedupes them. Entries are scoped by API base URL, so the US and EU regions, or a test server,
+never stand in for one another.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segroute.errors import UsageError
+from segroute.pipeline import RequestResult
+
+DEFAULT_NAME = "segroute-ledger.sqlite3"
+"""The ledger's file name, beside the config file unless --ledger or $SEGROUTE_LEDGER says otherwise."""
+SCHEMA_VERSION = 1
+FLUSH_ROWS = 500
+FLUSH_SECONDS = 0.5
+"""A batch is committed when it holds FLUSH_ROWS requests or is this old, whichever comes first."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    api_url TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    shard TEXT,
+    stopped_by TEXT,
+    counts TEXT
+);
+CREATE TABLE IF NOT EXISTS requests (
+    api_url TEXT NOT NULL,
+    key TEXT NOT NULL,
+    target TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    recipient TEXT,
+    status INTEGER NOT NULL,
+    courier_run_id TEXT,
+    courier_request_id TEXT,
+    accepted_at TEXT NOT NULL,
+    run INTEGER,
+    PRIMARY KEY (api_url, key)
+) WITHOUT ROWID;
+"""
+
+
+def default_path(config_path: Path, env: dict[str, str] | os._Environ[str]) -> Path:
+    """$SEGROUTE_LEDGER, else segroute-ledger.sqlite3 in the config file's folder."""
+    named = env.get("SEGROUTE_LEDGER")
+    if named:
+        return Path(named)
+    return config_path.parent / DEFAULT_NAME
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        connection = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        connection.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode: a commit survives the process being killed; only a power cut can lose
+        # the last few, and then the requests are sent again under the same keys.
+        connection.execute("PRAGMA synchronous = NORMAL")
+        connection.execute("PRAGMA busy_timeout = 30000")
+    except sqlite3.Error as exc:
+        raise UsageError(f"ledger {path}: cannot open: {exc}") from exc
+    return connection
+
+
+class Ledger:
+    """One ledger file: lookups from the thread that reads events, writes from the one that sends.
+
+    One connection behind a lock serves both, so closing it can never race a lookup in flight.
+    """
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        self.path = path
+        if not create and not path.exists():
+            raise UsageError(f"ledger {path}: no such file")
+        if create and not path.parent.is_dir():
+            raise UsageError(f"ledger {path}: the folder {path.parent} does not exist")
+        self._writer = _connect(path)
+        try:
+            with _transaction(self._writer):
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._writer.execute(statement)
+                found = self._writer.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+                if found is None:
+                    self._writer.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                elif found[0] != str(SCHEMA_VERSION):
+                    raise UsageError(
+                        f"ledger {path}: schema version {found[0]}, this segroute reads {SCHEMA_VERSION}"
+                    )
+        except sqlite3.DatabaseError as exc:
+            self._writer.close()
+            raise UsageError(f"ledger {path}: not a segroute ledger ({exc})") from exc
+        self._lock = threading.Lock()
+        self._closed = False
+        self._pending: list[tuple[Any, ...]] = []
+        self._pending_since = 0.0
+        self.run: int | None = None
+        self.recorded = 0
+        """Requests written by this process."""
+
+    # Lookups: the pipeline's thread.
+
+    def accepted(self, api_url: str, key: str) -> bool:
+        """Whether Courier accepted this request in an earlier run (or earlier in this one)."""
+        with self._lock:
+            found = self._writer.execute(
+                "SELECT 1 FROM requests WHERE api_url = ? AND key = ?", (api_url, key)
+            ).fetchone()
+        return found is not None
+
+    # Writes: the sending thread.
+
+    def start_run(self, *, api_url: str, inputs: list[str], shard: str | None) -> None:
+        """Record that a run began."""
+        with self._lock, _transaction(self._writer):
+            cursor = self._writer.execute(
+                "INSERT INTO runs (started_at, api_url, inputs, shard) VALUES (?, ?, ?, ?)",
+                (_now(), api_url, json.dumps(inputs), shard),
+            )
+        self.run = cursor.lastrowid
+
+    def record(self, api_url: str, result: RequestResult) -> None:
+        """Note an accepted request; committed with its batch."""
+        request = result.request
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.append(
+            (
+                api_url,
+                request.idempotency_key,
+                request.target.automation if request.target.kind == "automation" else "(profile)",
+                result.event.message_id,
+                result.event.user_id,
+                result.status,
+                result.run_id,
+                result.request_id,
+                _now(),
+                self.run,
+            )
+        )
+        if len(self._pending) >= FLUSH_ROWS:
+            self.flush()
+        else:
+            self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        """Commit the batch if it has waited FLUSH_SECONDS."""
+        if self._pending and time.monotonic() - self._pending_since >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the batch."""
+        if not self._pending:
+            return
+        with self._lock, _transaction(self._writer):
+            self._writer.executemany(
+                "INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._pending
+            )
+        self.recorded += len(self._pending)
+        self._pending = []
+
+    def end_run(self, *, counts: dict[str, int], stopped_by: str | None) -> None:
+        """Commit what is left and record how the run ended."""
+        self.flush()
+        if self.run is None:
+            return
+        with self._lock, _transaction(self._writer):
+            self._writer.execute(
+                "UPDATE runs SET ended_at = ?, stopped_by = ?, counts = ? WHERE id = ?",
+                (_now(), stopped_by, json.dumps(counts, sort_keys=True), self.run),
+            )
+
+    def close(self) -> None:
+        """Commit what is left and close."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            with self._lock:
+                self._closed = True
+                self._writer.close()
+
+    # Reading it back: `segroute ledger`.
+
+    def summary(self) -> LedgerSummary:
+        """What the ledger holds: requests per target and UTC day, and the last run."""
+        rows = self._writer.execute(
+            "SELECT api_url, target, substr(accepted_at, 1, 10), count(*) FROM requests "
+            "GROUP BY 1, 2, 3 ORDER BY 1, 3, 2"
+        ).fetchall()
+        runs = self._writer.execute("SELECT count(*) FROM runs").fetchone()[0]
+        last = self._writer.execute(
+            "SELECT id, started_at, ended_at, api_url, inputs, shard, stopped_by, counts FROM runs "
+            "ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return LedgerSummary(
+            path=str(self.path),
+            requests=sum(row[3] for row in rows),
+            per_target_day=[(str(a), str(t), str(d), int(n)) for a, t, d, n in rows],
+            runs=int(runs),
+            last_run=_run_dict(last) if last is not None else None,
+        )
+
+    def export(self) -> Iterator[dict[str, Any]]:
+        """Every accepted request, oldest first."""
+        cursor = self._writer.execute(
+            "SELECT api_url, key, target, message_id, recipient, status, courier_run_id, "
+            "courier_request_id, accepted_at, run FROM requests ORDER BY accepted_at, key"
+        )
+        names = (
+            "api_url",
+            "idempotency_key",
+            "automation",
+            "messageId",
+            "recipient",
+            "status",
+            "runId",
+            "requestId",
+            "accepted_at",
+            "run",
+        )
+        for row in cursor:
+            yield dict(zip(names, row, strict=True))
+
+
+@dataclass
+class LedgerSummary:
+    """What `Ledger.summary` found."""
+
+    path: str
+    requests: int
+    per_target_day: list[tuple[str, str, str, int]]
+    """(api_url, automation or "(profile)", UTC day, requests)."""
+    runs: int
+    last_run: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "ledger": self.path,
+            "requests": self.requests,
+            "per_target_day": [
+                {"api_url": a, "automation": t, "day": d, "requests": n} for a, t, d, n in self.per_target_day
+            ],
+            "runs": self.runs,
+            "last_run": self.last_run,
+        }
+
+
+def _run_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    run, started, ended, api_url, inputs, shard, stopped_by, counts = row
+    return {
+        "run": run,
+        "started_at": started,
+        "ended_at": ended,
+        "api_url": api_url,
+        "inputs": json.loads(inputs),
+        "shard": shard,
+        "stopped_by": stopped_by if ended else "did not finish (killed, or still running)",
+        "counts": json.loads(counts) if counts else None,
+    }
+
+
+class _transaction:  # noqa: N801 - used as a statement, like `with`
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an error (the connection is in autocommit mode)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def __enter__(self) -> None:
+        self._connection.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        self._connection.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def merge(output: Path, inputs: Iterable[Path]) -> tuple[int, int]:
+    """Combine ledgers (one per shard, say) into ``output``: (requests added, runs added)."""
+    target = Ledger(output)
+    added_requests = added_runs = 0
+    try:
+        connection = target._writer
+        for source in inputs:
+            if source.resolve() == output.resolve():
+                raise UsageError(f"ledger merge: {source} is the output too")
+            Ledger(source, create=False).close()  # checks it is a ledger of this version
+            connection.execute("ATTACH DATABASE ? AS source", (str(source),))
+            try:
+                with _transaction(connection):
+                    offset = connection.execute("SELECT coalesce(max(id), 0) FROM main.runs").fetchone()[0]
+                    before = connection.execute("SELECT count(*) FROM main.requests").fetchone()[0]
+                    cursor = connection.execute(
+                        "INSERT INTO main.runs SELECT id + ?, started_at, ended_at, api_url, inputs, shard, "
+                        "stopped_by, counts FROM source.runs",
+                        (offset,),
+                    )
+                    added_runs += cursor.rowcount
+                    connection.execute(
+                        "INSERT OR IGNORE INTO main.requests SELECT api_url, key, target, message_id, "
+                        "recipient, status, courier_run_id, courier_request_id, accepted_at, run + ? "
+                        "FROM source.requests",
+                        (offset,),
+                    )
+                    after = connection.execute("SELECT count(*) FROM main.requests").fetchone()[0]
+                    added_requests += after - before
+            finally:
+                connection.execute("DETACH DATABASE source")
+    finally:
+        target.close()
+    return added_requests, added_runs
