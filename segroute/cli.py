@@ -188,6 +188,16 @@ def _selection(
     )
 
 
+LedgerOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ledger",
+        help="The ledger. [default: $SEGROUTE_LEDGER, else segroute-ledger.sqlite3 beside the config]",
+        show_default=False,
+    ),
+]
+
+
 @contextmanager
 def _boundary() -> Iterator[None]:
     """The one place errors become a message on stderr and an exit code."""
@@ -548,6 +558,7 @@ def inspect(
             show_default=False,
         ),
     ] = None,
+    ledger: LedgerOption = None,
     types: TypeOption = None,
     events: EventOption = None,
     users: UserOption = None,
@@ -572,6 +583,7 @@ def inspect(
             dry_run=True,
             selection=_selection(types, events, users, since, until, sample),
             limit=limit,
+            ledger_path=ledger or default_ledger(loaded.path, os.environ),
         )
         inventory = take_inventory(options, stdin=_stdin())
         found = inventory.as_dict(loaded.config)
@@ -675,15 +687,6 @@ ledger_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(ledger_app)
-
-LedgerOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--ledger",
-        help="The ledger. [default: $SEGROUTE_LEDGER, else segroute-ledger.sqlite3 beside the config]",
-        show_default=False,
-    ),
-]
 
 
 def _ledger_path(option: Path | None, config: str | None) -> Path:

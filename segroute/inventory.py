@@ -121,6 +121,11 @@ class Inventory:
         requests = {
             label: count for (label, kind), count in sorted(self.summary.targets.items()) if kind == "planned"
         }
+        sent_before = {
+            label: count
+            for (label, kind), count in sorted(self.summary.targets.items())
+            if kind == "already_sent"
+        }
         return {
             "read": self.summary.read,
             "events": self.events,
@@ -141,5 +146,6 @@ class Inventory:
                 "never_seen": sorted(name for name in by_event if name not in self.names),
             },
             "requests": requests,
+            "requests_sent_before": sent_before,
             "notes": self.notes,
         }

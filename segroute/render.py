@@ -378,12 +378,18 @@ def show_inventory(console: Console, found: Mapping[str, Any], *, selection: str
             types.add_row(Text(kind), f"{count:,}")
         console.print(types)
     _show_track_events(console, found)
-    if found["requests"]:
+    before = found["requests_sent_before"]
+    if found["requests"] or before:
         requests = Table(title="a send would make", box=box.SIMPLE, title_justify="left")
         requests.add_column("target")
         requests.add_column("requests", justify="right")
-        for label, count in found["requests"].items():
-            requests.add_row(Text(display_name(label)), f"{count:,}")
+        if before:
+            requests.add_column("sent before (ledger)", justify="right")
+        for label in sorted(set(found["requests"]) | set(before)):
+            cells = [f"{found['requests'].get(label, 0):,}"]
+            if before:
+                cells.append(f"{before.get(label, 0):,}")
+            requests.add_row(Text(display_name(label)), *cells)
         console.print(requests)
     if found["rejected"]:
         rejected = Table(title="rejected", box=box.SIMPLE, title_justify="left")

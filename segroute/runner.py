@@ -221,17 +221,21 @@ def _outcomes(options: RunOptions, stdin: BinaryIO | None, ledger: Ledger | None
 
 
 def take_inventory(options: RunOptions, *, stdin: BinaryIO | None) -> Inventory:
-    """Read and route without sending or printing anything; count what the inputs hold."""
+    """Read and route without sending or printing anything; count what the inputs hold. A ledger
+    that exists is read: what Courier accepted before counts as already sent."""
     inventory = Inventory()
+    ledger = _open_ledger(options)
     try:
         with _sigterm_as_interrupt():
-            for outcome in _outcomes(options, stdin, None):
+            for outcome in _outcomes(options, stdin, ledger):
                 if isinstance(outcome, Note):
                     inventory.notes += 1
                 else:
                     inventory.add(outcome)
     finally:
         inventory.close()
+        if ledger is not None:
+            ledger.close()
     return inventory
 
 
