@@ -559,6 +559,14 @@ def inspect(
         ),
     ] = None,
     ledger: LedgerOption = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The Courier API the ledger is read for. [default: as send: $COURIER_BASE_URL, else the "
+            "config, else https://api.courier.com]",
+            show_default=False,
+        ),
+    ] = None,
     types: TypeOption = None,
     events: EventOption = None,
     users: UserOption = None,
@@ -575,7 +583,7 @@ def inspect(
     with _boundary():
         names = _input_names(inputs)
         loaded = _load(config)
-        base_url = resolve_api_url(None, os.environ, loaded.config)
+        base_url = resolve_api_url(api_url, os.environ, loaded.config)
         options = RunOptions(
             names,
             loaded.config,

@@ -72,15 +72,16 @@ def _now() -> str:
 
 def _connect(path: Path) -> sqlite3.Connection:
     try:
-        connection = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
-        connection.execute("PRAGMA journal_mode = WAL")
-        # NORMAL in WAL mode: a commit survives the process being killed; only a power cut can lose
-        # the last few, and then the requests are sent again under the same keys.
-        connection.execute("PRAGMA synchronous = NORMAL")
-        connection.execute("PRAGMA busy_timeout = 30000")
+        return sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
     except sqlite3.Error as exc:
         raise UsageError(f"ledger {path}: cannot open: {exc}") from exc
-    return connection
+
+
+def _tune(connection: sqlite3.Connection) -> None:
+    connection.execute("PRAGMA journal_mode = WAL")
+    # NORMAL in WAL mode: a commit survives the process being killed; only a power cut can lose
+    # the last few, and then the requests are sent again under the same keys.
+    connection.execute("PRAGMA synchronous = NORMAL")
 
 
 class Ledger:
@@ -97,20 +98,31 @@ class Ledger:
             raise UsageError(f"ledger {path}: the folder {path.parent} does not exist")
         self._writer = _connect(path)
         try:
+            # Looked at before anything is changed: another program's database is left as it is.
+            tables = {row[0] for row in self._writer.execute("SELECT name FROM sqlite_master")}
+            if tables and not {"meta", "runs", "requests"} <= tables:
+                raise UsageError(f"ledger {path}: an SQLite file, but not a segroute ledger; left alone")
+            if not tables and not create:
+                raise UsageError(f"ledger {path}: empty, not a segroute ledger")
+            _tune(self._writer)
             with _transaction(self._writer):
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._writer.execute(statement)
-                found = self._writer.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-                if found is None:
+                if not tables:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self._writer.execute(statement)
                     self._writer.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-                elif found[0] != str(SCHEMA_VERSION):
+                found = self._writer.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+                if found is None or found[0] != str(SCHEMA_VERSION):
+                    version = "none" if found is None else found[0]
                     raise UsageError(
-                        f"ledger {path}: schema version {found[0]}, this segroute reads {SCHEMA_VERSION}"
+                        f"ledger {path}: schema version {version}; this segroute reads {SCHEMA_VERSION}"
                     )
         except sqlite3.DatabaseError as exc:
             self._writer.close()
             raise UsageError(f"ledger {path}: not a segroute ledger ({exc})") from exc
+        except UsageError:
+            self._writer.close()
+            raise
         self._lock = threading.Lock()
         self._closed = False
         self._pending: list[tuple[Any, ...]] = []
@@ -298,14 +310,16 @@ class _transaction:  # noqa: N801 - used as a statement, like `with`
 
 def merge(output: Path, inputs: Iterable[Path]) -> tuple[int, int]:
     """Combine ledgers (one per shard, say) into ``output``: (requests added, runs added)."""
+    sources = list(inputs)
+    for source in sources:
+        if source.resolve() == output.resolve():
+            raise UsageError(f"ledger merge: {source} is the output too")
+        Ledger(source, create=False).close()  # checks it is a ledger of this version, before any change
     target = Ledger(output)
     added_requests = added_runs = 0
     try:
         connection = target._writer
-        for source in inputs:
-            if source.resolve() == output.resolve():
-                raise UsageError(f"ledger merge: {source} is the output too")
-            Ledger(source, create=False).close()  # checks it is a ledger of this version
+        for source in sources:
             connection.execute("ATTACH DATABASE ? AS source", (str(source),))
             try:
                 with _transaction(connection):

@@ -1,0 +1,807 @@
+"""The delivery ledger: a send stopped by SIGINT or SIGKILL, or while it retries a 503, resumes and
+every request is acted on once; duplicates across runs and files; shards and merge; the ledger
+commands. Sends that are signalled run in a process of their own, against a real server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from segroute.cli import app
+from segroute.ledger import Ledger
+from tests.courier_server import API_KEY, FakeCourier
+from tests.test_delivery import CONFIG, checkout, identify, segroute_send, write_events
+
+runner = CliRunner()
+NEVER_SEEN = "did not finish (killed, or still running)"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("SEGROUTE_CONFIG", "COURIER_BASE_URL", "COURIER_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COURIER_API_KEY", API_KEY)
+    Path("segroute.toml").write_text(CONFIG)
+
+
+@pytest.fixture
+def ledger() -> Path:
+    """The ledger a send uses by default here: $SEGROUTE_LEDGER, which conftest points at tmp_path."""
+    return Path(os.environ["SEGROUTE_LEDGER"])
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def send(courier: FakeCourier, *args: str) -> Result:
+    return runner.invoke(app, ["send", *args, "--api-url", courier.url])
+
+
+def expected_keys(courier: FakeCourier, *inputs: str) -> set[str]:
+    """The Idempotency-Keys a full send of the inputs makes, from a dry run that ignores any ledger."""
+    dry = send(courier, *inputs, "--dry-run", "--no-ledger", "-o", "jsonl")
+    assert dry.exit_code in (0, 1), dry.stderr
+    keys = [json.loads(line)["headers"]["Idempotency-Key"] for line in dry.stdout.splitlines()]
+    assert len(keys) == len(set(keys))
+    return set(keys)
+
+
+def ledger_rows(path: Path) -> list[dict[str, Any]]:
+    """What the ledger holds, opened as segroute opens an existing one."""
+    opened = Ledger(path, create=False)
+    try:
+        return list(opened.export())
+    finally:
+        opened.close()
+
+
+def ledger_keys(path: Path) -> set[str]:
+    rows = ledger_rows(path)
+    keys = {row["idempotency_key"] for row in rows}
+    assert len(keys) == len(rows)
+    return keys
+
+
+def integrity(path: Path) -> str:
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        found: str = connection.execute("PRAGMA integrity_check").fetchone()[0]
+        return found
+
+
+def committed_rows(path: Path, keys: str = "%") -> int:
+    """Rows committed so far whose key is LIKE ``keys``, read while the writer may still be running;
+    0 when they cannot be read yet (no file, no tables, or a WAL only the writer may recover)."""
+    if not path.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as connection:
+            query = "SELECT count(*) FROM requests WHERE key LIKE ?"
+            found: int = connection.execute(query, (keys,)).fetchone()[0]
+            return found
+    except sqlite3.Error:
+        return 0
+
+
+def has_rows(path: Path, keys: str) -> Callable[[], bool]:
+    return lambda: committed_rows(path, keys) > 0
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def received_keys(courier: FakeCourier, start: int = 0) -> Counter[str]:
+    """Idempotency-Key -> times it reached the server, from the ``start``-th request on."""
+    with courier.lock:
+        return Counter(received.key for received in courier.received[start:])
+
+
+def received_so_far(courier: FakeCourier) -> int:
+    with courier.lock:
+        return len(courier.received)
+
+
+def in_flight(courier: FakeCourier) -> bool:
+    """Some request reached the server and was not acted on yet (it waits in a scripted delay)."""
+    with courier.lock:
+        return bool({r.key for r in courier.received} - set(courier.acted))
+
+
+def clear_faults(courier: FakeCourier) -> None:
+    with courier.lock:
+        courier.faults.clear()
+
+
+def assert_each_expected_key_acted_on_once(courier: FakeCourier, expected: set[str]) -> None:
+    with courier.lock:
+        assert set(courier.acted) == expected
+        assert set(courier.acted.values()) == {1}
+
+
+def report(path: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(Path(path).read_text())
+    return found
+
+
+def requests_of(found: dict[str, Any], kind: str) -> int:
+    """Requests of one kind (sent, already_sent, ...) in a report, over every target."""
+    return sum(target.get(kind, 0) for target in found["targets"].values())
+
+
+def table_rows(text: str) -> list[list[str]]:
+    return [line.split() for line in text.splitlines()]
+
+
+@dataclass
+class Background:
+    """A send in a process of its own; its output goes to files, so a full pipe never blocks it."""
+
+    proc: subprocess.Popen[bytes]
+    err: Path
+
+    def finish(self, timeout: float = 60) -> tuple[int, str]:
+        self.proc.wait(timeout=timeout)
+        return self.proc.returncode, self.err.read_text()
+
+
+@contextlib.contextmanager
+def background(courier: FakeCourier, name: str, *args: str) -> Iterator[Background]:
+    out, err = Path(f"{name}.out"), Path(f"{name}.err")
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            segroute_send(*args, "--api-url", courier.url), stdout=stdout, stderr=stderr, env=dict(os.environ)
+        )
+    try:
+        yield Background(proc, err)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def send_in_new_process(courier: FakeCourier, *args: str) -> tuple[int, str]:
+    done = subprocess.run(
+        segroute_send(*args, "--api-url", courier.url), capture_output=True, env=dict(os.environ), timeout=60
+    )
+    return done.returncode, done.stderr.decode()
+
+
+# --- stopped mid-way, then resumed ------------------------------------------------------------
+
+
+def test_sigint_mid_way_then_a_rerun_sends_only_the_rest_each_key_acted_on_once(
+    courier: FakeCourier, segment_events: list[dict[str, Any]], ledger: Path
+) -> None:
+    write_events(segment_events)
+    expected = expected_keys(courier, "events.jsonl")
+    assert len(expected) > 150
+    courier.fault("delay", times=100_000, seconds=0.05)
+    with background(courier, "first", "events.jsonl", "--concurrency", "4", "--report", "first.json") as run:
+        wait_until(lambda: len(courier.acted_keys()) >= 20, "some requests acted on")
+        run.proc.send_signal(signal.SIGINT)
+        code, err = run.finish()
+    assert code == 130, err
+    first = report("first.json")
+    assert first["stopped_by"] == "signal"
+    assert first["totals"]["not_attempted"] >= 1
+    assert integrity(ledger) == "ok"
+    recorded = ledger_keys(ledger)
+    # Every request that was answered got recorded at the stop, and nothing Courier did not act on.
+    assert recorded == courier.acted_keys()
+    assert 20 <= len(recorded) < len(expected)
+    assert requests_of(first, "sent") == len(recorded)
+    opened = Ledger(ledger, create=False)
+    try:
+        last = opened.summary().last_run
+    finally:
+        opened.close()
+    assert last is not None
+    assert (last["stopped_by"], last["counts"]) == ("signal", first["totals"])
+
+    clear_faults(courier)
+    start = received_so_far(courier)
+    again = send(courier, "events.jsonl", "--report", "second.json")
+    assert again.exit_code == 0, again.stderr
+    resent = received_keys(courier, start)
+    assert set(resent) == expected - recorded
+    assert set(resent.values()) == {1}
+    second = report("second.json")
+    assert requests_of(second, "already_sent") == len(recorded)
+    assert requests_of(second, "sent") == len(expected) - len(recorded)
+    done_events = second["outcomes"]["skipped"]["already_sent"]
+    assert done_events >= 1
+    assert ["skipped", "already_sent", str(done_events)] in table_rows(again.stderr)
+    assert_each_expected_key_acted_on_once(courier, expected)
+    assert ledger_keys(ledger) == expected
+
+
+def test_sigkill_mid_way_leaves_a_ledger_never_ahead_and_in_flight_requests_go_again(
+    courier: FakeCourier, segment_events: list[dict[str, Any]], ledger: Path
+) -> None:
+    write_events(segment_events)
+    expected = expected_keys(courier, "events.jsonl")
+    # Slow answers: at any moment of the run requests wait in the server, past the client's reach.
+    courier.fault("delay", times=100_000, seconds=0.2)
+    with background(courier, "first", "events.jsonl", "--concurrency", "8") as run:
+        wait_until(
+            lambda: committed_rows(ledger) >= 1 and in_flight(courier),
+            "a committed batch and requests in flight",
+        )
+        run.proc.kill()
+        code, _ = run.finish()
+    assert code == -signal.SIGKILL
+    # The server finishes what reached it (aiohttp does not cancel a handler whose client went away).
+    wait_until(lambda: not in_flight(courier), "the server to act on what it received")
+    assert integrity(ledger) == "ok"
+    recorded = ledger_keys(ledger)
+    acted = courier.acted_keys()
+    assert recorded and recorded <= acted  # never ahead of Courier
+    unrecorded = acted - recorded
+    assert unrecorded  # at least the requests in flight at the kill
+    opened = Ledger(ledger, create=False)
+    try:
+        last = opened.summary().last_run
+    finally:
+        opened.close()
+    assert last is not None
+    assert (last["ended_at"], last["stopped_by"], last["counts"]) == (None, NEVER_SEEN, None)
+    shown = runner.invoke(app, ["ledger"])
+    assert shown.exit_code == 0, shown.stderr
+    assert shown.stdout.splitlines()[-1] == (
+        f"last run (#1 of 1): {last['started_at']} to - ({NEVER_SEEN}); no counts; "
+        f"to {courier.url}; inputs: events.jsonl"
+    )
+
+    clear_faults(courier)
+    start = received_so_far(courier)
+    again = send(courier, "events.jsonl", "--report", "second.json")
+    assert again.exit_code == 0, again.stderr
+    resent = received_keys(courier, start)
+    assert set(resent) == expected - recorded
+    # Acted on before the kill but not recorded: sent again with the same key, answered from the store.
+    total = received_keys(courier)
+    assert all(total[key] == 2 for key in unrecorded)
+    second = report("second.json")
+    assert second["http_statuses"] == {"200": len(expected) - len(recorded)}
+    assert requests_of(second, "already_sent") == len(recorded)
+    assert_each_expected_key_acted_on_once(courier, expected)
+    assert ledger_keys(ledger) == expected
+
+
+def test_sigint_while_retrying_a_503_then_a_rerun_acts_on_each_key_once(
+    courier: FakeCourier, segment_events: list[dict[str, Any]], ledger: Path
+) -> None:
+    write_events(segment_events)
+    expected = expected_keys(courier, "events.jsonl")
+    blocked = {"/profiles/user-3", "/profiles/user-5"}
+    courier.fault(
+        "status", times=100_000, status=503, headers={"Retry-After": "1"}, match=lambda r: r.path in blocked
+    )
+
+    def retrying() -> bool:
+        with courier.lock:
+            counts = Counter(r.key for r in courier.received if r.path in blocked)
+        return any(n >= 2 for n in counts.values())
+
+    with background(courier, "first", "events.jsonl", "--report", "first.json") as run:
+        wait_until(lambda: retrying() and len(courier.acted_keys()) >= 10, "a retry, and requests acted on")
+        run.proc.send_signal(signal.SIGINT)  # the retry after the next Retry-After is pending
+        code, err = run.finish()
+    assert code == 130, err
+    first = report("first.json")
+    assert first["stopped_by"] == "signal"
+    assert first["retries"] >= 1
+    assert "failed" not in first["totals"]  # a retry cut short is not attempted, not failed
+    assert first["totals"]["not_attempted"] >= 1
+    assert integrity(ledger) == "ok"
+    recorded = ledger_keys(ledger)
+    assert recorded == courier.acted_keys()
+    with courier.lock:
+        refused = {r.key for r in courier.received if r.path in blocked}
+    assert refused and refused.isdisjoint(recorded)
+
+    clear_faults(courier)
+    again = send(courier, "events.jsonl", "--report", "second.json")
+    assert again.exit_code == 0, again.stderr
+    assert requests_of(report("second.json"), "already_sent") == len(recorded)
+    assert_each_expected_key_acted_on_once(courier, expected)
+    assert refused <= courier.acted_keys()
+    assert ledger_keys(ledger) == expected
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    from segroute import ledger as ledger_module
+    from segroute.events import Event
+    from segroute.pipeline import RequestResult
+    from segroute.routing import Target
+    from segroute.transform import Request
+
+    ledger_module.FLUSH_ROWS = int(sys.argv[3])
+    ledger_module.FLUSH_SECONDS = 3600.0  # batches by size only, so each commit is FLUSH_ROWS rows
+    url, path, round_ = "http://127.0.0.1:9", "/automations/order-confirmation/invoke", sys.argv[2]
+    opened = ledger_module.Ledger(Path(sys.argv[1]))
+    opened.start_run(api_url=url, inputs=["loop"], shard=None)
+    target = Target("automation", "order-confirmation")
+    print("ready", flush=True)
+    n = 0
+    while True:
+        event = Event(f"loop:{n}", {"n": n}, "track", f"{round_}-{n}", f"user-{n % 7}", "Checkout Complete")
+        request = Request("POST", url + path, path, b"{}", f"{round_}-key-{n}", target)
+        opened.record(url, RequestResult(request, event, "sent", "", 200, 1, run_id=f"run-{n}"))
+        n += 1
+    """
+)
+
+
+def test_a_kill_at_any_moment_leaves_a_ledger_that_opens_with_whole_batches(tmp_path: Path) -> None:
+    path = tmp_path / "killed.sqlite3"
+    batch = 100
+    rng = random.Random(2026)
+    rounds = 6
+    for round_ in range(rounds):
+        with subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(path), f"r{round_}", str(batch)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        ) as proc:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == b"ready\n"
+            wait_until(has_rows(path, f"r{round_}-%"), "a committed batch of this process")
+            time.sleep(rng.uniform(0.0, 0.1))  # then anywhere in a batch or its commit
+            proc.kill()
+            proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+    opened = Ledger(path, create=False)
+    try:
+        rows = list(opened.export())
+        summary = opened.summary()
+    finally:
+        opened.close()
+    assert integrity(path) == "ok"
+    assert len(rows) % batch == 0
+    assert summary.runs == rounds
+    assert summary.last_run is not None and summary.last_run["stopped_by"] == NEVER_SEEN
+    per_round: dict[str, list[int]] = defaultdict(list)
+    for row in rows:
+        round_, _, n = row["idempotency_key"].partition("-key-")
+        number = int(n)
+        assert row == {
+            "api_url": "http://127.0.0.1:9",
+            "idempotency_key": f"{round_}-key-{number}",
+            "automation": "order-confirmation",
+            "messageId": f"{round_}-{number}",
+            "recipient": f"user-{number % 7}",
+            "status": 200,
+            "runId": f"run-{number}",
+            "requestId": None,
+            "accepted_at": row["accepted_at"],
+            "run": int(round_[1:]) + 1,
+        }
+        datetime.datetime.fromisoformat(row["accepted_at"])
+        per_round[round_].append(number)
+    # Each process committed whole batches, in order: a prefix of what it recorded.
+    assert sorted(per_round) == [f"r{n}" for n in range(rounds)]
+    for numbers in per_round.values():
+        assert sorted(numbers) == list(range(len(numbers)))
+        assert len(numbers) % batch == 0 and numbers
+
+
+# --- duplicates -------------------------------------------------------------------------------
+
+
+def test_duplicates_across_runs_use_the_ledger_and_within_a_run_across_files(
+    courier: FakeCourier, ledger: Path
+) -> None:
+    old = [checkout(n, f"u{n % 3}") for n in range(6)] + [identify(n, f"u{n % 3}") for n in range(6)]
+    new = [checkout(n, f"u{n % 3}") for n in range(6, 10)] + [identify(n, f"u{n % 3}") for n in range(6, 9)]
+    write_events(old, "a.jsonl")
+    write_events(old[:3] + new[:4] + old[3:] + new[4:], "b.jsonl")
+    keys_a, keys_b = expected_keys(courier, "a.jsonl"), expected_keys(courier, "b.jsonl")
+    assert keys_a < keys_b
+
+    # Each run is a process of its own: what the second skips, it learned from the ledger file.
+    code, err = send_in_new_process(courier, "a.jsonl", "--report", "r1.json")
+    assert code == 0, err
+    assert report("r1.json")["outcomes"] == {"sent": {"ok": 12}}
+    start = received_so_far(courier)
+    code, err = send_in_new_process(courier, "b.jsonl", "--report", "r2.json")
+    assert code == 0, err
+    assert report("r2.json")["outcomes"] == {"sent": {"ok": 7}, "skipped": {"already_sent": 12}}
+    assert set(received_keys(courier, start)) == keys_b - keys_a
+    assert_each_expected_key_acted_on_once(courier, keys_b)
+    assert ledger_keys(ledger) == keys_b
+
+    # Within one run, the same messageId in a second file is a duplicate.
+    extra = [identify(n, f"u{n}") for n in range(20, 23)]
+    write_events(extra, "c.jsonl")
+    write_events([*extra, identify(23, "u23")], "d.jsonl")
+    code, err = send_in_new_process(courier, "c.jsonl", "d.jsonl", "--report", "r3.json")
+    assert code == 0, err
+    assert report("r3.json")["outcomes"] == {"sent": {"ok": 4}, "skipped": {"duplicate": 3}}
+
+    # Another ledger knows none of it: everything goes again, and only Courier's store answers.
+    start = received_so_far(courier)
+    code, err = send_in_new_process(courier, "b.jsonl", "--ledger", "other.sqlite3", "--report", "r4.json")
+    assert code == 0, err
+    assert report("r4.json")["outcomes"] == {"sent": {"ok": 19}}
+    assert set(received_keys(courier, start)) == keys_b
+    assert set(courier.acted.values()) == {1}
+
+
+# --- dry runs, --no-ledger, the default path --------------------------------------------------
+
+
+def test_a_dry_run_leaves_out_what_the_ledger_holds_and_creates_none(
+    courier: FakeCourier, ledger: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_events([checkout(n, f"u{n % 2}") for n in range(3)], "a.jsonl")
+    write_events([checkout(n, f"u{n % 2}") for n in range(5)] + [identify(9, "u9")], "b.jsonl")
+    assert send(courier, "a.jsonl").exit_code == 0
+    recorded = ledger_keys(ledger)
+    assert len(recorded) == 6
+    dry = send(courier, "b.jsonl", "--dry-run", "-o", "jsonl")
+    assert dry.exit_code == 0, dry.stderr
+    shown = {json.loads(line)["headers"]["Idempotency-Key"] for line in dry.stdout.splitlines()}
+    assert shown == expected_keys(courier, "b.jsonl") - recorded
+    assert len(shown) == 5
+    assert ["skipped", "already_sent", "3"] in table_rows(dry.stderr)
+    assert dry.stderr.splitlines()[-1] == f"{ledger}: the ledger, read: requests it holds were left out"
+    opened = Ledger(ledger, create=False)
+    try:
+        assert opened.summary().runs == 1  # a dry run records no run
+    finally:
+        opened.close()
+
+    fresh = Path("fresh") / "ledger.sqlite3"
+    fresh.parent.mkdir()
+    monkeypatch.setenv("SEGROUTE_LEDGER", str(fresh))
+    dry = send(courier, "b.jsonl", "--dry-run", "-o", "jsonl")
+    assert dry.exit_code == 0, dry.stderr
+    assert len(dry.stdout.splitlines()) == 11
+    assert list(fresh.parent.iterdir()) == []
+    assert "the ledger" not in dry.stderr
+
+
+def test_no_ledger_creates_no_file_and_sends_again(
+    courier: FakeCourier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEGROUTE_LEDGER", str(tmp_path / "unused.sqlite3"))
+    write_events([checkout(1, "u1"), identify(2, "u2")])
+    for _ in range(2):
+        result = send(courier, "events.jsonl", "--no-ledger")
+        assert result.exit_code == 0, result.stderr
+        assert "the ledger" not in result.stderr
+    assert not any(p.name.endswith((".sqlite3", "-wal", "-shm")) for p in tmp_path.iterdir())
+    assert len(courier.received) == 6
+    assert_each_expected_key_acted_on_once(courier, expected_keys(courier, "events.jsonl"))
+    both = send(courier, "events.jsonl", "--no-ledger", "--ledger", "x.sqlite3")
+    assert both.exit_code == 2
+    assert both.stderr == "error: --ledger and --no-ledger: give one\n"
+
+
+def test_the_default_ledger_sits_beside_the_config(
+    courier: FakeCourier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SEGROUTE_LEDGER")
+    Path("conf").mkdir()
+    Path("conf/segroute.toml").write_text(CONFIG)
+    write_events([checkout(1, "u1"), identify(2, "u2")])
+    result = send(courier, "events.jsonl", "-c", "conf/segroute.toml")
+    assert result.exit_code == 0, result.stderr
+    beside = Path("conf") / "segroute-ledger.sqlite3"
+    assert result.stderr.splitlines()[-1] == f"{beside}: the ledger: 3 accepted requests recorded this run"
+    assert len(ledger_keys(beside)) == 3
+    shown = runner.invoke(app, ["ledger", "-c", "conf/segroute.toml", "-o", "json"])
+    assert shown.exit_code == 0, shown.stderr
+    assert (json.loads(shown.stdout)["ledger"], json.loads(shown.stdout)["requests"]) == (str(beside), 3)
+    assert not (tmp_path / "segroute-ledger.sqlite3").exists()
+    # With the config of the working folder, the ledger is there too; a second run records nothing.
+    write_events([identify(3, "u3")], "more.jsonl")
+    result = send(courier, "more.jsonl")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "segroute-ledger.sqlite3: the ledger: 1 accepted request recorded this run"
+    )
+    again = send(courier, "more.jsonl")
+    assert again.stderr.splitlines()[-1] == (
+        "segroute-ledger.sqlite3: the ledger: 0 accepted requests recorded this run"
+    )
+    assert len(ledger_keys(tmp_path / "segroute-ledger.sqlite3")) == 1
+
+
+# --- --idempotency-ttl ------------------------------------------------------------------------
+
+
+def expiration(received_headers: dict[str, str]) -> str | None:
+    lowered = {name.lower(): value for name, value in received_headers.items()}
+    return lowered.get("x-idempotency-expiration")
+
+
+def test_idempotency_ttl_sends_the_expiration_on_every_attempt(courier: FakeCourier) -> None:
+    courier.fault("status", times=3, status=503, headers={"Retry-After": "0"})
+    write_events([checkout(1, "u1"), identify(2, "u2"), checkout(3, "u3")])
+    before = time.time()
+    result = send(courier, "events.jsonl", "--idempotency-ttl", "30d")
+    after = time.time()
+    assert result.exit_code == 0, result.stderr
+    assert len(courier.received) == 5 + 3
+    assert max(received_keys(courier).values()) >= 2  # retries carry it too
+    ttl = 30 * 86400
+    for received in courier.received:
+        value = expiration(received.headers)
+        assert value is not None and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", value), value
+        moment = datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+        assert before + ttl - 60 <= moment.timestamp() <= after + ttl + 60
+
+    start = received_so_far(courier)
+    write_events([identify(4, "u4")], "plain.jsonl")
+    assert send(courier, "plain.jsonl").exit_code == 0
+    assert [expiration(r.headers) for r in courier.received[start:]] == [None]
+
+
+@pytest.mark.parametrize("ttl", ["1h", "400d", "abc"])
+def test_an_idempotency_ttl_out_of_range_is_a_usage_error(courier: FakeCourier, ttl: str) -> None:
+    write_events([identify(1, "u1")])
+    result = send(courier, "events.jsonl", "--idempotency-ttl", ttl)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: --idempotency-ttl {ttl!r}: ")
+    assert courier.received == []
+
+
+# --- shards and merge -------------------------------------------------------------------------
+
+
+def test_three_shards_send_everything_once_and_merge_into_one_ledger(
+    courier: FakeCourier, segment_events: list[dict[str, Any]]
+) -> None:
+    # A line that is not JSON, and a record that is not an event (a track event without a name).
+    bad = ["{not json", json.dumps({"type": "track", "userId": "user-1", "messageId": "no-name"})]
+    lines = [json.dumps(event) for event in segment_events] + bad
+    Path("events.jsonl").write_text("".join(line + "\n" for line in lines))
+    records = len(segment_events) + len(bad)
+    bad_origins = [f"events.jsonl:{len(segment_events) + n}" for n in (1, 2)]
+    expected = expected_keys(courier, "events.jsonl")
+    dry = send(courier, "events.jsonl", "--dry-run", "--no-ledger", "-o", "jsonl", "--report", "dry.json")
+    dry_report = report("dry.json")
+
+    with contextlib.ExitStack() as stack:
+        shards = [
+            stack.enter_context(
+                background(
+                    courier,
+                    f"shard-{k}",
+                    "events.jsonl",
+                    "--shard",
+                    f"{k}/3",
+                    "--ledger",
+                    f"s{k}.sqlite3",
+                    "--report",
+                    f"r{k}.json",
+                )
+            )
+            for k in (1, 2, 3)
+        ]
+        ended = [shard.finish() for shard in shards]
+    assert dry.exit_code == 1
+    assert dry_report["totals"]["rejected"] == len(bad)
+
+    reports = [report(f"r{k}.json") for k in (1, 2, 3)]
+    errs = [err for _, err in ended]
+    for origin in bad_origins:  # each bad record is reported by exactly one shard
+        assert sum(f"{origin}: rejected" in err for err in errs) == 1, origin
+    assert sum(found["totals"].get("rejected", 0) for found in reports) == len(bad)
+    for (code, err), found in zip(ended, reports, strict=True):
+        assert code == (1 if found["totals"].get("rejected") else 0), err
+        assert found["read"] == records
+    # The shares add up to the whole: what each did not skip as another shard's, and what it sent.
+    mine = [found["read"] - found["outcomes"]["skipped"]["other_shard"] for found in reports]
+    assert sum(mine) == records
+    assert sum(found["totals"]["sent"] for found in reports) == dry_report["totals"]["planned"]
+    assert sum(requests_of(found, "sent") for found in reports) == len(expected)
+
+    per_shard = {k: ledger_rows(Path(f"s{k}.sqlite3")) for k in (1, 2, 3)}
+    keys = {k: {row["idempotency_key"] for row in rows} for k, rows in per_shard.items()}
+    assert all(keys.values())
+    assert keys[1].isdisjoint(keys[2]) and keys[1].isdisjoint(keys[3]) and keys[2].isdisjoint(keys[3])
+    assert keys[1] | keys[2] | keys[3] == expected
+    assert_each_expected_key_acted_on_once(courier, expected)
+    shards_of: dict[str | None, set[int]] = defaultdict(set)
+    for k, rows in per_shard.items():
+        for row in rows:
+            shards_of[row["recipient"]].add(k)
+    assert None not in shards_of
+    assert len(shards_of) >= 7
+    assert all(len(found) == 1 for found in shards_of.values()), shards_of
+
+    merged = runner.invoke(app, ["ledger", "merge", "all.sqlite3", "s1.sqlite3", "s2.sqlite3", "s3.sqlite3"])
+    assert merged.exit_code == 0, merged.stderr
+    assert merged.stderr == f"all.sqlite3: {len(expected):,} accepted requests and 3 runs merged in\n"
+    assert integrity(Path("all.sqlite3")) == "ok"
+    with contextlib.closing(sqlite3.connect("all.sqlite3")) as connection:
+        runs = connection.execute("SELECT id, shard FROM runs ORDER BY id").fetchall()
+        run_of = dict(connection.execute("SELECT key, run FROM requests").fetchall())
+    assert runs == [(1, "1/3"), (2, "2/3"), (3, "3/3")]
+    assert len(run_of) == sum(len(rows) for rows in per_shard.values())
+    for k, shard_keys in keys.items():
+        assert {run_of[key] for key in shard_keys} == {k}
+
+    start = received_so_far(courier)
+    resume = send(courier, "events.jsonl", "--ledger", "all.sqlite3", "--report", "resume.json")
+    assert resume.exit_code == 1, resume.stderr  # the bad line is rejected again
+    assert received_so_far(courier) == start
+    found = report("resume.json")
+    assert "sent" not in found["totals"]
+    assert found["outcomes"]["skipped"]["already_sent"] == dry_report["totals"]["planned"]
+    assert requests_of(found, "already_sent") == len(expected)
+
+
+@pytest.mark.parametrize("shard", ["0/3", "4/3", "x"])
+def test_a_bad_shard_is_a_usage_error(courier: FakeCourier, shard: str) -> None:
+    write_events([identify(1, "u1")])
+    result = send(courier, "events.jsonl", "--shard", shard)
+    assert result.exit_code == 2
+    assert result.stderr == f"error: --shard {shard!r}: give K/N with K from 1 to N, e.g. 2/4\n"
+    assert courier.received == []
+
+
+# --- segroute ledger --------------------------------------------------------------------------
+
+
+def test_ledger_shows_exports_and_names_a_missing_file(courier: FakeCourier, ledger: Path) -> None:
+    for args in (["ledger"], ["ledger", "-o", "json"], ["ledger", "export"]):
+        missing = runner.invoke(app, args)
+        assert missing.exit_code == 2
+        assert missing.stderr == f"error: ledger {ledger}: no such file\n"
+        assert missing.stdout == ""
+    assert not ledger.exists()
+    events = [checkout(1, "u0"), checkout(2, "u1"), identify(3, "u0"), checkout(4, "u0"), identify(5, "u1")]
+    write_events(events)
+    for _ in range(2):
+        assert send(courier, "events.jsonl").exit_code == 0
+    exported = runner.invoke(app, ["ledger", "export"])
+    assert exported.exit_code == 0, exported.stderr
+    rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert len(rows) == 8
+    assert {row["idempotency_key"] for row in rows} == courier.acted_keys()
+    assert list(rows[0]) == [
+        "api_url",
+        "idempotency_key",
+        "automation",
+        "messageId",
+        "recipient",
+        "status",
+        "runId",
+        "requestId",
+        "accepted_at",
+        "run",
+    ]
+    assert Counter(row["automation"] for row in rows) == {
+        "order-confirmation": 3,
+        "loyalty points/eu": 3,
+        "(profile)": 2,
+    }
+    assert {(row["api_url"], row["status"], row["run"]) for row in rows} == {(courier.url, 200, 1)}
+    assert all(row["runId"].startswith("1-run-") for row in rows if row["automation"] != "(profile)")
+    day = rows[0]["accepted_at"][:10]
+    assert {row["accepted_at"][:10] for row in rows} == {day}
+
+    shown = runner.invoke(app, ["ledger", "-o", "json"])
+    assert shown.exit_code == 0, shown.stderr
+    found = json.loads(shown.stdout)
+    assert list(found) == ["ledger", "requests", "per_target_day", "runs", "last_run"]
+    assert (found["ledger"], found["requests"], found["runs"]) == (str(ledger), 8, 2)
+    assert found["per_target_day"] == [
+        {"api_url": courier.url, "automation": "(profile)", "day": day, "requests": 2},
+        {"api_url": courier.url, "automation": "loyalty points/eu", "day": day, "requests": 3},
+        {"api_url": courier.url, "automation": "order-confirmation", "day": day, "requests": 3},
+    ]
+    last = found["last_run"]
+    assert list(last) == [
+        "run",
+        "started_at",
+        "ended_at",
+        "api_url",
+        "inputs",
+        "shard",
+        "stopped_by",
+        "counts",
+    ]
+    assert (last["run"], last["api_url"], last["inputs"], last["shard"], last["stopped_by"]) == (
+        2,
+        courier.url,
+        ["events.jsonl"],
+        None,
+        None,
+    )
+    assert last["counts"] == {"skipped": 5}
+
+    table = runner.invoke(app, ["ledger"])
+    assert table.exit_code == 0, table.stderr
+    assert f"{ledger}: accepted requests" in table.stdout
+    table_lines = table_rows(table.stdout)
+    assert [courier.url, day, "order-confirmation", "3"] in table_lines
+    assert [courier.url, day, "loyalty", "points/eu", "3"] in table_lines
+    assert [courier.url, day, "(profile)", "2"] in table_lines
+    assert ["total", "8"] in table_lines
+    assert table.stdout.splitlines()[-1] == (
+        f"last run (#2 of 2): {last['started_at']} to {last['ended_at']}; skipped 5; "
+        f"to {courier.url}; inputs: events.jsonl"
+    )
+
+    for args in (
+        ["ledger", "--ledger", "missing.sqlite3"],
+        ["ledger", "export", "--ledger", "missing.sqlite3"],
+    ):
+        missing = runner.invoke(app, args)
+        assert missing.exit_code == 2
+        assert missing.stderr == "error: ledger missing.sqlite3: no such file\n"
+        assert missing.stdout == ""
+    assert not Path("missing.sqlite3").exists()
+    merge = runner.invoke(app, ["ledger", "merge", "all.sqlite3", "missing.sqlite3"])
+    assert merge.exit_code == 2
+    assert merge.stderr == "error: missing.sqlite3: no such ledger\n"
+
+
+def test_a_database_that_is_not_a_ledger_is_refused_and_left_alone() -> None:
+    """`segroute ledger` only reads: pointed at another program's SQLite file, it must not add tables."""
+    with contextlib.closing(sqlite3.connect("other.db")) as connection:
+        connection.execute("CREATE TABLE contacts (email TEXT)")
+        connection.commit()
+    before = Path("other.db").read_bytes()
+    for args in (
+        ["ledger", "--ledger", "other.db"],
+        ["ledger", "export", "--ledger", "other.db"],
+        ["ledger", "merge", "out.sqlite3", "other.db"],
+        ["send", "events.jsonl", "--dry-run", "--ledger", "other.db"],
+    ):
+        Path("events.jsonl").write_text("")
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.stdout
+        assert result.stderr.startswith("error: ledger other.db: ")
+    # Not a byte changed (not even the journal mode), and merge made no output.
+    assert Path("other.db").read_bytes() == before
+    assert not Path("out.sqlite3").exists()
+
+
+def test_inspect_counts_what_the_ledger_holds_as_sent_before(courier: FakeCourier, ledger: Path) -> None:
+    events = write_events([checkout(n, f"u{n % 3}") for n in range(6)])
+    before = json.loads(runner.invoke(app, ["inspect", events, "-o", "json"]).stdout)
+    assert before["requests_sent_before"] == {} and sum(before["requests"].values()) > 0
+    assert send(courier, events).exit_code == 0
+    # The ledger is kept per API: another URL has sent nothing.
+    elsewhere = json.loads(runner.invoke(app, ["inspect", events, "-o", "json"]).stdout)
+    assert elsewhere["requests"] == before["requests"]
+    after = runner.invoke(app, ["inspect", events, "-o", "json", "--api-url", courier.url])
+    assert after.exit_code == 0, after.stderr
+    found = json.loads(after.stdout)
+    assert found["requests"] == {}
+    assert found["requests_sent_before"] == before["requests"]
+    assert found["outcomes"]["skipped"]["already_sent"] == 6
