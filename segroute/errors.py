@@ -43,3 +43,10 @@ class InputError(SegrouteError):
 
 class AuthError(SegrouteError):
     """No API key, or one Courier refuses (401/403): every request would fail."""
+
+
+class LedgerError(SegrouteError):
+    """The ledger could not be written during a run (a full disk, say). The run stops: what was sent
+    is safe under its Idempotency-Keys, and a re-run resends the unrecorded ones under the same keys."""
+
+    exit_code = ExitCode.FAILED

@@ -9,6 +9,7 @@ never stand in for one another.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segroute.errors import UsageError
+from segroute.errors import LedgerError, UsageError
 from segroute.pipeline import RequestResult
 
 DEFAULT_NAME = "segroute-ledger.sqlite3"
@@ -145,7 +146,7 @@ class Ledger:
 
     def start_run(self, *, api_url: str, inputs: list[str], shard: str | None) -> None:
         """Record that a run began."""
-        with self._lock, _transaction(self._writer):
+        with self._lock, self._writing(), _transaction(self._writer):
             cursor = self._writer.execute(
                 "INSERT INTO runs (started_at, api_url, inputs, shard) VALUES (?, ?, ?, ?)",
                 (_now(), api_url, json.dumps(inputs), shard),
@@ -176,6 +177,13 @@ class Ledger:
         else:
             self.flush_if_due()
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: cannot write: {exc}; the run stops") from exc
+
     def flush_if_due(self) -> None:
         """Commit the batch if it has waited FLUSH_SECONDS."""
         if self._pending and time.monotonic() - self._pending_since >= FLUSH_SECONDS:
@@ -185,7 +193,7 @@ class Ledger:
         """Commit the batch."""
         if not self._pending:
             return
-        with self._lock, _transaction(self._writer):
+        with self._lock, self._writing(), _transaction(self._writer):
             self._writer.executemany(
                 "INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._pending
             )
@@ -197,7 +205,7 @@ class Ledger:
         self.flush()
         if self.run is None:
             return
-        with self._lock, _transaction(self._writer):
+        with self._lock, self._writing(), _transaction(self._writer):
             self._writer.execute(
                 "UPDATE runs SET ended_at = ?, stopped_by = ?, counts = ? WHERE id = ?",
                 (_now(), stopped_by, json.dumps(counts, sort_keys=True), self.run),
@@ -305,7 +313,10 @@ class _transaction:  # noqa: N801 - used as a statement, like `with`
         self._connection.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, kind: object, error: object, traceback: object) -> None:
-        self._connection.execute("COMMIT" if kind is None else "ROLLBACK")
+        if kind is None:
+            self._connection.execute("COMMIT")
+        elif self._connection.in_transaction:
+            self._connection.execute("ROLLBACK")
 
 
 def merge(output: Path, inputs: Iterable[Path]) -> tuple[int, int]:

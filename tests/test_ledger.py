@@ -805,3 +805,23 @@ def test_inspect_counts_what_the_ledger_holds_as_sent_before(courier: FakeCourie
     assert found["requests"] == {}
     assert found["requests_sent_before"] == before["requests"]
     assert found["outcomes"]["skipped"]["already_sent"] == 6
+
+
+def test_a_ledger_that_cannot_be_written_stops_the_run_with_exit_1(
+    courier: FakeCourier, ledger: Path
+) -> None:
+    Ledger(ledger).close()
+    with contextlib.closing(sqlite3.connect(ledger)) as connection:
+        # What a full disk looks like from here: every write of a request fails.
+        connection.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON requests "
+            "BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+        )
+        connection.commit()
+    events = write_events([checkout(n, f"u{n}") for n in range(3)])
+    result = send(courier, events)
+    assert result.exit_code == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: ledger {ledger}: cannot write: database or disk is full; the run stops"
+    )
+    assert ledger_keys(ledger) == set()
