@@ -42,23 +42,41 @@ def request_record(request: Request, event: Event) -> dict[str, object]:
     }
 
 
+JSONL_BUFFER = 256 * 1024
+"""Bytes of lines gathered before one write, whatever buffering the stream has (PYTHONUNBUFFERED)."""
+
+
 class JsonlWriter:
-    """One JSON object per line per request, written to a binary stream."""
+    """One JSON object per line per request, written to a binary stream in large writes."""
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
+        self._lines: list[bytes] = []
+        self._size = 0
 
     def write(self, requests: Sequence[Request], event: Event) -> None:
         """Write the lines for one event's requests."""
         for request in requests:
-            self._out.write(orjson.dumps(request_record(request, event), option=orjson.OPT_APPEND_NEWLINE))
+            self._add(orjson.dumps(request_record(request, event), option=orjson.OPT_APPEND_NEWLINE))
 
     def result(self, result: RequestResult) -> None:
         """Write the line for a request that ended."""
-        self._out.write(orjson.dumps(result_record(result), option=orjson.OPT_APPEND_NEWLINE))
+        self._add(orjson.dumps(result_record(result), option=orjson.OPT_APPEND_NEWLINE))
+
+    def _add(self, line: bytes) -> None:
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size >= JSONL_BUFFER:
+            self._write()
+
+    def _write(self) -> None:
+        lines, self._lines, self._size = self._lines, [], 0
+        self._out.write(b"".join(lines))
 
     def flush(self) -> None:
-        """Write through what is buffered."""
+        """Write through what is gathered and buffered."""
+        if self._lines:
+            self._write()
         self._out.flush()
 
 

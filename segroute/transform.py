@@ -15,7 +15,7 @@ IDEMPOTENCY_KEY_PREFIX = "sr1-"
 CONTENT_TYPE = "application/json"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per event, and frozen costs 4x
 class Request:
     """One planned HTTP request, its body serialized once."""
 

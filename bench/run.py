@@ -1,0 +1,468 @@
+"""The benchmark: segroute beside its floor and its alternatives, on this machine. One table, and JSON.
+
+    pip install -e ".[fast,bench]" && python bench/run.py            # about 5 minutes on 2 cores
+    python bench/run.py --sizes 100000 --requests 5000               # a quicker look
+    python bench/run.py --compare bench/results/<earlier>.json       # beside an earlier run
+
+Everything runs on 127.0.0.1: the send endpoint is bench/server.js (Node's http module, which
+answers in microseconds) when `node` is on the PATH, else a Python aiohttp server, which is slower
+and says so in the table. Each measurement runs in a process of its own; peak memory is that
+process's max RSS.
+
+- Dry run: ``segroute send FILE --dry-run -o jsonl > /dev/null`` over generated events shaped as the
+  official client writes them (about 1 KB: nested properties and context), gzip'd NDJSON. The floor
+  is a bare loop over the same file: gunzip (python-isal when installed), orjson.loads, build the
+  body, orjson.dumps. Rates include each process's start-up.
+- Send: requests per second against the endpoint at concurrency 1, 16 and 64, from segroute's own
+  report (the run, without interpreter start-up; the ledger on, as by default). Beside it: the
+  ceiling, a bare aiohttp loop posting pre-serialized bodies with the same concurrency; and what a
+  user would write instead, the official Courier SDK (``trycourier``) in a loop, sequential and on a
+  pool of 16 threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LINKED = "Checkout Complete"
+AUTOMATION = "order-confirmation"
+CONFIG = f'[[links]]\nevent = "{LINKED}"\nautomation = "{AUTOMATION}"\n\n[[links]]\nevent = "Signed Up"\n'
+CONFIG += 'automation = "welcome-flow"\n'
+API_KEY = "bench-key-not-secret"
+
+# --- events -------------------------------------------------------------------------------------
+
+PRODUCTS: list[dict[str, Any]] = [
+    {"sku": f"SKU-{n:05d}", "name": name, "price": price, "category": category}
+    for n, (name, price, category) in enumerate(
+        [
+            ("Sencha 250 g", 24.5, "tea"),
+            ("Stoneware cup", 35.5, "kitchen"),
+            ("Gyokuro 100 g", 31.0, "tea"),
+            ("Kyusu teapot", 89.0, "kitchen"),
+            ("Bamboo whisk", 18.0, "tools"),
+        ]
+    )
+]
+
+
+def _id(rng: random.Random) -> str:
+    value = f"{rng.getrandbits(128):032x}"
+    return f"{value[:8]}-{value[8:12]}-4{value[13:16]}-a{value[17:20]}-{value[20:]}"
+
+
+def make_event(n: int, rng: random.Random, *, kind: str | None = None) -> dict[str, Any]:
+    """An event as analytics-python writes it and Segment archives it: about 1 KB."""
+    user = f"user-{rng.randrange(50_000):05d}"
+    at = datetime.datetime(2026, 3, 1, tzinfo=datetime.UTC) + datetime.timedelta(seconds=n * 1.7)
+    stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    kind = kind or rng.choices(["track", "identify", "page"], weights=[75, 15, 10])[0]
+    context = {
+        "app": {"name": "Storefront", "version": "4.12.0", "build": "4120", "namespace": "com.example.shop"},
+        "device": {"id": _id(rng), "manufacturer": "Apple", "model": "iPhone15,2", "type": "ios"},
+        "ip": f"203.0.113.{rng.randrange(256)}",
+        "library": {"name": "analytics-python", "version": "2.3.3"},
+        "locale": "de-DE",
+        "network": {"wifi": rng.random() < 0.6, "carrier": "Telekom", "cellular": True},
+        "os": {"name": "iOS", "version": "17.1.2"},
+        "screen": {"width": 390, "height": 844, "density": 3},
+        "timezone": "Europe/Berlin",
+        "userAgent": "Storefront/4.12.0 (iPhone; iOS 17.1.2; Scale/3.00)",
+    }
+    event: dict[str, Any] = {"integrations": {}, "anonymousId": _id(rng)}
+    if kind == "track":
+        name = rng.choices([LINKED, "Product Viewed", "Signed Up"], weights=[50, 40, 10])[0]
+        items = [dict(product, quantity=rng.randrange(1, 4)) for product in rng.sample(PRODUCTS, 2)]
+        event["properties"] = {
+            "order_id": f"ord-{n}",
+            "total": round(sum(p["price"] * p["quantity"] for p in items), 2),
+            "currency": "EUR",
+            "products": items,
+            "coupon": None,
+        }
+        event.update(timestamp=stamp, context=context, userId=user, type="track", event=name)
+    elif kind == "identify":
+        event.update(timestamp=stamp, context=context, userId=user, type="identify")
+        event["traits"] = {"email": f"{user}@example.com", "name": f"Customer {user[5:]}", "plan": "pro"}
+    else:
+        event["properties"] = {"url": "https://shop.example.com/tea", "path": "/tea", "title": "Tea"}
+        event.update(timestamp=stamp, context=context, userId=user, type="page", name="Tea", category="Shop")
+    event.update(
+        messageId=_id(rng),
+        originalTimestamp=stamp,
+        sentAt=stamp,
+        receivedAt=stamp,
+        channel="server",
+        projectId="Ab12Cd34Ef",
+        version=2,
+    )
+    return event
+
+
+def _gzip_writer(path: Path) -> Any:
+    try:
+        from isal import igzip
+
+        opener: Any = igzip.open  # typed or not, depending on the isal installed
+        return opener(path, "wb", compresslevel=1)
+    except ImportError:
+        import gzip
+
+        return gzip.open(path, "wb", compresslevel=1)
+
+
+def write_events(path: Path, count: int, *, kind: str | None = None, seed: int = 2026) -> float:
+    """Write ``count`` events as gzip'd NDJSON; the mean event size in bytes."""
+    rng = random.Random(seed)
+    total = 0
+    with _gzip_writer(path) as out:
+        lines = []
+        for n in range(count):
+            line = orjson.dumps(make_event(n, rng, kind=kind)) + b"\n"
+            total += len(line)
+            lines.append(line)
+            if len(lines) >= 4096:
+                out.write(b"".join(lines))
+                lines = []
+        out.write(b"".join(lines))
+    return total / max(count, 1)
+
+
+# --- measuring a process ------------------------------------------------------------------------
+
+
+def measured(
+    command: list[str], *, env: dict[str, str] | None = None, stdout: Any = None
+) -> tuple[float, int]:
+    """Run a command; its wall time in seconds and its peak memory (max RSS) in MB."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, stdout=stdout or subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(command)} exited {proc.returncode}:\n{err[-2000:]}")
+    # ru_maxrss is in KB on Linux, in bytes on macOS.
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+    return seconds, round(usage.ru_maxrss / scale)
+
+
+FLOOR = """
+import sys, orjson
+try:
+    from isal import igzip as gz
+except ImportError:
+    import gzip as gz
+out = open('/dev/null', 'wb')
+lines = []
+with gz.open(sys.argv[1], 'rb') as f:
+    for line in f:
+        e = orjson.loads(line)
+        lines.append(orjson.dumps({"brand": None, "data": e, "profile": None, "recipient": e.get("userId")}))
+        if len(lines) >= 1024:
+            out.write(b"\\n".join(lines)); lines = []
+out.write(b"\\n".join(lines))
+"""
+
+
+def segroute_command() -> list[str]:
+    found = shutil.which("segroute", path=os.path.dirname(sys.executable)) or shutil.which("segroute")
+    return [found] if found else [sys.executable, "-m", "segroute"]
+
+
+def dry_run(path: Path, config: Path, count: int) -> dict[str, Any]:
+    command = segroute_command() + ["send", str(path), "-c", str(config), "--dry-run", "-o", "jsonl", "-q"]
+    command.append("--no-ledger")
+    with open(os.devnull, "wb") as devnull:
+        seconds, rss = measured(command, stdout=devnull)
+        floor_seconds, floor_rss = measured([sys.executable, "-c", FLOOR, str(path)], stdout=devnull)
+    return {
+        "events": count,
+        "segroute_events_per_s": round(count / seconds),
+        "segroute_max_rss_mb": rss,
+        "floor_events_per_s": round(count / floor_seconds),
+        "floor_max_rss_mb": floor_rss,
+        "fraction_of_floor": round(floor_seconds / seconds, 3),
+    }
+
+
+# --- sending ------------------------------------------------------------------------------------
+
+
+def start_server() -> tuple[subprocess.Popen[bytes], str, str]:
+    """The endpoint: Node's http server when node is installed, else a Python one."""
+    node = shutil.which("node")
+    if node:
+        command, kind = [node, str(HERE / "server.js")], "node http"
+    else:
+        command, kind = [sys.executable, "-c", PY_SERVER], "python aiohttp (no node: slower)"
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    return proc, f"http://127.0.0.1:{port}", kind
+
+
+PY_SERVER = """
+import asyncio, socket, sys
+from aiohttp import web
+async def handle(request):
+    await request.read()
+    return web.Response(body=b'{"runId":"1-bench"}', content_type="application/json")
+async def main():
+    app = web.Application(); app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None); await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0); await site.start()
+    print(site._server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+CEILING = """
+import asyncio, sys, time, orjson, aiohttp
+try:
+    import uvloop
+except ImportError:
+    uvloop = None
+url, concurrency, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+bodies = [line.rstrip(b"\\n") for line in open(path, "rb")]
+async def main():
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    headers = {"Authorization": "Bearer x", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+        work = iter(enumerate(bodies))
+        async def worker():
+            for n, body in work:
+                async with session.post(url, data=body, headers={"Idempotency-Key": f"k{n}"}) as r:
+                    await r.read()
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started
+seconds = (uvloop.run if uvloop else asyncio.run)(main())
+print(len(bodies) / seconds)
+"""
+
+SDK = """
+import sys, time, orjson
+from concurrent.futures import ThreadPoolExecutor
+from courier import Courier
+url, threads, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+events = [orjson.loads(line) for line in open(path, "rb")]
+client = Courier(api_key="x", base_url=url, max_retries=0)
+def send(event):
+    client.automations.invoke.invoke_by_template(
+        "order-confirmation", recipient=event["userId"], data=event, idempotency_key=event["messageId"]
+    )
+started = time.perf_counter()
+if threads <= 1:
+    for event in events:
+        send(event)
+else:
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(send, events))
+print(len(events) / (time.perf_counter() - started))
+"""
+
+
+def prepare_send(folder: Path, requests: int) -> tuple[Path, Path]:
+    """Linked track events, one request each, as gzip'd NDJSON; and their bodies, pre-serialized."""
+    rng = random.Random(7)
+    events = []
+    for n in range(requests):
+        event = make_event(n, rng, kind="track")
+        event["event"] = LINKED
+        events.append(event)
+    path = folder / "send.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    bodies = folder / "bodies.jsonl"
+    bodies.write_bytes(
+        b"".join(
+            orjson.dumps({"brand": None, "data": e, "profile": None, "recipient": e["userId"]}) + b"\n"
+            for e in events
+        )
+    )
+    return path, bodies
+
+
+def segroute_send(url: str, path: Path, config: Path, concurrency: int, folder: Path) -> float:
+    report = folder / f"report-{concurrency}.json"
+    ledger = folder / f"ledger-{concurrency}.sqlite3"
+    command = segroute_command() + ["send", str(path), "-c", str(config), "--api-url", url, "-q"]
+    command += ["--concurrency", str(concurrency), "--report", str(report), "--ledger", str(ledger)]
+    env = dict(os.environ, COURIER_API_KEY=API_KEY)
+    measured(command, env=env)
+    found = json.loads(report.read_text())
+    assert found["totals"] == {"sent": found["read"]}, found["totals"]
+    return float(found["requests_per_second"])
+
+
+def python_rate(code: str, *args: str) -> float:
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark loop failed:\n{done.stderr[-2000:]}")
+    return float(done.stdout.strip())
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": commit,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="dry-run sizes")
+    parser.add_argument("--requests", type=int, default=20_000, help="requests per send measurement")
+    parser.add_argument("--sdk-requests", type=int, default=2_000, help="requests per SDK measurement")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument(
+        "--out", type=Path, help="write the results here [default: bench/results/<time>.json]"
+    )
+    parser.add_argument("--compare", type=Path, help="an earlier results file to show beside this run")
+    parser.add_argument("--skip-send", action="store_true", help="only the dry run")
+    args = parser.parse_args()
+
+    results: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "dry_run": [],
+        "send": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="segroute-bench-") as scratch:
+        folder = Path(scratch)
+        config = folder / "segroute.toml"
+        config.write_text(CONFIG)
+        for size in args.sizes:
+            path = folder / f"events-{size}.jsonl.gz"
+            mean = write_events(path, size)
+            row = dry_run(path, config, size) | {"mean_event_bytes": round(mean)}
+            results["dry_run"].append(row)
+            print(f"dry run {size:>9,} events: {row}", file=sys.stderr)
+            path.unlink()
+        if not args.skip_send:
+            server, url, kind = start_server()
+            results["endpoint"] = kind
+            try:
+                send_path, bodies = prepare_send(folder, args.requests)
+                sdk_path = folder / "sdk.jsonl"
+                sdk_path.write_bytes(b"".join(send_path.read_bytes().splitlines(True)[: args.sdk_requests]))
+                for concurrency in args.concurrency:
+                    row = {
+                        "concurrency": concurrency,
+                        "segroute_req_per_s": round(
+                            segroute_send(url, send_path, config, concurrency, folder)
+                        ),
+                        "ceiling_req_per_s": round(python_rate(CEILING, url, str(concurrency), str(bodies))),
+                    }
+                    row["fraction_of_ceiling"] = round(
+                        row["segroute_req_per_s"] / row["ceiling_req_per_s"], 3
+                    )
+                    results["send"].append(row)
+                    print(f"send c={concurrency}: {row}", file=sys.stderr)
+                results["sdk_sequential_req_per_s"] = round(python_rate(SDK, url, "1", str(sdk_path)))
+                results["sdk_threads16_req_per_s"] = round(python_rate(SDK, url, "16", str(sdk_path)))
+            finally:
+                server.terminate()
+                server.wait()
+    out = args.out or HERE / "results" / f"{results['date'].replace(':', '')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    earlier = json.loads(args.compare.read_text()) if args.compare else None
+    print(table(results, earlier))
+    print(f"\nresults: {out}")
+
+
+def table(results: dict[str, Any], earlier: dict[str, Any] | None) -> str:
+    """The results as one table (Markdown, so it can be pasted into docs/benchmarks.md)."""
+    m = results["machine"]
+    lines = [
+        f"{m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['platform']}, commit {m['commit']}",
+        "",
+        "| measurement | segroute | beside it | ratio |" + (" earlier segroute |" if earlier else ""),
+        "|---|---|---|---|" + ("---|" if earlier else ""),
+    ]
+
+    def before(section: str, key: str, match: str, value: Any, field: str) -> str:
+        if earlier is None:
+            return ""
+        for row in earlier.get(section, []):
+            if row.get(key) == value:
+                return f" {row.get(field, '-'):,} |"
+        return " - |"
+
+    for row in results["dry_run"]:
+        n = row["events"]
+        lines.append(
+            f"| dry run, {n:,} events (~{row['mean_event_bytes']} B), events/s "
+            f"| {row['segroute_events_per_s']:,} "
+            f"| floor {row['floor_events_per_s']:,} | {row['fraction_of_floor']:.0%} of floor |"
+            + before("dry_run", "events", "", n, "segroute_events_per_s")
+        )
+        lines.append(
+            f"| dry run, {n:,} events, peak memory (MB) | {row['segroute_max_rss_mb']} "
+            f"| floor {row['floor_max_rss_mb']} | |"
+            + before("dry_run", "events", "", n, "segroute_max_rss_mb")
+        )
+    sequential = results.get("sdk_sequential_req_per_s")
+    for row in results["send"]:
+        c = row["concurrency"]
+        vs_sdk = f"; {row['segroute_req_per_s'] / sequential:.0f}x the sequential SDK" if sequential else ""
+        lines.append(
+            f"| send, concurrency {c}, requests/s | {row['segroute_req_per_s']:,} "
+            f"| raw aiohttp {row['ceiling_req_per_s']:,} | {row['fraction_of_ceiling']:.0%} of raw{vs_sdk} |"
+            + before("send", "concurrency", "", c, "segroute_req_per_s")
+        )
+    if sequential:
+        lines.append(f"| Courier SDK (trycourier), sequential, requests/s | | {sequential:,} | |")
+        lines.append(f"| Courier SDK, 16 threads, requests/s | | {results['sdk_threads16_req_per_s']:,} | |")
+    if "endpoint" in results:
+        lines.append(f"\nendpoint: {results['endpoint']} on 127.0.0.1")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
