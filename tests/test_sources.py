@@ -209,13 +209,11 @@ def test_corrupt_gzip_is_named() -> None:
     data = gzip.compress(b'{"n":1}\n' * 100)
     corrupt = data[:-8] + bytes(b ^ 0xFF for b in data[-8:-4]) + data[-4:]  # a wrong CRC-32
     # The check fails in the read that decompresses the last block, so that block is not trusted.
-    assert read_bytes(corrupt) == [
-        BadRecord(
-            "in.json:1",
-            "unreadable",
-            "corrupt gzip stream: Error -3 while decompressing data: incorrect data check",
-        )
-    ]
+    [problem] = read_bytes(corrupt)
+    assert isinstance(problem, BadRecord)
+    assert (problem.origin, problem.reason) == ("in.json:1", "unreadable")
+    # zlib says "incorrect data check", python-isal (the fast extra) "Incorrect checksum found".
+    assert problem.detail.startswith("corrupt gzip stream: ") and "check" in problem.detail.lower()
 
 
 def test_a_10_mb_line_is_rejected_without_stopping_the_run() -> None:
