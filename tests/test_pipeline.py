@@ -6,9 +6,11 @@ import io
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from segroute import pipeline
 from segroute.config import Config, Link
 from segroute.errors import ExitCode
 from segroute.pipeline import NOT_JSON, Planned, Rejected, SeenIds, Skipped, Summary, plan
@@ -101,6 +103,16 @@ def test_seen_ids_match_a_plain_set(ids: list[str], memory: int) -> None:
     for message_id in ids:
         assert seen.add(message_id) is (message_id not in plain)
         plain.add(message_id)
+    seen.close()
+
+
+def test_seen_ids_stay_exact_when_the_filter_is_all_false_positives(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "BLOOM_BYTES", 1)  # 8 bits: nearly every new id looks spilled
+    seen = SeenIds(memory=10)
+    first = [f"id-{n}" for n in range(100)]
+    assert all(seen.add(x) for x in first)
+    assert not any(seen.add(x) for x in first)
+    assert all(seen.add(f"new-{n}") for n in range(100))
     seen.close()
 
 
