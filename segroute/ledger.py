@@ -28,6 +28,8 @@ DEFAULT_NAME = "segroute-ledger.sqlite3"
 """The ledger's file name, beside the config file unless --ledger or $SEGROUTE_LEDGER says otherwise."""
 SCHEMA_VERSION = 1
 FLUSH_ROWS = 500
+ROWS_PER_STATEMENT = 250
+"""Rows per INSERT: 2,500 parameters, within SQLite's 32,766."""
 FLUSH_SECONDS = 0.5
 """A batch is committed when it holds FLUSH_ROWS requests or is this old, whichever comes first."""
 
@@ -125,6 +127,7 @@ class Ledger:
             self._writer.close()
             raise
         self._lock = threading.Lock()
+        self._filter: tuple[str, bytearray, int] | None = None
         self._closed = False
         self._pending: list[tuple[Any, ...]] = []
         self._pending_since = 0.0
@@ -135,12 +138,45 @@ class Ledger:
     # Lookups: the pipeline's thread.
 
     def accepted(self, api_url: str, key: str) -> bool:
-        """Whether Courier accepted this request in an earlier run (or earlier in this one)."""
+        """Whether Courier accepted this request in an earlier run. (Repeats within one run are the
+        duplicate check's to catch: what this run records is not looked at here.)
+
+        A filter of the keys the ledger held when the run began answers first, in memory: only a
+        key it may hold costs a query. Every query lets go of the GIL and waits to get it back, so
+        one per event would hold the reader to a couple of thousand events a second while sending.
+        """
+        if self._filter is None or self._filter[0] != api_url:
+            self._filter = (api_url, *self._load_filter(api_url))
+        _, bits, mask = self._filter
+        if mask == 0:
+            return False
+        value = hash(key)
+        first, second = value & mask, (value >> 32) & mask
+        if not (bits[first >> 3] & (1 << (first & 7)) and bits[second >> 3] & (1 << (second & 7))):
+            return False
         with self._lock:
             found = self._writer.execute(
                 "SELECT 1 FROM requests WHERE api_url = ? AND key = ?", (api_url, key)
             ).fetchone()
         return found is not None
+
+    def _load_filter(self, api_url: str) -> tuple[bytearray, int]:
+        """A two-probe Bloom filter of the keys held for an API (16 bits a key: 1.4% false positives),
+        and its bit mask; an empty one (mask 0) when there are none."""
+        with self._lock:
+            keys = [
+                row[0]
+                for row in self._writer.execute("SELECT key FROM requests WHERE api_url = ?", (api_url,))
+            ]
+        if not keys:
+            return bytearray(), 0
+        size = 1 << max(16, (len(keys) * 16 - 1).bit_length())
+        bits, mask = bytearray(size // 8), size - 1
+        for key in keys:
+            value = hash(key)
+            for bit in (value & mask, (value >> 32) & mask):
+                bits[bit >> 3] |= 1 << (bit & 7)
+        return bits, mask
 
     # Writes: the sending thread.
 
@@ -193,12 +229,18 @@ class Ledger:
         """Commit the batch."""
         if not self._pending:
             return
+        pending, self._pending = self._pending, []
         with self._lock, self._writing(), _transaction(self._writer):
-            self._writer.executemany(
-                "INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._pending
-            )
-        self.recorded += len(self._pending)
-        self._pending = []
+            # Many rows a statement: each statement lets go of the GIL and waits to get it back,
+            # which row by row would stall the event loop for a whole batch.
+            for start in range(0, len(pending), ROWS_PER_STATEMENT):
+                rows = pending[start : start + ROWS_PER_STATEMENT]
+                values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+                self._writer.execute(
+                    f"INSERT OR IGNORE INTO requests VALUES {values}",
+                    [field for row in rows for field in row],
+                )
+        self.recorded += len(pending)
 
     def end_run(self, *, counts: dict[str, int], stopped_by: str | None) -> None:
         """Commit what is left and record how the run ended."""

@@ -27,7 +27,11 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from segroute.cli import app
+from segroute.events import Event
 from segroute.ledger import Ledger
+from segroute.pipeline import RequestResult
+from segroute.routing import Target
+from segroute.transform import Request
 from tests.courier_server import API_KEY, FakeCourier
 from tests.test_delivery import CONFIG, checkout, identify, segroute_send, write_events
 
@@ -825,3 +829,21 @@ def test_a_ledger_that_cannot_be_written_stops_the_run_with_exit_1(
         f"error: ledger {ledger}: cannot write: database or disk is full; the run stops"
     )
     assert ledger_keys(ledger) == set()
+
+
+def test_lookups_answer_from_the_filter_and_the_database_alike(tmp_path: Path) -> None:
+    url, other, path = "http://127.0.0.1:9", "http://127.0.0.1:8", "/automations/a/invoke"
+    written = Ledger(tmp_path / "l.sqlite3")
+    assert not written.accepted(url, "k-0")  # an empty ledger: no query at all
+    for n in range(700):  # more rows than one INSERT statement takes
+        event = Event(f"f:{n}", {}, "track", f"m-{n}", "u", "E")
+        request = Request("POST", url + path, path, b"{}", f"k-{n}", Target("automation", "a"))
+        written.record(url, RequestResult(request, event, "sent", "", 200, 1))
+    written.close()
+    opened = Ledger(tmp_path / "l.sqlite3", create=False)
+    try:
+        assert all(opened.accepted(url, f"k-{n}") for n in range(700))
+        assert not any(opened.accepted(url, f"new-{n}") for n in range(5000))
+        assert not any(opened.accepted(other, f"k-{n}") for n in range(700))
+    finally:
+        opened.close()
