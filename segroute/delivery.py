@@ -340,11 +340,13 @@ class Dispatcher:
         try:
             if previous is not None:
                 await asyncio.wait({previous})
-            result = RequestResult(request, event, "not_attempted", "stopped")
+            result = None
             if not self._stop.is_set():
                 async with self._slots:
                     if not self._stop.is_set():
                         result = await self._sender.send(request, event, self._stop)
+            if result is None:
+                result = RequestResult(request, event, "not_attempted", "stopped")
         except asyncio.CancelledError:
             # The drain timed out: whether Courier got it is unknown; a replay's same key makes that safe.
             result = RequestResult(request, event, "not_attempted", "stopped", detail="cut off by the stop")

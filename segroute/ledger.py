@@ -10,7 +10,6 @@ never stand in for one another.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import os
 import sqlite3
@@ -69,8 +68,16 @@ def default_path(config_path: Path, env: dict[str, str] | os._Environ[str]) -> P
     return config_path.parent / DEFAULT_NAME
 
 
+_second: list[Any] = [None, ""]
+
+
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The time as ISO-8601 UTC to the millisecond; the date and time formatted once a second."""
+    now = time.time()
+    second = int(now)
+    if _second[0] != second:
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_second[1]}.{int((now - second) * 1000):03d}Z"
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -210,8 +217,6 @@ class Ledger:
         )
         if len(self._pending) >= FLUSH_ROWS:
             self.flush()
-        else:
-            self.flush_if_due()
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
