@@ -16,17 +16,6 @@ from typing import TYPE_CHECKING, Annotated, BinaryIO
 import typer
 
 from segroute import __version__, render
-from segroute.config import (
-    ConfigFile,
-    add_link,
-    config_path,
-    load_config,
-    make_link,
-    remove_links,
-    resolve_api_key,
-    resolve_api_url,
-    save_config,
-)
 from segroute.errors import AuthError, ExitCode, SegrouteError, UsageError
 from segroute.events import EVENT_TYPES
 from segroute.ledger import Ledger
@@ -37,6 +26,7 @@ from segroute.selection import Selection, parse_bound
 from segroute.sources import check_inputs
 
 if TYPE_CHECKING:
+    from segroute.config import ConfigFile
     from segroute.delivery import DeliveryOptions
 
 app = typer.Typer(
@@ -378,12 +368,16 @@ def send(
 
     Example: segroute send events.jsonl --dry-run --output jsonl
     """
+    from segroute import config as settings
+
     with _boundary():
         names = _input_names(inputs)
         loaded = _load(config)
         if region is not None and api_url:
             raise UsageError("--region and --api-url both name the API: give one")
-        base_url = resolve_api_url(api_url or (region and REGION_URLS[region]), os.environ, loaded.config)
+        base_url = settings.resolve_api_url(
+            api_url or (region and REGION_URLS[region]), os.environ, loaded.config
+        )
         if FailOn.rejected in (fail_on or ()):
             raise UsageError("--fail-on rejected is how send always works; it takes only unlinked")
         options = RunOptions(
@@ -403,7 +397,7 @@ def send(
             raise UsageError("--ledger and --no-ledger: give one")
         ttl = None if idempotency_ttl is None else _duration("--idempotency-ttl", idempotency_ttl)
         if not dry_run:
-            options.api_key = resolve_api_key(os.environ, base_url)
+            options.api_key = settings.resolve_api_key(os.environ, base_url)
             options.delivery = _delivery_options(concurrency, rate, max_retries, timeout, max_time, ttl)
         err = render.stderr_console()
         if not loaded.exists and not quiet:
@@ -526,8 +520,11 @@ def _input_names(inputs: list[str] | None) -> list[str]:
 
 def _load(option: str | None, *, must_exist: bool | None = None) -> ConfigFile:
     """The config; by default a missing file is an error only when the user named it."""
-    path, named = config_path(option, os.environ)
-    return load_config(path, must_exist=named if must_exist is None else must_exist)
+    # Here and in each command, not at the top: pydantic takes 0.2 s to load, and --help needs none.
+    from segroute import config as settings
+
+    path, named = settings.config_path(option, os.environ)
+    return settings.load_config(path, must_exist=named if must_exist is None else must_exist)
 
 
 class InspectFormat(enum.StrEnum):
@@ -580,10 +577,12 @@ def inspect(
 
     Example: segroute inspect segment-logs/ --since 2026-01-01 --fail-on unlinked
     """
+    from segroute import config as settings
+
     with _boundary():
         names = _input_names(inputs)
         loaded = _load(config)
-        base_url = resolve_api_url(api_url, os.environ, loaded.config)
+        base_url = settings.resolve_api_url(api_url, os.environ, loaded.config)
         options = RunOptions(
             names,
             loaded.config,
@@ -626,16 +625,18 @@ def link(
 
     Example: segroute link "Checkout Complete" welcome-flow
     """
+    from segroute import config as settings
+
     with _boundary():
         loaded = _load(config, must_exist=False)
-        new = make_link(event, automation, brand)
-        change = add_link(loaded.raw, new)
+        new = settings.make_link(event, automation, brand)
+        change = settings.add_link(loaded.raw, new)
         err = render.stderr_console()
         what = f"{event!r} -> {automation!r}"
         if change == "unchanged":
             render.show_message(err, f"already linked: {what}; nothing changed")
             return
-        save_config(loaded.path, loaded.raw)
+        settings.save_config(loaded.path, loaded.raw)
         verb = "linked" if change == "added" else "changed the brand of"
         created = "" if loaded.exists else f" (created {loaded.path})"
         render.show_message(err, f"{verb} {what} in {loaded.path}{created}")
@@ -653,17 +654,19 @@ def unlink(
 
     Example: segroute unlink "Checkout Complete" welcome-flow
     """
+    from segroute import config as settings
+
     with _boundary():
         if automation == "":
             raise UsageError("AUTOMATION is empty: name one, or leave it out to unlink every automation")
         loaded = _load(config, must_exist=True)
-        removed = remove_links(loaded.raw, event, automation)
+        removed = settings.remove_links(loaded.raw, event, automation)
         err = render.stderr_console()
         what = f"{event!r} -> {automation!r}" if automation else f"{event!r}"
         if not removed:
             render.show_message(err, f"no link {what} in {loaded.path}; nothing changed")
             return
-        save_config(loaded.path, loaded.raw)
+        settings.save_config(loaded.path, loaded.raw)
         plural = "" if removed == 1 else "s"
         render.show_message(err, f"removed {removed} link{plural} of {what} from {loaded.path}")
 
@@ -698,9 +701,11 @@ app.add_typer(ledger_app)
 
 
 def _ledger_path(option: Path | None, config: str | None) -> Path:
+    from segroute import config as settings
+
     if option is not None:
         return option
-    path, _ = config_path(config, os.environ)
+    path, _ = settings.config_path(config, os.environ)
     return default_ledger(path, os.environ)
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from segroute.config import Config
 from segroute.events import Event
 from segroute.pipeline import Outcome, Rejected, SeenIds, Skipped, Summary
 from segroute.selection import event_time, format_time, received_time
+
+if TYPE_CHECKING:
+    from segroute.config import Config
 
 MAX_NAMES = 10_000
 """Distinct track event names counted one by one; any more are counted together."""

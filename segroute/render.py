@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import IO, Any, BinaryIO, Literal, TextIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, TextIO
 
 import orjson
 from rich import box
@@ -13,11 +13,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from segroute.config import Link
 from segroute.events import Event
 from segroute.pipeline import Planned, Rejected, RequestResult, Summary
 from segroute.sources import Note, display_name
 from segroute.transform import CONTENT_TYPE, Request
+
+if TYPE_CHECKING:
+    from segroute.config import Link
 
 
 def stdout_console() -> Console:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from segroute.config import Config
 from segroute.events import Event
+
+if TYPE_CHECKING:
+    from segroute.config import Config
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
-from segroute.config import Config
 from segroute.inventory import Inventory
 from segroute.ledger import Ledger
 from segroute.pipeline import Delivered, Outcome, Planned, Rejected, RequestResult, Summary, plan
@@ -25,6 +24,7 @@ from segroute.selection import Selection
 from segroute.sources import Note, iter_items
 
 if TYPE_CHECKING:
+    from segroute.config import Config
     from segroute.delivery import DeliveryOptions
 
 PROGRESS_INTERVAL = 0.25
