@@ -427,6 +427,7 @@ def table(results: dict[str, Any], earlier: dict[str, Any] | None) -> str:
     ]
 
     def before(section: str, key: str, match: str, value: Any, field: str) -> str:
+        """The earlier run's figure for the same row, as a last cell."""
         if earlier is None:
             return ""
         for row in earlier.get(section, []):
@@ -457,8 +458,12 @@ def table(results: dict[str, Any], earlier: dict[str, Any] | None) -> str:
             + before("send", "concurrency", "", c, "segroute_req_per_s")
         )
     if sequential:
-        lines.append(f"| Courier SDK (trycourier), sequential, requests/s | | {sequential:,} | |")
-        lines.append(f"| Courier SDK, 16 threads, requests/s | | {results['sdk_threads16_req_per_s']:,} | |")
+        for label, key in (
+            ("Courier SDK (trycourier), sequential, requests/s", "sdk_sequential_req_per_s"),
+            ("Courier SDK, 16 threads, requests/s", "sdk_threads16_req_per_s"),
+        ):
+            extra = "" if earlier is None else f" {earlier.get(key, '-'):,} |"
+            lines.append(f"| {label} | | {results[key]:,} | |{extra}")
     if "endpoint" in results:
         lines.append(f"\nendpoint: {results['endpoint']} on 127.0.0.1")
     return "\n".join(lines)
