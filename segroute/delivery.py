@@ -4,9 +4,9 @@ cap, per-recipient order, retries with backoff, and a clean stop that loses noth
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
 import email.utils
-import functools
 import random
 import threading
 import time
@@ -292,8 +292,16 @@ class _EventState:
     results: list[RequestResult] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _Job:
+    request: Request
+    state: _EventState
+    recipient: str
+
+
 class Dispatcher:
-    """Runs requests concurrently while one recipient's requests go out in input order."""
+    """Runs requests on ``concurrency`` long-lived workers while one recipient's requests go out in
+    input order: a recipient's next request waits beside the queue until its previous one ended."""
 
     def __init__(
         self,
@@ -310,11 +318,22 @@ class Dispatcher:
         self._stop = stop
         self._on_request = on_request
         self._on_event = on_event
-        self._slots = asyncio.Semaphore(options.concurrency)
-        # Requests queued behind their recipient's earlier ones, plus those in flight: a bound on memory.
+        # Requests queued or waiting behind their recipient's earlier ones, plus those in flight: a
+        # bound on memory.
         self._window = asyncio.Semaphore(options.concurrency * 4)
-        self._tails: dict[str, asyncio.Task[None]] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
+        self._ready: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._waiting: dict[str, collections.deque[_Job]] = {}
+        self._busy: set[str] = set()
+        """Recipients with a request queued or in flight."""
+        self._open = 0
+        """Requests submitted that have not ended."""
+        self._closed = False
+        self._aborted = False
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self.tasks: set[asyncio.Task[None]] = {
+            asyncio.create_task(self._work()) for _ in range(options.concurrency)
+        }
+        """The workers: `deliver` awaits them, the drain timeout cancels them."""
         self.output_error: Exception | None = None
         """An error an output callback raised; the run stops, and `deliver` raises it at the end."""
 
@@ -324,44 +343,86 @@ class Dispatcher:
         recipient = planned.event.user_id or ""
         for request in planned.requests:
             await self._window.acquire()
-            task = asyncio.create_task(self._run(request, state, self._tails.get(recipient)))
-            self._tails[recipient] = task
-            self.tasks.add(task)
-            task.add_done_callback(functools.partial(self._forget, recipient=recipient))
+            self._open += 1
+            job = _Job(request, state, recipient)
+            if recipient in self._busy:
+                self._waiting.setdefault(recipient, collections.deque()).append(job)
+            else:
+                self._busy.add(recipient)
+                self._ready.put_nowait(job)
 
-    def _forget(self, task: asyncio.Task[None], *, recipient: str) -> None:
-        self.tasks.discard(task)
-        self._window.release()
-        if self._tails.get(recipient) is task:
-            del self._tails[recipient]
+    async def join(self) -> None:
+        """Wait until every request submitted has ended, then let the workers go."""
+        self._closed = True
+        if self._open == 0:
+            self._release_workers()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
-    async def _run(self, request: Request, state: _EventState, previous: asyncio.Task[None] | None) -> None:
-        event = state.event
+    def _release_workers(self) -> None:
+        for _ in self.tasks:
+            self._ready.put_nowait(None)
+
+    def cut_off(self) -> None:
+        """The drain timed out: end the requests in flight now (they end as not attempted)."""
+        for task in list(self._in_flight):
+            task.cancel()
+
+    def abort(self) -> None:
+        """Stop the workers where they are (delivery failed and is being unwound)."""
+        self._aborted = True
+        for task in self.tasks:
+            task.cancel()
+
+    async def _work(self) -> None:
+        while not self._aborted:
+            job = await self._ready.get()
+            if job is None:
+                return
+            result = await self._attempt(job)
+            self._end(job, result)
+
+    async def _attempt(self, job: _Job) -> RequestResult:
+        request, event = job.request, job.state.event
+        if self._stop.is_set():
+            return RequestResult(request, event, "not_attempted", "stopped")
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight.add(task)
         try:
-            if previous is not None:
-                await asyncio.wait({previous})
-            result = None
-            if not self._stop.is_set():
-                async with self._slots:
-                    if not self._stop.is_set():
-                        result = await self._sender.send(request, event, self._stop)
-            if result is None:
-                result = RequestResult(request, event, "not_attempted", "stopped")
+            result = await self._sender.send(request, event, self._stop)
         except asyncio.CancelledError:
+            if self._aborted:
+                raise
             # The drain timed out: whether Courier got it is unknown; a replay's same key makes that safe.
-            result = RequestResult(request, event, "not_attempted", "stopped", detail="cut off by the stop")
+            return RequestResult(request, event, "not_attempted", "stopped", detail="cut off by the stop")
         except Exception as exc:  # anything else ends this request as failed, never lost
-            result = RequestResult(request, event, "failed", "error", detail=f"{type(exc).__name__}: {exc}")
+            return RequestResult(request, event, "failed", "error", detail=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._in_flight.discard(task)
         if result.reason == "unauthorized" and self._stats.stopped_by is None:
             self._stats.stopped_by = "unauthorized"
             self._stats.auth_detail = result.detail
             self._stop.set()
+        return result
+
+    def _end(self, job: _Job, result: RequestResult) -> None:
+        waiting = self._waiting.get(job.recipient)
+        if waiting:
+            self._ready.put_nowait(waiting.popleft())
+            if not waiting:
+                del self._waiting[job.recipient]
+        else:
+            self._busy.discard(job.recipient)
         try:
-            self._finish(state, result)
+            self._finish(job.state, result)
         except Exception as exc:  # an output failed (stdout closed): stop, keep what was read, then raise
             if self.output_error is None:
                 self.output_error = exc
             self._stop.set()
+        self._window.release()
+        self._open -= 1
+        if self._closed and self._open == 0:
+            self._release_workers()
 
     def _finish(self, state: _EventState, result: RequestResult) -> None:
         self._stats.requests_done += 1
@@ -486,10 +547,10 @@ async def deliver(
                 await take(item)
         for item in reader.stop():
             await take(item)
-        while dispatcher.tasks:
-            await asyncio.gather(*dispatcher.tasks)
+        await dispatcher.join()
     finally:
         watchdog.cancel()
+        dispatcher.abort()  # only workers still running, when something above raised
     if dispatcher.output_error is not None:
         raise dispatcher.output_error
     return stats
@@ -498,5 +559,4 @@ async def deliver(
 async def _cut_off_after_stop(stop: asyncio.Event, dispatcher: Dispatcher, drain_timeout: float) -> None:
     await stop.wait()
     await asyncio.sleep(drain_timeout)
-    for task in list(dispatcher.tasks):
-        task.cancel()
+    dispatcher.cut_off()
