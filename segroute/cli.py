@@ -58,7 +58,7 @@ REGION_URLS = {Region.us: "https://api.courier.com", Region.eu: "https://api.eu.
 
 
 class ListFormat(enum.StrEnum):
-    """How ``links`` shows the links."""
+    """How ``links``, ``inspect`` and ``ledger`` show what they found."""
 
     table = "table"
     json = "json"
@@ -527,13 +527,6 @@ def _load(option: str | None, *, must_exist: bool | None = None) -> ConfigFile:
     return settings.load_config(path, must_exist=named if must_exist is None else must_exist)
 
 
-class InspectFormat(enum.StrEnum):
-    """How ``inspect`` shows what it found."""
-
-    table = "table"
-    json = "json"
-
-
 @app.command()
 def inspect(
     inputs: Annotated[
@@ -545,8 +538,8 @@ def inspect(
     ] = None,
     config: ConfigOption = None,
     output: Annotated[
-        InspectFormat, typer.Option("--output", "-o", help="table, or json for scripts.")
-    ] = InspectFormat.table,
+        ListFormat, typer.Option("--output", "-o", help="table, or json for scripts.")
+    ] = ListFormat.table,
     fail_on: Annotated[
         list[FailOn] | None,
         typer.Option(
@@ -594,8 +587,8 @@ def inspect(
         )
         inventory = take_inventory(options, stdin=_stdin())
         found = inventory.as_dict(loaded.config)
-        if output is InspectFormat.json:
-            sys.stdout.buffer.write(render.inventory_json(found))
+        if output is ListFormat.json:
+            sys.stdout.buffer.write(render.pretty_json(found))
             sys.stdout.flush()
         else:
             render.show_inventory(render.stdout_console(), found, selection=options.selection.describe())
@@ -731,7 +724,7 @@ def ledger_show(
         finally:
             opened.close()
         if output is ListFormat.json:
-            sys.stdout.buffer.write(render.inventory_json(summary.as_dict()))
+            sys.stdout.buffer.write(render.pretty_json(summary.as_dict()))
             sys.stdout.flush()
         else:
             render.show_ledger(render.stdout_console(), summary.as_dict())

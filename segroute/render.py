@@ -377,8 +377,8 @@ def show_unlinked(console: Console, unlinked: Mapping[str, int]) -> None:
     )
 
 
-def inventory_json(found: Mapping[str, Any]) -> bytes:
-    """What ``inspect`` found, as indented JSON."""
+def pretty_json(found: Mapping[str, Any]) -> bytes:
+    """A document (what ``inspect`` found, the ledger summary) as indented JSON."""
     return orjson.dumps(found, option=orjson.OPT_INDENT_2) + b"\n"
 
 
