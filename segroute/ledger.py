@@ -103,7 +103,7 @@ class Ledger:
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
         if not create and not path.exists():
-            raise UsageError(f"ledger {path}: no such file")
+            raise UsageError(f"ledger {path}: no such file (a send creates it; --ledger names another)")
         if create and not path.parent.is_dir():
             raise UsageError(f"ledger {path}: the folder {path.parent} does not exist")
         self._writer = _connect(path)

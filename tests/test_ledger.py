@@ -37,6 +37,7 @@ from tests.test_delivery import CONFIG, checkout, identify, segroute_send, write
 
 runner = CliRunner()
 NEVER_SEEN = "did not finish (killed, or still running)"
+HOW_MADE = "(a send creates it; --ledger names another)"
 
 
 @pytest.fixture(autouse=True)
@@ -683,7 +684,7 @@ def test_ledger_shows_exports_and_names_a_missing_file(courier: FakeCourier, led
     for args in (["ledger"], ["ledger", "-o", "json"], ["ledger", "export"]):
         missing = runner.invoke(app, args)
         assert missing.exit_code == 2
-        assert missing.stderr == f"error: ledger {ledger}: no such file\n"
+        assert missing.stderr == f"error: ledger {ledger}: no such file {HOW_MADE}\n"
         assert missing.stdout == ""
     assert not ledger.exists()
     events = [checkout(1, "u0"), checkout(2, "u1"), identify(3, "u0"), checkout(4, "u0"), identify(5, "u1")]
@@ -766,7 +767,7 @@ def test_ledger_shows_exports_and_names_a_missing_file(courier: FakeCourier, led
     ):
         missing = runner.invoke(app, args)
         assert missing.exit_code == 2
-        assert missing.stderr == "error: ledger missing.sqlite3: no such file\n"
+        assert missing.stderr == f"error: ledger missing.sqlite3: no such file {HOW_MADE}\n"
         assert missing.stdout == ""
     assert not Path("missing.sqlite3").exists()
     merge = runner.invoke(app, ["ledger", "merge", "all.sqlite3", "missing.sqlite3"])
