@@ -343,6 +343,9 @@ async def _send(
                 on_request=outputs.result,
                 stats=stats,
                 streaming="-" in options.inputs,
+                # One event never takes long to read from files in input order; a sort or a
+                # --since that skips day folders can, and then the loop must stay free for Ctrl-C.
+                read_inline=options.order == "input" and options.selection.since is None,
             )
     finally:
         ticker.cancel()
