@@ -52,7 +52,6 @@ PLACEHOLDER_NAMES = frozenset({"dummy-object.txt"})
 SKIPPED_FOLDERS = frozenset({"__MACOSX"})
 """Folders in bundles that hold no events: the resource forks macOS's Finder adds to a zip."""
 ARCHIVE_ROOT = "segment-logs"
-DAY_MS = 86_400_000
 STDIN_NAME = "<stdin>"
 _WHITESPACE = b" \t\r\n"
 _JSON_WHITESPACE = " \t\r\n"
@@ -239,20 +238,18 @@ class _Reading:
     """Bytes read from the input itself."""
     expanded: int = 0
     """Bytes produced by decompressing anything inside it."""
-    pruned: int = 0
-    pruned_days: set[int] = field(default_factory=set)
+    pruned: set[int] = field(default_factory=set)
+    """Day folders left unread since the last note about them."""
 
     def skips(self, day: int) -> bool:
         """Whether a day folder is left unread; counts it once."""
         if self.skip_day is None or not self.skip_day(day):
             return False
-        if day not in self.pruned_days:
-            self.pruned_days.add(day)
-            self.pruned += 1
+        self.pruned.add(day)
         return True
 
     def pruned_note(self, origin: str) -> Note:
-        count, self.pruned, self.pruned_days = self.pruned, 0, set()
+        count, self.pruned = len(self.pruned), set()
         folders = "day folder" if count == 1 else "day folders"
         return Note(origin, f"{count} {folders} of events received before the selected time: not read")
 
@@ -299,16 +296,13 @@ def _placeholder(origin: str) -> Note:
 
 class _Available:
     """Reads hand back what is there (``read1``) instead of waiting for a full chunk, so events piped
-    in a few at a time are processed as they come. Counts the bytes read."""
+    in a few at a time are processed as they come."""
 
-    def __init__(self, stream: Any, reading: _Reading | None) -> None:
+    def __init__(self, stream: Any) -> None:
         self._read = stream.read1 if hasattr(stream, "read1") else stream.read
-        self._reading = reading
 
     def read(self, size: int = -1, /) -> bytes:
         data: bytes = self._read(size)
-        if self._reading is not None:
-            self._reading.raw += len(data)
         return data
 
 
@@ -350,15 +344,18 @@ def _bomb_detail(out: int, packed: int) -> str:
 
 
 class _Counted:
-    """A stream that counts the bytes read from it."""
+    """A stream that counts the bytes read from it; at the top of an input, into ``reading.raw`` too."""
 
-    def __init__(self, stream: _Readable) -> None:
+    def __init__(self, stream: _Readable, reading: _Reading | None) -> None:
         self._stream = stream
+        self._reading = reading
         self.count = 0
 
     def read(self, size: int = -1, /) -> bytes:
         data = self._stream.read(size)
         self.count += len(data)
+        if self._reading is not None:
+            self._reading.raw += len(data)
         return data
 
 
@@ -378,7 +375,7 @@ def iter_stream(
     top = reading is None or depth == 0
     reading = reading or _Reading(None)
     cursor = _Cursor()
-    counted = _Counted(_Available(stream, reading if top else None))
+    counted = _Counted(_Available(stream), reading if top else None)
     source: _Readable = counted
     layers: list[_Gunzip] = []
     try:
