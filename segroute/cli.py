@@ -718,20 +718,13 @@ def ledger_show(
     if context.invoked_subcommand is not None:
         return
     with _boundary():
-        opened = _open_ledger(_ledger_path(ledger, config))
-        try:
+        with Ledger(_ledger_path(ledger, config), create=False) as opened:
             summary = opened.summary()
-        finally:
-            opened.close()
         if output is ListFormat.json:
             sys.stdout.buffer.write(render.pretty_json(summary.as_dict()))
             sys.stdout.flush()
         else:
             render.show_ledger(render.stdout_console(), summary.as_dict())
-
-
-def _open_ledger(path: Path) -> Ledger:
-    return Ledger(path, create=False)
 
 
 @ledger_app.command("export")
@@ -741,14 +734,10 @@ def ledger_export(ledger: LedgerOption = None, config: ConfigOption = None) -> N
     Example: segroute ledger export > accepted.jsonl
     """
     with _boundary():
-        opened = _open_ledger(_ledger_path(ledger, config))
-        try:
-            out = sys.stdout.buffer
+        with Ledger(_ledger_path(ledger, config), create=False) as opened:
             for entry in opened.export():
-                out.write(render.jsonl_line(entry))
+                sys.stdout.buffer.write(render.jsonl_line(entry))
             sys.stdout.flush()
-        finally:
-            opened.close()
 
 
 @ledger_app.command("merge")

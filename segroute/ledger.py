@@ -258,6 +258,12 @@ class Ledger:
                 (_now(), stopped_by, json.dumps(counts, sort_keys=True), self.run),
             )
 
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Commit what is left and close."""
         if self._closed:
@@ -373,32 +379,27 @@ def merge(output: Path, inputs: Iterable[Path]) -> tuple[int, int]:
         if source.resolve() == output.resolve():
             raise UsageError(f"ledger merge: {source} is the output too")
         Ledger(source, create=False).close()  # checks it is a ledger of this version, before any change
-    target = Ledger(output)
     added_requests = added_runs = 0
-    try:
+    with Ledger(output) as target:
         connection = target._writer
         for source in sources:
             connection.execute("ATTACH DATABASE ? AS source", (str(source),))
             try:
                 with _transaction(connection):
                     offset = connection.execute("SELECT coalesce(max(id), 0) FROM main.runs").fetchone()[0]
-                    before = connection.execute("SELECT count(*) FROM main.requests").fetchone()[0]
                     cursor = connection.execute(
                         "INSERT INTO main.runs SELECT id + ?, started_at, ended_at, api_url, inputs, shard, "
                         "stopped_by, counts FROM source.runs",
                         (offset,),
                     )
                     added_runs += cursor.rowcount
-                    connection.execute(
+                    cursor = connection.execute(
                         "INSERT OR IGNORE INTO main.requests SELECT api_url, key, target, message_id, "
                         "recipient, status, courier_run_id, courier_request_id, accepted_at, run + ? "
                         "FROM source.requests",
                         (offset,),
                     )
-                    after = connection.execute("SELECT count(*) FROM main.requests").fetchone()[0]
-                    added_requests += after - before
+                    added_requests += cursor.rowcount  # rows inserted; those already held are ignored
             finally:
                 connection.execute("DETACH DATABASE source")
-    finally:
-        target.close()
     return added_requests, added_runs
