@@ -32,21 +32,15 @@ from segroute.ledger import Ledger
 from segroute.pipeline import RequestResult
 from segroute.routing import Target
 from segroute.transform import Request
-from tests.courier_server import API_KEY, FakeCourier
-from tests.test_delivery import CONFIG, checkout, identify, segroute_send, write_events
+from tests.courier_server import FakeCourier
+
+# _isolated: the delivery tests' autouse fixture (a tmp folder with their config and API key),
+# brought in by name so it applies here too.
+from tests.test_delivery import CONFIG, _isolated, checkout, identify, segroute_send, write_events  # noqa: F401
 
 runner = CliRunner()
 NEVER_SEEN = "did not finish (killed, or still running)"
 HOW_MADE = "(a send creates it; --ledger names another)"
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in ("SEGROUTE_CONFIG", "COURIER_BASE_URL", "COURIER_AUTH_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("COURIER_API_KEY", API_KEY)
-    Path("segroute.toml").write_text(CONFIG)
 
 
 @pytest.fixture
