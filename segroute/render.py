@@ -32,18 +32,6 @@ def stderr_console() -> Console:
     return Console(stderr=True, soft_wrap=True, highlight=False)
 
 
-def request_record(request: Request, event: Event) -> dict[str, object]:
-    """A planned request as the JSONL dry run shows it; the body is embedded as the bytes to be sent."""
-    return {
-        "method": request.method,
-        "url": request.url,
-        "headers": {"Idempotency-Key": request.idempotency_key, "Content-Type": CONTENT_TYPE},
-        "body": orjson.Fragment(request.body),
-        "origin": event.origin,
-        "messageId": event.message_id,
-    }
-
-
 _CONTENT_TYPE_HEADER = b',"Content-Type":' + orjson.dumps(CONTENT_TYPE) + b'},"body":'
 JSONL_BUFFER = 256 * 1024
 """Bytes of lines gathered before one write, whatever buffering the stream has (PYTHONUNBUFFERED)."""
@@ -58,7 +46,8 @@ class JsonlWriter:
         self._size = 0
 
     def write(self, requests: Sequence[Request], event: Event) -> None:
-        """Write the lines for one event's requests: `request_record`, put together from bytes."""
+        """Write the lines for one event's requests: method, url, headers (never Authorization), body
+        (the bytes to be sent), origin, messageId; put together from bytes, not a dict per line."""
         tail = b',"origin":' + orjson.dumps(event.origin) + b',"messageId":' + orjson.dumps(event.message_id)
         for request in requests:
             self._add(

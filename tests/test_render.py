@@ -10,10 +10,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from segroute.events import Event, parse_event
-from segroute.render import JsonlWriter, request_record
+from segroute.render import JsonlWriter
 from segroute.routing import PROFILE, Target
 from segroute.sources import Record
-from segroute.transform import build_requests
+from segroute.transform import CONTENT_TYPE, Request, build_requests
+
+
+def request_record(request: Request, event: Event) -> dict[str, object]:
+    """What one line must be: the fields as a dict, the body embedded as the bytes to be sent."""
+    return {
+        "method": request.method,
+        "url": request.url,
+        "headers": {"Idempotency-Key": request.idempotency_key, "Content-Type": CONTENT_TYPE},
+        "body": orjson.Fragment(request.body),
+        "origin": event.origin,
+        "messageId": event.message_id,
+    }
+
 
 texts = st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20)
 
