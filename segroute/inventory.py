@@ -102,10 +102,6 @@ class Inventory:
         """Valid events counted (filtered ones are not)."""
         return sum(self.types.values())
 
-    def unlinked(self) -> int:
-        """Track events of a user that no link names: what ``--fail-on unlinked`` looks at."""
-        return self.summary.outcomes["skipped", "unlinked"]
-
     def as_dict(self, config: Config) -> dict[str, Any]:
         """Everything, as JSON-ready data; link coverage is judged against ``config``."""
         by_event = config.links_by_event()
