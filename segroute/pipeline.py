@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
+import tempfile
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from segroute._json import dumps
 from segroute.errors import ExitCode
 from segroute.events import Event, Invalid, parse_event
 from segroute.routing import Router
@@ -16,7 +20,7 @@ from segroute.selection import Selection, stable_hash
 from segroute.sources import BadRecord, Item, Note
 from segroute.transform import Request, build_requests
 
-DEDUPE_MEMORY = 100_000
+DEDUPE_MEMORY = 20_000
 """messageIds held in memory for duplicate checks; older ones move to a temporary SQLite file."""
 BLOOM_BYTES = 8 * 1024 * 1024
 """The filter in front of the spilled ids, a power of two: 64M bits with one probe each, 1.5% false
@@ -114,12 +118,23 @@ class SeenIds:
     The most recent ids are a set; when it fills, they move to a private temporary SQLite database
     (deleted when closed) and into a one-probe Bloom filter of BLOOM_BYTES. An id missing from the
     set is looked up in SQLite only when the filter says it may be there: for a new id, rarely.
+
+    The move is one SQL statement (the ids as one JSON array, sorted by SQLite) run on a thread of
+    its own: SQLite lets go of the GIL for the whole statement, so the insert costs the caller
+    almost nothing. Until it is committed, the moving ids stay a set that lookups consult; the
+    database is in WAL mode and read through a second connection, which never waits for the insert.
     """
 
     def __init__(self, memory: int | None = None) -> None:
         self._memory = memory or DEDUPE_MEMORY
         self._recent: set[str] = set()
-        self._spilled: sqlite3.Connection | None = None
+        self._moving: set[str] | None = None
+        """Ids being inserted on the thread; None once committed."""
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
         self._bloom = bytearray()
         self._mask = 0
 
@@ -127,12 +142,15 @@ class SeenIds:
         """Remember an id; False when it was seen already."""
         if message_id in self._recent:
             return False
-        if self._spilled is not None:
+        if self._reader is not None:
             # One probe: Python's str hash, cached on the string and fixed for the process, as the
             # filter is. A false positive costs one lookup, never a wrong answer.
             bit = hash(message_id) & self._mask
             if self._bloom[bit >> 3] & (1 << (bit & 7)):
-                found = self._spilled.execute("SELECT 1 FROM seen WHERE id = ?", (message_id,)).fetchone()
+                moving = self._moving
+                if moving is not None and message_id in moving:
+                    return False
+                found = self._reader.execute("SELECT 1 FROM seen WHERE id = ?", (message_id,)).fetchone()
                 if found is not None:
                     return False
         self._recent.add(message_id)
@@ -141,31 +159,66 @@ class SeenIds:
         return True
 
     def _spill(self) -> None:
-        if self._spilled is None:
-            # "": a private on-disk database, deleted on close. One thread uses it at a time, but not
-            # always the same one.
-            self._spilled = sqlite3.connect("", check_same_thread=False)
-            self._spilled.executescript(
-                "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -4000;"
+        if self._reader is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="segroute-seen-")
+            path = os.path.join(self._folder.name, "seen.sqlite3")
+            # Used by one thread at a time, but not always the same one.
+            self._writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._writer.executescript(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; PRAGMA cache_size = -2000;"
                 "CREATE TABLE seen (id TEXT PRIMARY KEY) WITHOUT ROWID;"
             )
+            self._reader = sqlite3.connect(path, check_same_thread=False)
+            self._reader.execute("PRAGMA cache_size = -1000")
             self._bloom = bytearray(BLOOM_BYTES)
             self._mask = BLOOM_BYTES * 8 - 1
+        self._wait()
+        moving, self._recent = self._recent, set()
         bloom, mask = self._bloom, self._mask
-        for message_id in self._recent:
+        for message_id in moving:
             bit = hash(message_id) & mask
             bloom[bit >> 3] |= 1 << (bit & 7)
-        with self._spilled:
+        self._moving = moving
+        text = dumps(list(moving)).decode()
+        self._thread = threading.Thread(target=self._insert, args=(text,), name="segroute-seen", daemon=True)
+        self._thread.start()
+
+    def _insert(self, text: str) -> None:
+        assert self._writer is not None
+        try:
             # Sorted, the inserts walk the index in order instead of jumping about it.
-            ids = sorted(self._recent)
-            self._spilled.executemany("INSERT OR IGNORE INTO seen VALUES (?)", ((i,) for i in ids))
-        self._recent.clear()
+            self._writer.execute(
+                "INSERT OR IGNORE INTO seen SELECT value FROM json_each(?) ORDER BY value", (text,)
+            )
+        except BaseException as exc:  # noqa: BLE001 - raised again on the caller's thread
+            self._error = exc
+        else:
+            self._moving = None
+
+    def _wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
     def close(self) -> None:
-        """Drop the spilled ids."""
-        if self._spilled is not None:
-            self._spilled.close()
-            self._spilled = None
+        """Drop the spilled ids; an insert still running is cut short, as its ids are dropped too."""
+        try:
+            if self._thread is not None:
+                if self._writer is not None:
+                    self._writer.interrupt()
+                self._thread.join()
+                self._thread = None
+        finally:
+            for connection in (self._reader, self._writer):
+                if connection is not None:
+                    connection.close()
+            self._reader = self._writer = None
+            if self._folder is not None:
+                self._folder.cleanup()
+                self._folder = None
 
 
 def plan(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,6 +96,33 @@ def test_seen_ids_are_exact_after_spilling_to_disk() -> None:
     assert [seen.add(x) for x in "efgh"] == [True, True, True, True]
     assert [seen.add(x) for x in "abcdefgh"] == [False] * 8
     seen.close()
+
+
+def test_seen_ids_answer_from_the_moving_set_while_the_insert_runs() -> None:
+    seen = SeenIds(memory=3)
+    assert all(seen.add(x) for x in "abc")
+    seen._wait()
+    assert seen._moving is None and seen._writer is not None
+    # As if the insert had not committed yet: SQLite does not have the ids, the moving set does.
+    seen._writer.execute("DELETE FROM seen")
+    seen._moving = set("abc")
+    assert [seen.add(x) for x in "abcd"] == [False, False, False, True]
+    seen.close()
+
+
+def test_seen_ids_raise_a_failed_insert_at_the_next_spill_and_clean_up() -> None:
+    seen = SeenIds(memory=2)
+    assert all(seen.add(x) for x in "ab")
+    assert seen._folder is not None and seen._writer is not None
+    folder = Path(seen._folder.name)
+    seen._wait()
+    seen._writer.execute("DROP TABLE seen")  # the next insert fails, as on a full disk
+    assert all(seen.add(x) for x in "cd")
+    with pytest.raises(sqlite3.OperationalError):
+        seen.add("e")
+        seen.add("f")
+    seen.close()
+    assert not folder.exists()
 
 
 @settings(max_examples=200, deadline=None)
