@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, final
 
 from segroute._json import dumps
 from segroute.sources import Record
@@ -18,6 +18,7 @@ MAX_EVENT_BYTES = 32 * 1024
 DERIVED_ID_PREFIX = "sr-"
 
 
+@final
 @dataclass(slots=True)  # not frozen: made per event, and frozen costs 4x
 class Event:
     """A valid Segment event."""
@@ -33,6 +34,7 @@ class Event:
     """The track event's ``event``; None for other types."""
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Invalid:
     """Why a record is not a Segment event that can be routed."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import sqlite3
 import tempfile
@@ -17,7 +16,7 @@ from segroute.errors import ExitCode
 from segroute.events import Event, Invalid, parse_event
 from segroute.routing import Router
 from segroute.selection import Selection, stable_hash
-from segroute.sources import BadRecord, Item, Note
+from segroute.sources import BadRecord, Item, Note, Record
 from segroute.transform import Request, build_requests
 
 DEDUPE_MEMORY = 20_000
@@ -249,12 +248,11 @@ def plan(
         from segroute.ordering import order_by_time
 
         stream = order_by_time(stream)
-    seen = SeenIds()
+    planner = _Planner(router, base_url, already_sent)
     try:
-        outcome = functools.partial(_outcome, router=router, base_url=base_url, seen=seen, sent=already_sent)
-        yield from _route(stream, outcome, limit, read_on=order == "timestamp")
+        yield from _route(stream, planner.outcome, limit, read_on=order == "timestamp")
     finally:
-        seen.close()
+        planner.close()
         close = getattr(stream, "close", None)
         if close is not None:
             close()
@@ -268,14 +266,9 @@ def _select(
     N shards report each rejection once."""
     matches = selection.matches if selection is not None and selection.active else None
     for item in items:
-        if isinstance(item, Note):
-            yield item
-            continue
-        if isinstance(item, BadRecord):
-            rejected = Rejected(item.origin, item.reason, item.detail)
-        else:
+        if type(item) is Record:  # the usual item first: a type test is the cheapest
             event = parse_event(item)
-            if isinstance(event, Invalid):
+            if type(event) is Invalid:
                 rejected = Rejected(event.origin, event.reason, event.detail, event.value)
             elif shard is not None and not in_shard(shard_key(event), shard):
                 yield Skipped(event.origin, "other_shard", event.message_id, event)
@@ -286,6 +279,11 @@ def _select(
             else:
                 yield Skipped(event.origin, "filtered", event.message_id, event)
                 continue
+        elif type(item) is BadRecord:
+            rejected = Rejected(item.origin, item.reason, item.detail)
+        else:
+            yield item
+            continue
         if shard is None or in_shard(rejected.origin, shard):
             yield rejected
         else:
@@ -304,7 +302,7 @@ def _route(
         return
     taken = 0
     for event in stream:
-        if not isinstance(event, Event):
+        if type(event) is not Event:
             yield event
         elif limit is None or taken < limit:
             taken += 1
@@ -315,25 +313,36 @@ def _route(
             yield Skipped(event.origin, "limit", event.message_id, event)
 
 
-def _outcome(
-    event: Event, *, router: Router, base_url: str, seen: SeenIds, sent: Callable[[str], bool] | None
-) -> Outcome:
-    if not seen.add(event.message_id):
-        return Skipped(event.origin, "duplicate", event.message_id, event)
-    targets = router.route(event)
-    if isinstance(targets, str):
-        return Skipped(event.origin, targets, event.message_id, event)
-    try:
-        requests = build_requests(event, targets, base_url)
-    except ValueError as exc:
-        return Rejected(event.origin, "too_deep", str(exc), event.data)
-    if sent is not None:
-        done = tuple(request for request in requests if sent(request.idempotency_key))
-        if len(done) == len(requests):
-            return Skipped(event.origin, "already_sent", event.message_id, event, done)
-        if done:
-            return Planned(event, tuple(r for r in requests if r not in done), done)
-    return Planned(event, requests)
+class _Planner:
+    """Each event's outcome: dedupe, route, build the requests, leave out what the ledger holds."""
+
+    def __init__(self, router: Router, base_url: str, sent: Callable[[str], bool] | None) -> None:
+        self._route = router.route
+        self._base_url = base_url
+        self._seen = SeenIds()
+        self._sent = sent
+
+    def outcome(self, event: Event) -> Outcome:
+        if not self._seen.add(event.message_id):
+            return Skipped(event.origin, "duplicate", event.message_id, event)
+        targets = self._route(event)
+        if isinstance(targets, str):
+            return Skipped(event.origin, targets, event.message_id, event)
+        try:
+            requests = build_requests(event, targets, self._base_url)
+        except ValueError as exc:
+            return Rejected(event.origin, "too_deep", str(exc), event.data)
+        sent = self._sent
+        if sent is not None:
+            done = tuple(request for request in requests if sent(request.idempotency_key))
+            if len(done) == len(requests):
+                return Skipped(event.origin, "already_sent", event.message_id, event, done)
+            if done:
+                return Planned(event, tuple(r for r in requests if r not in done), done)
+        return Planned(event, requests)
+
+    def close(self) -> None:
+        self._seen.close()
 
 
 def shard_key(event: Event) -> str:

@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Protocol, cast
+from typing import IO, Any, BinaryIO, Protocol, cast, final
 
 from segroute import _json
 from segroute.errors import InputError
@@ -59,6 +59,7 @@ _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
+@final
 @dataclass(slots=True)  # not frozen: made per event, and frozen costs 4x
 class Record:
     """One JSON value read from an input."""
@@ -70,6 +71,7 @@ class Record:
     """The length of its JSON text as read: bytes, or characters for a value inside a larger text."""
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class BadRecord:
     """Something read that is not a JSON value, or could not be read at all."""
@@ -81,6 +83,7 @@ class BadRecord:
     detail: str
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Note:
     """Something about an input worth telling that is not a record (an empty file, say)."""
