@@ -417,6 +417,24 @@ def test_big_integers_are_kept_exactly_in_every_shape() -> None:
         assert (value["n"], value["m"]) == (18446744073709551616, -9223372036854775809)
 
 
+def test_json_the_fast_reader_refuses_but_json_allows_is_still_read() -> None:
+    # msgspec stops at Python's recursion limit (1000 levels); orjson goes to 1024.
+    deep = b"[" * 1010 + b"]" * 1010
+    ((_, value),) = records(read_bytes(b'{"type":"track","deep":' + deep + b"}\n"))
+    depth, inner = 0, value["deep"]
+    while inner:
+        depth, inner = depth + 1, inner[0]
+    assert depth == 1009
+    # With a big integer too, the standard library would have to read it: rejected, and the run goes on.
+    items = read_bytes(b'{"deep":' + deep + b',"n":18446744073709551616}\n{"n":1}\n')
+    assert items == [
+        BadRecord(
+            "in.json:1", "invalid_json", "not valid JSON: nested too deeply to read its big integers exactly"
+        ),
+        Record("in.json:2", {"n": 1}, 7),
+    ]
+
+
 def test_leading_blank_lines_are_counted_not_kept() -> None:
     data = b"\n" * (3 * CHUNK_BYTES) + b'{"n":1}\n'
     assert records(read_bytes(data)) == [(f"in.json:{3 * CHUNK_BYTES + 1}", {"n": 1})]
