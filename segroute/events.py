@@ -48,52 +48,63 @@ class Invalid:
 def parse_event(record: Record) -> Event | Invalid:
     """Check a record against the Segment spec; an `Invalid` names the first problem."""
     value = record.value
-    origin = record.origin
-    if not isinstance(value, dict):
-        return Invalid(origin, "not_object", f"not a JSON object but {_kind(value)}", value)
+    if type(value) is not dict:  # what JSON reads is a dict exactly, or not an object at all
+        return Invalid(record.origin, "not_object", f"not a JSON object but {_kind(value)}", value)
     # A text of n characters holds at most 4n bytes of UTF-8: measure exactly only when it could matter.
-    if record.size > MAX_EVENT_BYTES // 4:
-        try:
-            size = len(dumps(value))
-        except ValueError as exc:
-            return Invalid(origin, "too_deep", str(exc), value)
-        if size > MAX_EVENT_BYTES:
-            return Invalid(
-                origin,
-                "too_large",
-                f"{size} bytes as compact JSON, over Segment's {MAX_EVENT_BYTES}-byte limit",
-                value,
-            )
+    if record.size > _MAYBE_TOO_LARGE:
+        too_large = _too_large(record.origin, value)
+        if too_large is not None:
+            return too_large
     kind = value.get("type")
-    if kind is None:
-        return Invalid(origin, "missing_type", "no 'type'", value)
-    if not isinstance(kind, str):
-        return Invalid(origin, "unknown_type", f"'type' is not a string but {_kind(kind)}", value)
-    if kind not in EVENT_TYPES:
-        return Invalid(origin, "unknown_type", f"unknown type {kind!r}", value)
-    name = value.get("event")
+    if type(kind) is not str or kind not in EVENT_TYPES:
+        return _bad_type(record.origin, kind, value)
     if kind == "track":
-        if not isinstance(name, str) or not name:
-            return Invalid(origin, "missing_event", "track event without an 'event' name", value)
+        name = value.get("event")
+        if type(name) is not str or not name:
+            return Invalid(record.origin, "missing_event", "track event without an 'event' name", value)
     else:
         name = None
-    if kind == "identify" and not isinstance(value.get("traits", {}), dict | None):
-        return Invalid(origin, "invalid_traits", "identify 'traits' is not a JSON object", value)
+        if kind == "identify" and not isinstance(value.get("traits", {}), dict | None):
+            return Invalid(record.origin, "invalid_traits", "identify 'traits' is not a JSON object", value)
     # The usual event has string ids: checked first, the rest only when they are not.
     user_id = value.get("userId")
     if type(user_id) is not str or not user_id:
         user_id = _identifier(user_id)
         if user_id is False:
-            return Invalid(origin, "invalid_user_id", "'userId' is neither a string nor a number", value)
+            return Invalid(
+                record.origin, "invalid_user_id", "'userId' is neither a string nor a number", value
+            )
         if user_id is None and _identifier(value.get("anonymousId")) in (None, False):
-            return Invalid(origin, "missing_user", "neither 'userId' nor 'anonymousId'", value)
+            return Invalid(record.origin, "missing_user", "neither 'userId' nor 'anonymousId'", value)
     message_id = value.get("messageId")
     if type(message_id) is not str or not message_id:
         try:
             message_id = _identifier(message_id) or derive_message_id(value)
         except ValueError as exc:
-            return Invalid(origin, "too_deep", str(exc), value)
-    return Event(origin, value, kind, message_id, user_id, name)
+            return Invalid(record.origin, "too_deep", str(exc), value)
+    return Event(record.origin, value, kind, message_id, user_id, name)
+
+
+_MAYBE_TOO_LARGE = MAX_EVENT_BYTES // 4
+
+
+def _too_large(origin: str, value: dict[str, Any]) -> Invalid | None:
+    try:
+        size = len(dumps(value))
+    except ValueError as exc:
+        return Invalid(origin, "too_deep", str(exc), value)
+    if size > MAX_EVENT_BYTES:
+        detail = f"{size} bytes as compact JSON, over Segment's {MAX_EVENT_BYTES}-byte limit"
+        return Invalid(origin, "too_large", detail, value)
+    return None
+
+
+def _bad_type(origin: str, kind: Any, value: dict[str, Any]) -> Invalid:
+    if kind is None:
+        return Invalid(origin, "missing_type", "no 'type'", value)
+    if not isinstance(kind, str):
+        return Invalid(origin, "unknown_type", f"'type' is not a string but {_kind(kind)}", value)
+    return Invalid(origin, "unknown_type", f"unknown type {kind!r}", value)
 
 
 def _identifier(value: Any) -> str | None | Literal[False]:

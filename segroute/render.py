@@ -32,7 +32,6 @@ def stderr_console() -> Console:
     return Console(stderr=True, soft_wrap=True, highlight=False)
 
 
-_CONTENT_TYPE_HEADER = b',"Content-Type":' + orjson.dumps(CONTENT_TYPE) + b'},"body":'
 JSONL_BUFFER = 256 * 1024
 """Bytes of lines gathered before one write, whatever buffering the stream has (PYTHONUNBUFFERED)."""
 
@@ -47,25 +46,17 @@ class JsonlWriter:
 
     def write(self, requests: Sequence[Request], event: Event) -> None:
         """Write the lines for one event's requests: method, url, headers (never Authorization), body
-        (the bytes to be sent), origin, messageId; put together from bytes, not a dict per line."""
-        tail = b',"origin":' + orjson.dumps(event.origin) + b',"messageId":' + orjson.dumps(event.message_id)
+        (the bytes to be sent, embedded as they are), origin, messageId."""
         for request in requests:
-            self._add(
-                b"".join(
-                    (
-                        b'{"method":',
-                        orjson.dumps(request.method),
-                        b',"url":',
-                        orjson.dumps(request.url),
-                        b',"headers":{"Idempotency-Key":',
-                        orjson.dumps(request.idempotency_key),
-                        _CONTENT_TYPE_HEADER,
-                        request.body,
-                        tail,
-                        b"}\n",
-                    )
-                )
-            )
+            line = {
+                "method": request.method,
+                "url": request.url,
+                "headers": {"Idempotency-Key": request.idempotency_key, "Content-Type": CONTENT_TYPE},
+                "body": orjson.Fragment(request.body),
+                "origin": event.origin,
+                "messageId": event.message_id,
+            }
+            self._add(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
 
     def result(self, result: RequestResult) -> None:
         """Write the line for a request that ended."""

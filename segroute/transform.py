@@ -70,17 +70,17 @@ def build_requests(event: Event, targets: tuple[Target, ...], base_url: str) -> 
     for target in targets:
         if target.kind == "automation":
             path, head, method_path = _invoke(target)
-            if data is None:
-                data = b"".join(
-                    (
-                        b',"data":',
-                        dumps(event.data),
-                        b',"profile":null,"recipient":',
-                        dumps(event.user_id),
-                        b"}",
-                    )
+            if len(targets) == 1:  # the usual case: the body in one pass
+                body = dumps(
+                    {"brand": target.brand, "data": event.data, "profile": None, "recipient": event.user_id}
                 )
-            body = head + data
+            else:
+                if data is None:
+                    recipient = dumps(event.user_id)
+                    data = b"".join(
+                        (b',"data":', dumps(event.data), b',"profile":null,"recipient":', recipient, b"}")
+                    )
+                body = head + data
         else:
             path = f"/profiles/{path_segment(event.user_id or '')}"
             method_path = f"\nPOST {path}".encode()
