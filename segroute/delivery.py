@@ -31,6 +31,8 @@ AUTH_STATUSES = frozenset({401, 403})
 EXPIRATION_HEADER = "x-idempotency-expiration"
 READ_BATCH = 256
 """Outcomes read from the inputs per trip to the reader thread."""
+URL_CACHE = 4096
+"""Parsed URLs kept; a profile merge's is its user's."""
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -183,6 +185,8 @@ class Sender:
         self._limiter = RateLimiter(options.rate, clock=clock, sleep=sleep) if options.rate else None
         self._full_attempt = _attempt_timeout(options)
         self._expires = (0, "")
+        self._urls: dict[str, URL] = {}
+        """Parsed URLs: an automation's is the same for every request it gets."""
 
     def _expiration(self, ttl: float) -> str:
         """When the key may expire, ISO-8601 UTC, from this second; formatted once a second."""
@@ -196,7 +200,11 @@ class Sender:
         """Post a request, retrying what may succeed later, every attempt with the same Idempotency-Key."""
         options = self._options
         started = self._clock()
-        url = URL(request.url, encoded=True)
+        url = self._urls.get(request.url)
+        if url is None:
+            if len(self._urls) >= URL_CACHE:
+                self._urls.clear()
+            url = self._urls[request.url] = URL(request.url, encoded=True)
         headers = {"Idempotency-Key": request.idempotency_key}
         if options.idempotency_ttl is not None:
             headers[EXPIRATION_HEADER] = self._expiration(options.idempotency_ttl)

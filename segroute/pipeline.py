@@ -100,6 +100,8 @@ class Delivered:
     @property
     def outcome(self) -> Literal["sent", "failed", "not_attempted"]:
         """failed if any request failed, else not_attempted if any was not, else sent."""
+        if len(self.results) == 1:  # the usual event: one request
+            return self.results[0].outcome
         outcomes = {result.outcome for result in self.results}
         if "failed" in outcomes:
             return "failed"
@@ -108,6 +110,8 @@ class Delivered:
     @property
     def reason(self) -> str:
         """The reason of the first request with the event's outcome."""
+        if len(self.results) == 1:
+            return self.results[0].reason
         outcome = self.outcome
         return next(result.reason for result in self.results if result.outcome == outcome)
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import datetime
 import functools
+import importlib
 import signal
 import sys
 import time
@@ -137,6 +138,9 @@ def run(
     for option, path in (("--failed", options.failed_path), ("--report", options.report_path)):
         if path is not None:
             check_writable(option, path, options.inputs)
+    if not options.dry_run:
+        # aiohttp loads before the clock starts: it is start-up, as the interpreter's is.
+        importlib.import_module("segroute.delivery")
     started_at = datetime.datetime.now(datetime.UTC)
     started = time.monotonic()
     ledger = _open_ledger(options)
