@@ -71,6 +71,10 @@ def default_path(config_path: Path, env: dict[str, str] | os._Environ[str]) -> P
 _second: list[Any] = [None, ""]
 
 
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', ?, 'unixepoch'), ?)"
+"""A request row's values: accepted_at comes as seconds since the epoch, written as `_now` writes it."""
+
+
 def _now() -> str:
     """The time as ISO-8601 UTC to the millisecond; the date and time formatted once a second."""
     now = time.time()
@@ -211,7 +215,7 @@ class Ledger:
                 result.status,
                 result.run_id,
                 result.request_id,
-                _now(),
+                time.time(),  # formatted by SQLite, in C, when the batch is written
                 self.run,
             )
         )
@@ -240,7 +244,7 @@ class Ledger:
             # which row by row would stall the event loop for a whole batch.
             for start in range(0, len(pending), ROWS_PER_STATEMENT):
                 rows = pending[start : start + ROWS_PER_STATEMENT]
-                values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+                values = ", ".join([_ROW] * len(rows))
                 self._writer.execute(
                     f"INSERT OR IGNORE INTO requests VALUES {values}",
                     [field for row in rows for field in row],

@@ -404,6 +404,7 @@ def test_a_kill_at_any_moment_leaves_a_ledger_that_opens_with_whole_batches(tmp_
             "accepted_at": row["accepted_at"],
             "run": int(round_[1:]) + 1,
         }
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", row["accepted_at"])
         datetime.datetime.fromisoformat(row["accepted_at"])
         per_round[round_].append(number)
     # Each process committed whole batches, in order: a prefix of what it recorded.
