@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -36,12 +36,18 @@ def idempotency_key(message_id: str, method: str, path: str) -> str:
     return IDEMPOTENCY_KEY_PREFIX + digest[:32]
 
 
-@functools.lru_cache(maxsize=65536)
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+"""What `quote` never encodes: most user ids are only this, and are their own segment."""
+
+
 def path_segment(value: str) -> str:
     """One percent-encoded path segment: '/', spaces and unicode encoded, and '.' or '..' too, which
     servers and proxies would otherwise resolve as a step up the path."""
     if value in (".", ".."):
         return value.replace(".", "%2E")
+    # No cache: one per user would grow with the users a replay meets (9 MB at 50k of them).
+    if _UNRESERVED.fullmatch(value):
+        return value
     return quote(value, safe="")
 
 

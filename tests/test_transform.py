@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import orjson
 from hypothesis import given, settings
@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 from segroute.events import Event, parse_event
 from segroute.routing import PROFILE, Target
 from segroute.sources import Record
-from segroute.transform import CONTENT_TYPE, IDEMPOTENCY_KEY_PREFIX, build_requests, idempotency_key
+from segroute.transform import (
+    CONTENT_TYPE,
+    IDEMPOTENCY_KEY_PREFIX,
+    build_requests,
+    idempotency_key,
+    path_segment,
+)
 
 BASE = "https://api.courier.com"
 KEY_PATTERN = re.compile(r"sr1-[0-9a-f]{32}")
@@ -310,3 +316,12 @@ def test_keys_differ_across_automations(message_id: str, first: str, second: str
     targets = (Target("automation", first), Target("automation", second))
     one, two = build_requests(event, targets, BASE)
     assert (one.idempotency_key == two.idempotency_key) == (first == second)
+
+
+@given(st.text() | st.from_regex(r"[A-Za-z0-9_.~-]*", fullmatch=True))
+def test_a_path_segment_is_what_quote_makes_of_it_and_never_a_dot_step(value: str) -> None:
+    segment = path_segment(value)
+    if value in (".", ".."):
+        assert segment == value.replace(".", "%2E")
+    else:
+        assert segment == quote(value, safe="")
