@@ -3,7 +3,6 @@ outputs (requests on stdout, problems and progress on stderr, the failure file a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import functools
@@ -25,6 +24,8 @@ from segroute.selection import Selection
 from segroute.sources import Note, iter_items
 
 if TYPE_CHECKING:
+    import asyncio
+
     from segroute.config import Config
     from segroute.delivery import DeliveryOptions
 
@@ -167,6 +168,8 @@ def run(
             except KeyboardInterrupt:
                 result.stopped_by = "signal"
         else:
+            import asyncio  # only to send: a dry run starts without it
+
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 with _short_gil_slices():
                     runner.run(_send(options, outcomes, outputs, display, result, on_signal, ledger))
@@ -300,6 +303,8 @@ async def _send(
     on_signal: Callable[[int], None],
     ledger: Ledger | None,
 ) -> None:
+    import asyncio
+
     from segroute import delivery  # aiohttp loads only when something is sent
 
     assert options.api_key is not None and options.delivery is not None

@@ -91,3 +91,21 @@ def test_ci_replay_script_passes() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().endswith("dry run matches golden.jsonl")
+
+
+def test_a_dry_run_starts_without_asyncio_or_aiohttp() -> None:
+    # Start-up is part of every short run; the event loop and the HTTP client load only to send.
+    code = (
+        "import sys\n"
+        "from segroute.cli import main\n"
+        f"sys.argv = ['segroute', 'send', {str(EXAMPLES / 'events.jsonl')!r}, "
+        f"'-c', {str(EXAMPLES / 'segroute.toml')!r}, '--dry-run', '-q', '--no-ledger']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as stop:\n"
+        "    assert not stop.code, stop.code\n"
+        "print(sorted(name for name in ('asyncio', 'aiohttp') if name in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
