@@ -1,6 +1,6 @@
 """The benchmark: segroute beside its floor and its alternatives, on this machine. One table, and JSON.
 
-    pip install -e ".[fast,bench]" && python bench/run.py            # about 5 minutes on 2 cores
+    pip install -e ".[fast,bench]" && python bench/run.py            # about 10 minutes on 2 cores
     python bench/run.py --sizes 100000 --requests 5000               # a quicker look
     python bench/run.py --compare bench/results/<earlier>.json       # beside an earlier run
 
@@ -13,7 +13,8 @@ process's max RSS.
   official client writes them (about 1 KB: nested properties and context), gzip'd NDJSON. The floor
   is a bare loop over the same file: gunzip (python-isal when installed), orjson.loads, build the
   body, orjson.dumps. Rates include each process's start-up.
-- Send: requests per second against the endpoint at concurrency 1, 16 and 64, from segroute's own
+- Send: requests per second against the endpoint at concurrency 1, 16 and 64, the median of
+  ``--repeat`` runs (3) taken in turns with the ceiling's, from segroute's own
   report (the run, without interpreter start-up; the ledger on, as by default). Beside it: the
   ceiling, a bare aiohttp loop posting pre-serialized bodies with the same concurrency; and what a
   user would write instead, the official Courier SDK (``trycourier``) in a loop, sequential and on a
@@ -29,6 +30,7 @@ import os
 import platform
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -305,6 +307,8 @@ def prepare_send(folder: Path, requests: int) -> tuple[Path, Path]:
 def segroute_send(url: str, path: Path, config: Path, concurrency: int, folder: Path) -> float:
     report = folder / f"report-{concurrency}.json"
     ledger = folder / f"ledger-{concurrency}.sqlite3"
+    for stale in folder.glob(f"{ledger.name}*"):  # a fresh ledger each run, or all would be already sent
+        stale.unlink()
     command = segroute_command() + ["send", str(path), "-c", str(config), "--api-url", url, "-q"]
     command += ["--concurrency", str(concurrency), "--report", str(report), "--ledger", str(ledger)]
     env = dict(os.environ, COURIER_API_KEY=API_KEY)
@@ -364,6 +368,9 @@ def main() -> None:
     )
     parser.add_argument("--compare", type=Path, help="an earlier results file to show beside this run")
     parser.add_argument("--skip-send", action="store_true", help="only the dry run")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per send measurement; the median is shown"
+    )
     args = parser.parse_args()
 
     results: dict[str, Any] = {
@@ -391,12 +398,19 @@ def main() -> None:
                 sdk_path = folder / "sdk.jsonl"
                 sdk_path.write_bytes(b"".join(send_path.read_bytes().splitlines(True)[: args.sdk_requests]))
                 for concurrency in args.concurrency:
+                    # Taken in turns, then the median of each: one run moves by 10-25% on a shared VM.
+                    ours, ceiling = [], []
+                    for _ in range(args.repeat):
+                        ours.append(segroute_send(url, send_path, config, concurrency, folder))
+                        ceiling.append(python_rate(CEILING, url, str(concurrency), str(bodies)))
                     row = {
                         "concurrency": concurrency,
-                        "segroute_req_per_s": round(
-                            segroute_send(url, send_path, config, concurrency, folder)
-                        ),
-                        "ceiling_req_per_s": round(python_rate(CEILING, url, str(concurrency), str(bodies))),
+                        "segroute_req_per_s": round(statistics.median(ours)),
+                        "ceiling_req_per_s": round(statistics.median(ceiling)),
+                        "runs": {
+                            "segroute": [round(x) for x in ours],
+                            "ceiling": [round(x) for x in ceiling],
+                        },
                     }
                     row["fraction_of_ceiling"] = round(
                         row["segroute_req_per_s"] / row["ceiling_req_per_s"], 3
