@@ -585,13 +585,13 @@ def _iter_lines(stream: _Readable, cursor: _Cursor) -> Iterator[bytes | None]:
             continue
         head = parts[0]
         cursor.line += 1
+        # Each line here still ends in its newline: one byte over MAX_LINE_BYTES.
         if too_long or pending_size + len(head) > MAX_LINE_BYTES + 1:
             yield None
         else:
             yield b"".join(pending) + head if pending else head
         too_long = False
-        for index in range(1, len(parts)):
-            line = parts[index]
+        for line in parts[1:]:
             cursor.line += 1
             yield line if len(line) <= MAX_LINE_BYTES + 1 else None
         pending, pending_size = ([tail], len(tail)) if tail else ([], 0)
