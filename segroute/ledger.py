@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,10 @@ def _tune(connection: sqlite3.Connection) -> None:
 
 
 class Ledger:
-    """One ledger file: lookups from the thread that reads events, writes from the one that sends.
+    """One ledger file: lookups from the thread that reads events; rows recorded by the one that
+    sends, and written in batches, in order, on a thread of the ledger's own.
 
-    One connection behind a lock serves both, so closing it can never race a lookup in flight.
+    One connection behind a lock serves them all, so closing it can never race a lookup in flight.
     """
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
@@ -142,6 +144,12 @@ class Ledger:
         self._closed = False
         self._pending: list[tuple[Any, ...]] = []
         self._pending_since = 0.0
+        self._writes: ThreadPoolExecutor | None = None
+        """The thread batches are written on, in order."""
+        self._written: Future[None] | None = None
+        """The last batch handed to it."""
+        self._broken: LedgerError | None = None
+        """Why a batch could not be written; no later batch is written after it."""
         self.run: int | None = None
         self.recorded = 0
         """Requests written by this process."""
@@ -189,7 +197,7 @@ class Ledger:
                 bits[bit >> 3] |= 1 << (bit & 7)
         return bits, mask
 
-    # Writes: the sending thread.
+    # Writes: recorded by the sending thread, committed on the ledger's.
 
     def start_run(self, *, api_url: str, inputs: list[str], shard: str | None) -> None:
         """Record that a run began."""
@@ -220,7 +228,7 @@ class Ledger:
             )
         )
         if len(self._pending) >= FLUSH_ROWS:
-            self.flush()
+            self.flush(wait=False)
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -232,23 +240,40 @@ class Ledger:
     def flush_if_due(self) -> None:
         """Commit the batch if it has waited FLUSH_SECONDS."""
         if self._pending and time.monotonic() - self._pending_since >= FLUSH_SECONDS:
-            self.flush()
+            self.flush(wait=False)
 
-    def flush(self) -> None:
-        """Commit the batch."""
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        with self._lock, self._writing(), _transaction(self._writer):
-            # Many rows a statement: each statement lets go of the GIL and waits to get it back,
-            # which row by row would stall the event loop for a whole batch.
-            for start in range(0, len(pending), ROWS_PER_STATEMENT):
-                rows = pending[start : start + ROWS_PER_STATEMENT]
-                values = ", ".join([_ROW] * len(rows))
-                self._writer.execute(
-                    f"INSERT OR IGNORE INTO requests VALUES {values}",
-                    [field for row in rows for field in row],
-                )
+    def flush(self, *, wait: bool = True) -> None:
+        """Commit the batch, on a thread of the ledger's own: SQLite lets go of the GIL while it
+        writes, so the writing runs beside the sending (about 7% of a send's work on its thread).
+        With ``wait``, until every batch handed over is committed. A batch that could not be written
+        raises LedgerError at the next flush."""
+        written = self._written
+        if written is not None and written.done():
+            written.result()
+        if self._pending:
+            pending, self._pending = self._pending, []
+            if self._writes is None:
+                self._writes = ThreadPoolExecutor(1, thread_name_prefix="segroute-ledger")
+            self._written = self._writes.submit(self._write, pending)
+        if wait and self._written is not None:
+            self._written.result()
+
+    def _write(self, pending: list[tuple[Any, ...]]) -> None:
+        if self._broken is not None:
+            raise self._broken
+        try:
+            with self._lock, self._writing(), _transaction(self._writer):
+                # Many rows a statement: fewer trips between Python and SQLite.
+                for start in range(0, len(pending), ROWS_PER_STATEMENT):
+                    rows = pending[start : start + ROWS_PER_STATEMENT]
+                    values = ", ".join([_ROW] * len(rows))
+                    self._writer.execute(
+                        f"INSERT OR IGNORE INTO requests VALUES {values}",
+                        [field for row in rows for field in row],
+                    )
+        except LedgerError as exc:
+            self._broken = exc
+            raise
         self.recorded += len(pending)
 
     def end_run(self, *, counts: dict[str, int], stopped_by: str | None) -> None:
@@ -275,6 +300,8 @@ class Ledger:
         try:
             self.flush()
         finally:
+            if self._writes is not None:
+                self._writes.shutdown()
             with self._lock:
                 self._closed = True
                 self._writer.close()

@@ -27,6 +27,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from segroute.cli import app
+from segroute.errors import LedgerError
 from segroute.events import Event
 from segroute.ledger import Ledger
 from segroute.pipeline import RequestResult
@@ -843,3 +844,34 @@ def test_lookups_answer_from_the_filter_and_the_database_alike(tmp_path: Path) -
         assert not any(opened.accepted(other, f"k-{n}") for n in range(700))
     finally:
         opened.close()
+
+
+def test_a_batch_that_fails_on_the_writing_thread_stops_the_ledger_at_a_whole_prefix(tmp_path: Path) -> None:
+    url, path = "http://127.0.0.1:9", "/automations/a/invoke"
+    ledger_path = tmp_path / "l.sqlite3"
+    Ledger(ledger_path).close()
+    with contextlib.closing(sqlite3.connect(ledger_path)) as connection:
+        connection.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON requests WHEN NEW.key = 'k-700' "
+            "BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+        )
+        connection.commit()
+
+    def record(ledger: Ledger, n: int) -> None:
+        event = Event(f"f:{n}", {}, "track", f"m-{n}", "u", "E")
+        request = Request("POST", url + path, path, b"{}", f"k-{n}", Target("automation", "a"))
+        ledger.record(url, RequestResult(request, event, "sent", "", 200, 1))
+
+    ledger = Ledger(ledger_path)
+    for n in range(500):  # the first batch, handed to the writing thread as it fills
+        record(ledger, n)
+    ledger.flush()  # waits: it is committed
+    # The second batch fails at k-700; the third is not written after it. The error comes at the next
+    # flush after the failure: a later record's, or the close's, whichever the thread's timing makes it.
+    with pytest.raises(LedgerError, match="cannot write: database or disk is full"):
+        try:
+            for n in range(500, 1500):
+                record(ledger, n)
+        finally:
+            ledger.close()
+    assert ledger_keys(ledger_path) == {f"k-{n}" for n in range(500)}
