@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, final
 
 from segroute._json import dumps
@@ -164,7 +166,8 @@ class SeenIds:
 
     def _spill(self) -> None:
         if self._reader is None:
-            self._folder = tempfile.TemporaryDirectory(prefix="segroute-seen-")
+            _sweep_stale_folders()
+            self._folder = tempfile.TemporaryDirectory(prefix=f"{_SEEN_PREFIX}{os.getpid()}-")
             path = os.path.join(self._folder.name, "seen.sqlite3")
             # Used by one thread at a time, but not always the same one.
             self._writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -223,6 +226,26 @@ class SeenIds:
             if self._folder is not None:
                 self._folder.cleanup()
                 self._folder = None
+
+
+_SEEN_PREFIX = "segroute-seen-"
+
+
+def _sweep_stale_folders() -> None:
+    """Remove the spill folders of runs that were killed (SIGKILL, out of memory) before they could
+    remove their own: this user's, whose process is gone. POSIX only, where signal 0 only asks."""
+    if os.name != "posix":
+        return
+    for folder in Path(tempfile.gettempdir()).glob(f"{_SEEN_PREFIX}*-*"):
+        try:
+            pid = int(folder.name.removeprefix(_SEEN_PREFIX).split("-", 1)[0])
+            if folder.stat().st_uid != os.getuid():
+                continue
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, OSError):  # not one of ours, or a process that is still there
+            continue
 
 
 def plan(

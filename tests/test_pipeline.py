@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +191,24 @@ def test_outcomes_add_up_to_what_was_read(events: list[Any]) -> None:
         summary.add(outcome)
     assert summary.read == len(non_blank)
     assert summary.count("planned") + summary.count("skipped") + summary.count("rejected") == summary.read
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the sweep asks with signal 0, which only POSIX has")
+def test_a_spill_sweeps_the_folders_killed_runs_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f"segroute-seen-{int(ended.stdout)}-abc"  # its process is gone: killed, say
+    stale.mkdir()
+    (stale / "seen.sqlite3").write_bytes(b"ids")
+    running = tmp_path / f"segroute-seen-{os.getpid()}-def"  # a run still going
+    running.mkdir()
+    unrelated = tmp_path / "segroute-seen-notes"
+    unrelated.mkdir()
+    seen = SeenIds(memory=2)
+    assert seen.add("a") and seen.add("b")  # the first spill makes its folder
+    assert not stale.exists() and running.exists() and unrelated.exists()
+    [own] = [p for p in tmp_path.glob(f"segroute-seen-{os.getpid()}-*") if p != running]
+    seen.close()
+    assert not own.exists()
