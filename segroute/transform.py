@@ -32,8 +32,16 @@ def idempotency_key(message_id: str, method: str, path: str) -> str:
 
     The same on every run and every machine for the same event and target, whatever the base URL.
     """
-    digest = hashlib.sha256(f"{message_id}\n{method} {path}".encode()).hexdigest()
-    return IDEMPOTENCY_KEY_PREFIX + digest[:32]
+    return _key(message_id.encode(), _after_id(method, path))
+
+
+def _after_id(method: str, path: str) -> bytes:
+    """What a key hashes after the messageId."""
+    return f"\n{method} {path}".encode()
+
+
+def _key(message_id: bytes, after_id: bytes) -> str:
+    return IDEMPOTENCY_KEY_PREFIX + hashlib.sha256(message_id + after_id).hexdigest()[:32]
 
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
@@ -60,7 +68,7 @@ def _invoke(target: Target) -> tuple[str, bytes, bytes]:
     found = _INVOKES.get((target.automation, target.brand))
     if found is None:
         path = f"/automations/{path_segment(target.automation or '')}/invoke"
-        found = (path, b'{"brand":' + dumps(target.brand), f"\nPOST {path}".encode())
+        found = (path, b'{"brand":' + dumps(target.brand), _after_id("POST", path))
         _INVOKES[target.automation, target.brand] = found
     return found
 
@@ -68,14 +76,14 @@ def _invoke(target: Target) -> tuple[str, bytes, bytes]:
 def build_requests(event: Event, targets: tuple[Target, ...], base_url: str) -> tuple[Request, ...]:
     """The requests for a routed event; the event is serialized once however many targets it has.
 
-    The same as `idempotency_key` gives, put together from parts made once per automation.
+    Keys are `idempotency_key`'s, from parts made once per automation.
     """
     requests = []
     data: bytes | None = None
     message_id = event.message_id.encode()
     for target in targets:
         if target.kind == "automation":
-            path, head, method_path = _invoke(target)
+            path, head, after_id = _invoke(target)
             if len(targets) == 1:  # the usual case: the body in one pass
                 body = dumps(
                     {"brand": target.brand, "data": event.data, "profile": None, "recipient": event.user_id}
@@ -89,8 +97,7 @@ def build_requests(event: Event, targets: tuple[Target, ...], base_url: str) -> 
                 body = head + data
         else:
             path = f"/profiles/{path_segment(event.user_id or '')}"
-            method_path = f"\nPOST {path}".encode()
+            after_id = _after_id("POST", path)
             body = b'{"profile":' + dumps(event.data.get("traits")) + b"}"
-        key = IDEMPOTENCY_KEY_PREFIX + hashlib.sha256(message_id + method_path).hexdigest()[:32]
-        requests.append(Request("POST", base_url + path, path, body, key, target))
+        requests.append(Request("POST", base_url + path, path, body, _key(message_id, after_id), target))
     return tuple(requests)

@@ -325,3 +325,14 @@ def test_a_path_segment_is_what_quote_makes_of_it_and_never_a_dot_step(value: st
         assert segment == value.replace(".", "%2E")
     else:
         assert segment == quote(value, safe="")
+
+
+def test_an_event_with_several_targets_gets_the_bodies_it_would_get_alone() -> None:
+    # Two ways to build a body (one target: one pass; several: the event serialized once, shared).
+    event = make_event(dict(TRACK))
+    targets = (Target("automation", "a", "brand-1"), Target("automation", "b"))
+    together = build_requests(event, targets, BASE)
+    alone = [build_requests(event, (target,), BASE)[0] for target in targets]
+    assert [(r.body, r.idempotency_key, r.url) for r in together] == [
+        (r.body, r.idempotency_key, r.url) for r in alone
+    ]
