@@ -69,20 +69,14 @@ def default_path(config_path: Path, env: dict[str, str] | os._Environ[str]) -> P
     return config_path.parent / DEFAULT_NAME
 
 
-_second: list[Any] = [None, ""]
-
-
 _ROW = "(?, ?, ?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', ?, 'unixepoch'), ?)"
 """A request row's values: accepted_at comes as seconds since the epoch, written as `_now` writes it."""
 
 
 def _now() -> str:
-    """The time as ISO-8601 UTC to the millisecond; the date and time formatted once a second."""
+    """The time as ISO-8601 UTC to the millisecond, for a run's start and end."""
     now = time.time()
-    second = int(now)
-    if _second[0] != second:
-        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
-    return f"{_second[1]}.{int((now - second) * 1000):03d}Z"
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now))}.{int(now % 1 * 1000):03d}Z"
 
 
 def _connect(path: Path) -> sqlite3.Connection:
