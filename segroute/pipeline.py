@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import stat
 import tempfile
 import threading
 from collections import Counter
@@ -239,7 +240,8 @@ def _sweep_stale_folders() -> None:
     for folder in Path(tempfile.gettempdir()).glob(f"{_SEEN_PREFIX}*-*"):
         try:
             pid = int(folder.name.removeprefix(_SEEN_PREFIX).split("-", 1)[0])
-            if folder.stat().st_uid != os.getuid():
+            found = folder.lstat()  # a link is never followed, nor anything not this user's
+            if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
                 continue
             os.kill(pid, 0)
         except ProcessLookupError:

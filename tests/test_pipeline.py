@@ -206,9 +206,14 @@ def test_a_spill_sweeps_the_folders_killed_runs_left(tmp_path: Path, monkeypatch
     running.mkdir()
     unrelated = tmp_path / "segroute-seen-notes"
     unrelated.mkdir()
+    kept = tmp_path / "kept"  # a link with a dead process's name is never followed into
+    (kept / "data").mkdir(parents=True)
+    link = tmp_path / f"segroute-seen-{int(ended.stdout)}-link"
+    link.symlink_to(kept)
     seen = SeenIds(memory=2)
     assert seen.add("a") and seen.add("b")  # the first spill makes its folder
     assert not stale.exists() and running.exists() and unrelated.exists()
+    assert link.is_symlink() and (kept / "data").is_dir()
     [own] = [p for p in tmp_path.glob(f"segroute-seen-{os.getpid()}-*") if p != running]
     seen.close()
     assert not own.exists()
