@@ -7,9 +7,9 @@ import shutil
 import sqlite3
 import stat
 import tempfile
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, final
@@ -140,8 +140,9 @@ class SeenIds:
         self._folder: tempfile.TemporaryDirectory[str] | None = None
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._inserts: ThreadPoolExecutor | None = None
+        self._inserted: Future[None] | None = None
+        """The insert last handed to the thread; its error is raised at the next spill."""
         self._bloom = bytearray()
         self._mask = 0
 
@@ -180,6 +181,7 @@ class SeenIds:
             self._reader.execute("PRAGMA cache_size = -1000")
             self._bloom = bytearray(BLOOM_BYTES)
             self._mask = BLOOM_BYTES * 8 - 1
+            self._inserts = ThreadPoolExecutor(1, thread_name_prefix="segroute-seen")
         self._wait()
         moving, self._recent = self._recent, set()
         bloom, mask = self._bloom, self._mask
@@ -187,38 +189,31 @@ class SeenIds:
             bit = hash(message_id) & mask
             bloom[bit >> 3] |= 1 << (bit & 7)
         self._moving = moving
-        text = dumps(list(moving)).decode()
-        self._thread = threading.Thread(target=self._insert, args=(text,), name="segroute-seen", daemon=True)
-        self._thread.start()
+        assert self._inserts is not None
+        self._inserted = self._inserts.submit(self._insert, dumps(list(moving)).decode())
 
     def _insert(self, text: str) -> None:
         assert self._writer is not None
-        try:
-            # Sorted, the inserts walk the index in order instead of jumping about it.
-            self._writer.execute(
-                "INSERT OR IGNORE INTO seen SELECT value FROM json_each(?) ORDER BY value", (text,)
-            )
-        except BaseException as exc:  # noqa: BLE001 - raised again on the caller's thread
-            self._error = exc
-        else:
-            self._moving = None
+        # Sorted, the inserts walk the index in order instead of jumping about it.
+        self._writer.execute(
+            "INSERT OR IGNORE INTO seen SELECT value FROM json_each(?) ORDER BY value", (text,)
+        )
+        self._moving = None  # committed: SQLite answers for these ids now
 
     def _wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+        inserted, self._inserted = self._inserted, None
+        if inserted is not None:
+            inserted.result()
 
     def close(self) -> None:
-        """Drop the spilled ids; an insert still running is cut short, as its ids are dropped too."""
+        """Drop the spilled ids; an insert still pending or running is cut short, as its ids are
+        dropped too."""
         try:
-            if self._thread is not None:
-                if self._writer is not None:
-                    self._writer.interrupt()
-                self._thread.join()
-                self._thread = None
+            inserted = self._inserted
+            if inserted is not None and not inserted.cancel() and self._writer is not None:
+                self._writer.interrupt()
+            if self._inserts is not None:
+                self._inserts.shutdown()
         finally:
             for connection in (self._reader, self._writer):
                 if connection is not None:
