@@ -15,6 +15,8 @@ from segroute.sources import Record
 EVENT_TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias"})
 MAX_EVENT_BYTES = 32 * 1024
 """Segment's limit for one message."""
+_MAYBE_TOO_LARGE = MAX_EVENT_BYTES // 4
+"""Characters of JSON text past which a value may be over MAX_EVENT_BYTES (UTF-8: up to 4 bytes each)."""
 DERIVED_ID_PREFIX = "sr-"
 
 
@@ -83,9 +85,6 @@ def parse_event(record: Record) -> Event | Invalid:
         except ValueError as exc:
             return Invalid(record.origin, "too_deep", str(exc), value)
     return Event(record.origin, value, kind, message_id, user_id, name)
-
-
-_MAYBE_TOO_LARGE = MAX_EVENT_BYTES // 4
 
 
 def _too_large(origin: str, value: dict[str, Any]) -> Invalid | None:
