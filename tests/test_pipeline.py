@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -179,16 +180,27 @@ def test_summary_counts_add_up_and_set_the_exit_code() -> None:
             st.just({"type": "bogus"}),
         ),
         max_size=30,
-    )
+    ),
+    st.sets(st.integers(0, 30)),
 )
-def test_outcomes_add_up_to_what_was_read(events: list[Any]) -> None:
+def test_outcomes_add_up_to_what_was_read(events: list[Any], read_after: set[int]) -> None:
     data = lines(*events)
     outcomes = [o for o in run(data) if not isinstance(o, Note)]
     non_blank = [e for e in events if e != b""]
     assert len(outcomes) == len(non_blank)
     summary = Summary()
-    for outcome in outcomes:
+    expected: Counter[tuple[str, str]] = Counter()
+    planned: Counter[tuple[str, str]] = Counter()
+    for n, outcome in enumerate(outcomes):
         summary.add(outcome)
+        if isinstance(outcome, Planned):
+            expected["planned", ""] += 1
+            planned.update((request.target.label, "planned") for request in outcome.requests)
+        else:
+            expected["skipped" if isinstance(outcome, Skipped) else "rejected", outcome.reason] += 1
+        if n in read_after:  # reading in the middle of a run changes nothing that is counted after
+            assert summary.outcomes == expected and summary.targets == planned
+    assert summary.outcomes == expected and summary.targets == planned
     assert summary.read == len(non_blank)
     assert summary.count("planned") + summary.count("skipped") + summary.count("rejected") == summary.read
 
