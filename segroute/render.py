@@ -47,6 +47,7 @@ class JsonlWriter:
     def write(self, requests: Sequence[Request], event: Event) -> None:
         """Write the lines for one event's requests: method, url, headers (never Authorization), body
         (the bytes to be sent, embedded as they are), origin, messageId."""
+        lines = self._lines
         for request in requests:
             line = {
                 "method": request.method,
@@ -56,7 +57,11 @@ class JsonlWriter:
                 "origin": event.origin,
                 "messageId": event.message_id,
             }
-            self._add(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+            text = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+            lines.append(text)  # `_add`, inline: this runs once per request of a dry run
+            self._size += len(text)
+        if self._size >= JSONL_BUFFER:
+            self._write()
 
     def result(self, result: RequestResult) -> None:
         """Write the line for a request that ended."""

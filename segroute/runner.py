@@ -109,15 +109,17 @@ class _Outputs:
         self._base_url = base_url
 
     def outcome(self, outcome: Outcome | Note | Delivered) -> None:
-        if isinstance(outcome, Note):
+        if type(outcome) is Planned:  # the usual outcome first: a type test is the cheapest
+            self.summary.add(outcome)
+            self._display.request(outcome)
+        elif isinstance(outcome, Note):
             self._display.note(outcome)
             return
-        self.summary.add(outcome)
-        if isinstance(outcome, Planned):
-            self._display.request(outcome)
-        elif isinstance(outcome, Rejected):
-            self.problems.add_rejected(outcome)
-            self._display.rejected(outcome)
+        else:
+            self.summary.add(outcome)
+            if isinstance(outcome, Rejected):
+                self.problems.add_rejected(outcome)
+                self._display.rejected(outcome)
         if self._failed is not None:
             self._failed.add(outcome)
 
