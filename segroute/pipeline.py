@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, final
+from typing import Any, Literal, cast, final
 
 from segroute._json import dumps
 from segroute.errors import ExitCode
@@ -276,14 +276,19 @@ def plan(
     ``other_shard``. ``already_sent(key)`` tells requests Courier accepted in an earlier run (the
     ledger): they are not sent again, and an event with nothing left is skipped as ``already_sent``.
     """
-    stream: Iterator[Event | Outcome | Note] = _select(items, selection, shard)
-    if order == "timestamp":
-        from segroute.ordering import order_by_time
-
-        stream = order_by_time(stream)
     planner = _Planner(router, base_url, already_sent)
+    if order == "input" and limit is None:  # the usual run: each event planned as it is selected
+        stream = _select(items, selection, shard, planner.outcome)
+        outcomes = cast(Iterator[Outcome | Note], stream)
+    else:
+        stream = _select(items, selection, shard)
+        if order == "timestamp":
+            from segroute.ordering import order_by_time
+
+            stream = order_by_time(stream)
+        outcomes = _route(stream, planner.outcome, limit, read_on=order == "timestamp")
     try:
-        yield from _route(stream, planner.outcome, limit, read_on=order == "timestamp")
+        yield from outcomes
     finally:
         planner.close()
         close = getattr(stream, "close", None)
@@ -292,11 +297,14 @@ def plan(
 
 
 def _select(
-    items: Iterable[Item], selection: Selection | None, shard: tuple[int, int] | None
+    items: Iterable[Item],
+    selection: Selection | None,
+    shard: tuple[int, int] | None,
+    outcome: Callable[[Event], Outcome] | None = None,
 ) -> Iterator[Event | Outcome | Note]:
-    """Records -> events the shard and the selection keep; the rest as outcomes (rejected, skipped)
-    or notes. A shard reports the records it rejects only when they fall to it by origin, so that
-    N shards report each rejection once."""
+    """Records -> events the shard and the selection keep, or their ``outcome`` when it is given;
+    the rest as outcomes (rejected, skipped) or notes. A shard reports the records it rejects only
+    when they fall to it by origin, so that N shards report each rejection once."""
     matches = selection.matches if selection is not None and selection.active else None
     for item in items:
         if type(item) is Record:  # the usual item first: a type test is the cheapest
@@ -307,7 +315,7 @@ def _select(
                 yield Skipped(event.origin, "other_shard", event.message_id, event)
                 continue
             elif matches is None or matches(event):
-                yield event
+                yield event if outcome is None else outcome(event)
                 continue
             else:
                 yield Skipped(event.origin, "filtered", event.message_id, event)
