@@ -92,6 +92,7 @@ class RequestResult:
     detail: str = ""
 
 
+@final
 @dataclass(slots=True)  # not frozen: made per event, and frozen costs 4x
 class Delivered:
     """An event whose requests have all ended: sent, failed, or not attempted (the run stopped)."""
@@ -403,70 +404,81 @@ def in_shard(key: str, shard: tuple[int, int]) -> bool:
 
 
 class Summary:
-    """What a run did: one outcome per record read, and what became of the requests per target."""
+    """What a run did: one outcome per record read, and what became of the requests per target.
+
+    Counted in plain ints and dicts: Counter's += costs twice a dict's, on every event of a run.
+    The properties hand out Counters, made when they are read.
+    """
 
     def __init__(self) -> None:
-        self._outcomes: Counter[tuple[str, str]] = Counter()
-        self._targets: Counter[tuple[str, str]] = Counter()
-        self.statuses: Counter[int] = Counter()
-        """The last HTTP status of each request that got an answer -> requests."""
-        self.retries = 0
+        self._outcomes: dict[tuple[str, str], int] = {}
+        self._targets: dict[tuple[str, str], int] = {}
+        self._statuses: dict[int, int] = {}
         self._unlinked: dict[str, int] = {}
-        # The usual outcomes are counted in plain ints and dicts, three times cheaper than Counter's
-        # +=, and folded into the Counters whenever they are read.
         self._planned = 0
+        """Events planned, the usual outcome of a dry run: apart, as one int."""
         self._planned_to: dict[str, int] = {}
         """Target label -> requests planned."""
         self._skipped: dict[str, int] = {}
-        """Reason -> events skipped."""
+        """Reason -> events skipped, apart too: a plain key costs less than a tuple."""
+        self.retries = 0
 
     @property
     def outcomes(self) -> Counter[tuple[str, str]]:
         """(outcome, reason) -> records; the reason is "" for records planned or sent as they are."""
-        self._fold()
-        return self._outcomes
+        counts = Counter(self._outcomes)
+        if self._planned:
+            counts["planned", ""] += self._planned
+        for reason, count in self._skipped.items():
+            counts["skipped", reason] += count
+        return counts
 
     @property
     def targets(self) -> Counter[tuple[str, str]]:
         """(target label, request outcome: planned, sent, failed, not_attempted or already_sent) ->
         requests."""
-        self._fold()
-        return self._targets
+        counts = Counter(self._targets)
+        for label, count in self._planned_to.items():
+            counts[label, "planned"] += count
+        return counts
+
+    @property
+    def statuses(self) -> Counter[int]:
+        """The last HTTP status of each request that got an answer -> requests."""
+        return Counter(self._statuses)
 
     @property
     def unlinked(self) -> Counter[str]:
         """Track event names no link names -> events, for the first MAX_UNLINKED_NAMES names."""
         return Counter(self._unlinked)
 
-    def _fold(self) -> None:
-        if self._planned:
-            self._outcomes["planned", ""] += self._planned
-            self._planned = 0
-        if self._planned_to:
-            for label, count in self._planned_to.items():
-                self._targets[label, "planned"] += count
-            self._planned_to = {}
-        if self._skipped:
-            for reason, count in self._skipped.items():
-                self._outcomes["skipped", reason] += count
-            self._skipped = {}
-
     def add(self, outcome: Outcome | Delivered) -> None:
         """Count one outcome."""
+        targets = self._targets
+        key: tuple[str, str]
         if type(outcome) is Planned:  # the usual outcome first: a type test is the cheapest
             self._planned += 1
             planned_to = self._planned_to
             for request in outcome.requests:
                 label = request.target.label
                 planned_to[label] = planned_to.get(label, 0) + 1
-            for request in outcome.done:
-                self._targets[request.target.label, "already_sent"] += 1
+            done = outcome.done
+        elif type(outcome) is Delivered:
+            key = outcome.outcome, outcome.reason
+            self._outcomes[key] = self._outcomes.get(key, 0) + 1
+            statuses = self._statuses
+            for result in outcome.results:
+                key = result.request.target.label, result.outcome
+                targets[key] = targets.get(key, 0) + 1
+                status = result.status
+                if status is not None:
+                    statuses[status] = statuses.get(status, 0) + 1
+                if result.attempts > 1:
+                    self.retries += result.attempts - 1
+            done = outcome.done
         elif type(outcome) is Skipped:
-            skipped = self._skipped
             reason = outcome.reason
-            skipped[reason] = skipped.get(reason, 0) + 1
-            for request in outcome.requests:
-                self._targets[request.target.label, "already_sent"] += 1
+            self._skipped[reason] = self._skipped.get(reason, 0) + 1
             if reason == "unlinked" and outcome.event is not None and outcome.event.name is not None:
                 name = outcome.event.name
                 unlinked = self._unlinked
@@ -474,17 +486,14 @@ class Summary:
                     unlinked[name] += 1
                 elif len(unlinked) < MAX_UNLINKED_NAMES:
                     unlinked[name] = 1
-        elif isinstance(outcome, Delivered):
-            self._outcomes[outcome.outcome, outcome.reason] += 1
-            for request in outcome.done:
-                self._targets[request.target.label, "already_sent"] += 1
-            for result in outcome.results:
-                self._targets[result.request.target.label, result.outcome] += 1
-                if result.status is not None:
-                    self.statuses[result.status] += 1
-                self.retries += max(0, result.attempts - 1)
+            done = outcome.requests
         else:
-            self._outcomes["rejected", outcome.reason] += 1
+            key = "rejected", outcome.reason
+            self._outcomes[key] = self._outcomes.get(key, 0) + 1
+            return
+        for request in done:  # requests accepted in an earlier run
+            key = request.target.label, "already_sent"
+            targets[key] = targets.get(key, 0) + 1
 
     @property
     def read(self) -> int:

@@ -20,9 +20,21 @@ from hypothesis import strategies as st
 from segroute import pipeline
 from segroute.config import Config, Link
 from segroute.errors import ExitCode
-from segroute.pipeline import NOT_JSON, Planned, Rejected, SeenIds, Skipped, Summary, plan
-from segroute.routing import Router
+from segroute.events import Event
+from segroute.pipeline import (
+    NOT_JSON,
+    Delivered,
+    Planned,
+    Rejected,
+    RequestResult,
+    SeenIds,
+    Skipped,
+    Summary,
+    plan,
+)
+from segroute.routing import Router, Target
 from segroute.sources import Note, iter_stream
+from segroute.transform import Request
 
 BASE = "https://api.courier.com"
 CONFIG = Config(links=[Link(event="Checkout Complete", automation="order-confirmation")])
@@ -167,6 +179,45 @@ def test_summary_counts_add_up_and_set_the_exit_code() -> None:
     clean = Summary()
     clean.add(Skipped("x:1", "unlinked", "m"))
     assert clean.exit_code is ExitCode.OK
+
+
+def test_summary_counts_what_a_send_delivered() -> None:
+    automation, profile = Target("automation", "order-confirmation"), Target("profile")
+    event = Event("in.jsonl:1", {"type": "identify"}, "identify", "m1", "u1", None)
+
+    def request(target: Target, key: str) -> Request:
+        return Request("POST", "https://x/p", "/p", b"{}", key, target)
+
+    summary = Summary()
+    first, second, earlier = request(automation, "k1"), request(profile, "k2"), request(profile, "k0")
+    summary.add(
+        Delivered(
+            event,
+            (
+                RequestResult(first, event, "sent", "", 202, attempts=3),
+                RequestResult(second, event, "failed", "http_500", 500, attempts=2),
+            ),
+            done=(earlier,),
+        )
+    )
+    summary.add(Delivered(event, (RequestResult(first, event, "sent", "duplicate", 409, attempts=1),)))
+    summary.add(Delivered(event, (RequestResult(second, event, "not_attempted", "stopped"),)))
+    summary.add(Skipped("in.jsonl:4", "already_sent", "m4", event, (earlier,)))
+    assert summary.outcomes == {
+        ("failed", "http_500"): 1,
+        ("sent", "duplicate"): 1,
+        ("not_attempted", "stopped"): 1,
+        ("skipped", "already_sent"): 1,
+    }
+    assert summary.targets == {
+        ("automation order-confirmation", "sent"): 2,
+        ("profile merge", "failed"): 1,
+        ("profile merge", "not_attempted"): 1,
+        ("profile merge", "already_sent"): 2,
+    }
+    assert summary.statuses == {202: 1, 500: 1, 409: 1}
+    assert summary.retries == 3
+    assert summary.read == 4 and summary.exit_code is ExitCode.FAILED
 
 
 @settings(max_examples=100, deadline=None)
