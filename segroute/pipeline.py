@@ -125,8 +125,9 @@ class SeenIds:
     """Every messageId seen in a run, exactly, in bounded memory.
 
     The most recent ids are a set; when it fills, they move to a private temporary SQLite database
-    (deleted when closed) and into a one-probe Bloom filter of BLOOM_BYTES. An id missing from the
-    set is looked up in SQLite only when the filter says it may be there: for a new id, rarely.
+    (deleted when closed). From that first move on, a one-probe Bloom filter of BLOOM_BYTES holds
+    every id seen, each marked as it is added. An id missing from the set is looked up in SQLite
+    only when the filter says it may be there: for a new id, rarely.
 
     The move is one SQL statement (the ids as one JSON array, sorted by SQLite) run on a thread of
     its own: SQLite lets go of the GIL for the whole statement, so the insert costs the caller
