@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from segroute.errors import LedgerError, UsageError
 from segroute.pipeline import RequestResult
 
@@ -28,8 +30,6 @@ DEFAULT_NAME = "segroute-ledger.sqlite3"
 """The ledger's file name, beside the config file unless --ledger or $SEGROUTE_LEDGER says otherwise."""
 SCHEMA_VERSION = 1
 FLUSH_ROWS = 500
-ROWS_PER_STATEMENT = 250
-"""Rows per INSERT: 2,500 parameters, within SQLite's 32,766."""
 FLUSH_SECONDS = 0.5
 """A batch is committed when it holds FLUSH_ROWS requests or is this old, whichever comes first."""
 
@@ -69,8 +69,15 @@ def default_path(config_path: Path, env: dict[str, str] | os._Environ[str]) -> P
     return config_path.parent / DEFAULT_NAME
 
 
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', ?, 'unixepoch'), ?)"
-"""A request row's values: accepted_at comes as seconds since the epoch, written as `_now` writes it."""
+_INSERT_BATCH = (
+    "INSERT OR IGNORE INTO requests SELECT "
+    + "".join(f"json_extract(value, '$[{n}]'), " for n in range(8))
+    + "strftime('%Y-%m-%dT%H:%M:%fZ', json_extract(value, '$[8]'), 'unixepoch'), json_extract(value, '$[9]') "
+    + "FROM json_each(?)"
+)
+"""A batch of request rows, given as one JSON array of arrays: one statement, one parameter, so
+SQLite holds no GIL from the first row to the last. accepted_at comes as seconds since the epoch,
+written as `_now` writes it."""
 
 
 def _now() -> str:
@@ -248,27 +255,21 @@ class Ledger:
             pending, self._pending = self._pending, []
             if self._writes is None:
                 self._writes = ThreadPoolExecutor(1, thread_name_prefix="segroute-ledger")
-            self._written = self._writes.submit(self._write, pending)
+            # Serialized here, in one C call: on the ledger's thread it would hold the GIL as long.
+            self._written = self._writes.submit(self._write, orjson.dumps(pending).decode(), len(pending))
         if wait and self._written is not None:
             self._written.result()
 
-    def _write(self, pending: list[tuple[Any, ...]]) -> None:
+    def _write(self, rows: str, count: int) -> None:
         if self._broken is not None:
             raise self._broken
         try:
             with self._lock, self._writing(), _transaction(self._writer):
-                # Many rows a statement: fewer trips between Python and SQLite.
-                for start in range(0, len(pending), ROWS_PER_STATEMENT):
-                    rows = pending[start : start + ROWS_PER_STATEMENT]
-                    values = ", ".join([_ROW] * len(rows))
-                    self._writer.execute(
-                        f"INSERT OR IGNORE INTO requests VALUES {values}",
-                        [field for row in rows for field in row],
-                    )
+                self._writer.execute(_INSERT_BATCH, (rows,))
         except LedgerError as exc:
             self._broken = exc
             raise
-        self.recorded += len(pending)
+        self.recorded += count
 
     def end_run(self, *, counts: dict[str, int], stopped_by: str | None) -> None:
         """Commit what is left and record how the run ended."""

@@ -832,7 +832,7 @@ def test_lookups_answer_from_the_filter_and_the_database_alike(tmp_path: Path) -
     url, other, path = "http://127.0.0.1:9", "http://127.0.0.1:8", "/automations/a/invoke"
     written = Ledger(tmp_path / "l.sqlite3")
     assert not written.accepted(url, "k-0")  # an empty ledger: no query at all
-    for n in range(700):  # more rows than one INSERT statement takes
+    for n in range(700):  # more rows than one batch holds
         event = Event(f"f:{n}", {}, "track", f"m-{n}", "u", "E")
         request = Request("POST", url + path, path, b"{}", f"k-{n}", Target("automation", "a"))
         written.record(url, RequestResult(request, event, "sent", "", 200, 1))
@@ -844,6 +844,47 @@ def test_lookups_answer_from_the_filter_and_the_database_alike(tmp_path: Path) -
         assert not any(opened.accepted(other, f"k-{n}") for n in range(700))
     finally:
         opened.close()
+
+
+def test_each_row_is_written_as_it_was_recorded(tmp_path: Path) -> None:
+    """A batch goes to SQLite as one JSON text: every column must come back with its value and type."""
+    url, path = "http://127.0.0.1:9/v1", "/profiles/ana%20mar%C3%ADa"
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    ledger.start_run(api_url=url, inputs=["in.jsonl"], shard=None)
+    recorded = [
+        (Target("automation", 'order "confirmation"/eu'), "ana maría 🎉", "run-1", None, 202),
+        (Target("profile"), None, None, "req-2", 409),
+    ]
+    before = time.time()
+    for n, (target, user, run_id, request_id, status) in enumerate(recorded):
+        event = Event(f"in.jsonl:{n}", {}, "identify", f'm-{n}-\\"ü', user, None)
+        request = Request("POST", url + path, path, b"{}", f"sr1-{n}", target)
+        ledger.record(url, RequestResult(request, event, "sent", "", status, 1, run_id, request_id))
+    ledger.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "l.sqlite3")) as connection:
+        rows = connection.execute(
+            "SELECT api_url, key, target, message_id, recipient, status, courier_run_id,"
+            " courier_request_id, accepted_at, run, typeof(status), typeof(run) FROM requests ORDER BY key"
+        ).fetchall()
+    assert [row[:8] + row[9:] for row in rows] == [
+        (
+            url,
+            "sr1-0",
+            'order "confirmation"/eu',
+            'm-0-\\"ü',
+            "ana maría 🎉",
+            202,
+            "run-1",
+            None,
+            1,
+            "integer",
+            "integer",
+        ),
+        (url, "sr1-1", "(profile)", 'm-1-\\"ü', None, 409, None, "req-2", 1, "integer", "integer"),
+    ]
+    for row in rows:
+        accepted = datetime.datetime.strptime(row[8], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.UTC)
+        assert before - 1 <= accepted.timestamp() <= time.time() + 1
 
 
 def test_a_batch_that_fails_on_the_writing_thread_stops_the_ledger_at_a_whole_prefix(tmp_path: Path) -> None:
