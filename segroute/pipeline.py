@@ -377,6 +377,10 @@ class _Planner:
             return Rejected(event.origin, "too_deep", str(exc), event.data)
         sent = self._sent
         if sent is not None:
+            if len(requests) == 1:  # the usual event: one request, no generator to make
+                if sent(requests[0].idempotency_key):
+                    return Skipped(event.origin, "already_sent", event.message_id, event, requests)
+                return Planned(event, requests)
             done = tuple(request for request in requests if sent(request.idempotency_key))
             if len(done) == len(requests):
                 return Skipped(event.origin, "already_sent", event.message_id, event, done)

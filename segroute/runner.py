@@ -124,9 +124,11 @@ class _Outputs:
             self._failed.add(outcome)
 
     def result(self, result: RequestResult) -> None:
-        if self._ledger is not None and result.outcome == "sent":
-            self._ledger.record(self._base_url, result)
-        self.problems.add_result(result)
+        if result.outcome == "sent":
+            if self._ledger is not None:
+                self._ledger.record(self._base_url, result)
+        else:  # what did not go out is kept for the report
+            self.problems.add_result(result)
         self._display.result(result)
 
 
