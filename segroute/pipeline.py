@@ -469,10 +469,14 @@ class Summary:
                 planned_to[label] = planned_to.get(label, 0) + 1
             done = outcome.done
         elif type(outcome) is Delivered:
-            key = outcome.outcome, outcome.reason
+            results = outcome.results
+            if len(results) == 1:  # the usual event: its one request's outcome is the event's
+                key = results[0].outcome, results[0].reason
+            else:
+                key = outcome.outcome, outcome.reason
             self._outcomes[key] = self._outcomes.get(key, 0) + 1
             statuses = self._statuses
-            for result in outcome.results:
+            for result in results:
                 key = result.request.target.label, result.outcome
                 targets[key] = targets.get(key, 0) + 1
                 status = result.status
