@@ -808,17 +808,22 @@ def test_inspect_counts_what_the_ledger_holds_as_sent_before(courier: FakeCourie
     assert found["outcomes"]["skipped"]["already_sent"] == 6
 
 
-def test_a_ledger_that_cannot_be_written_stops_the_run_with_exit_1(
-    courier: FakeCourier, ledger: Path
-) -> None:
+def fill_the_disk(ledger: Path, *, when: str = "1") -> None:
+    """A new ledger where what a full disk looks like from here happens: every write of a request
+    for which ``when`` holds fails."""
     Ledger(ledger).close()
     with contextlib.closing(sqlite3.connect(ledger)) as connection:
-        # What a full disk looks like from here: every write of a request fails.
         connection.execute(
-            "CREATE TRIGGER full BEFORE INSERT ON requests "
+            f"CREATE TRIGGER full BEFORE INSERT ON requests WHEN {when} "
             "BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
         )
         connection.commit()
+
+
+def test_a_ledger_that_cannot_be_written_stops_the_run_with_exit_1(
+    courier: FakeCourier, ledger: Path
+) -> None:
+    fill_the_disk(ledger)
     events = write_events([checkout(n, f"u{n}") for n in range(3)])
     result = send(courier, events)
     assert result.exit_code == 1, result.stderr
@@ -890,13 +895,7 @@ def test_each_row_is_written_as_it_was_recorded(tmp_path: Path) -> None:
 def test_a_batch_that_fails_on_the_writing_thread_stops_the_ledger_at_a_whole_prefix(tmp_path: Path) -> None:
     url, path = "http://127.0.0.1:9", "/automations/a/invoke"
     ledger_path = tmp_path / "l.sqlite3"
-    Ledger(ledger_path).close()
-    with contextlib.closing(sqlite3.connect(ledger_path)) as connection:
-        connection.execute(
-            "CREATE TRIGGER full BEFORE INSERT ON requests WHEN NEW.key = 'k-700' "
-            "BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
-        )
-        connection.commit()
+    fill_the_disk(ledger_path, when="NEW.key = 'k-700'")
 
     def record(ledger: Ledger, n: int) -> None:
         event = Event(f"f:{n}", {}, "track", f"m-{n}", "u", "E")
