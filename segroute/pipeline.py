@@ -469,14 +469,10 @@ class Summary:
                 planned_to[label] = planned_to.get(label, 0) + 1
             done = outcome.done
         elif type(outcome) is Delivered:
-            results = outcome.results
-            if len(results) == 1:  # the usual event: its one request's outcome is the event's
-                key = results[0].outcome, results[0].reason
-            else:
-                key = outcome.outcome, outcome.reason
+            key = outcome.outcome, outcome.reason  # one request: its own, without a set to make
             self._outcomes[key] = self._outcomes.get(key, 0) + 1
             statuses = self._statuses
-            for result in results:
+            for result in outcome.results:
                 key = result.request.target.label, result.outcome
                 targets[key] = targets.get(key, 0) + 1
                 status = result.status
