@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from segroute._json import dumps
 from segroute.errors import LedgerError, UsageError
 from segroute.pipeline import RequestResult
 
@@ -256,7 +255,7 @@ class Ledger:
             if self._writes is None:
                 self._writes = ThreadPoolExecutor(1, thread_name_prefix="segroute-ledger")
             # Serialized here, in one C call: on the ledger's thread it would hold the GIL as long.
-            self._written = self._writes.submit(self._write, orjson.dumps(pending).decode(), len(pending))
+            self._written = self._writes.submit(self._write, dumps(pending).decode(), len(pending))
         if wait and self._written is not None:
             self._written.result()
 
