@@ -17,7 +17,8 @@ import zipfile
 from collections.abc import Callable, Iterator
 from typing import IO, Any, Protocol
 
-from segroute.sources import EXPANSION_FLOOR, MAX_EXPANSION, BadRecord, Item, display_name
+from segroute.names import display_name
+from segroute.sources import EXPANSION_FLOOR, MAX_EXPANSION, BadRecord, Item
 
 MAX_TAR_HEADER_BYTES = 1024 * 1024
 """The largest pax or GNU long-name header read; tarfile holds these whole in memory."""

@@ -17,17 +17,14 @@ import typer
 
 from segroute import __version__, render
 from segroute.errors import AuthError, ExitCode, SegrouteError, UsageError
-from segroute.events import EVENT_TYPES
-from segroute.ledger import Ledger
-from segroute.ledger import default_path as default_ledger
-from segroute.ledger import merge as merge_ledgers
-from segroute.runner import RunOptions, RunResult, run, take_inventory
-from segroute.selection import Selection, parse_bound
-from segroute.sources import check_inputs
 
+# The reading, routing and ledger modules load in the commands that use them, as the config does:
+# `--help` and `links` need none of them (they take a sixth of their start-up).
 if TYPE_CHECKING:
     from segroute.config import ConfigFile
     from segroute.delivery import DeliveryOptions
+    from segroute.runner import RunResult
+    from segroute.selection import Selection
 
 app = typer.Typer(
     name="segroute",
@@ -159,6 +156,9 @@ def _selection(
     until: str | None,
     sample: float | None,
 ) -> Selection:
+    from segroute.events import EVENT_TYPES
+    from segroute.selection import Selection, parse_bound
+
     bounds: dict[str, int | None] = {}
     for option, text, end in (("--since", since, False), ("--until", until, True)):
         try:
@@ -369,6 +369,8 @@ def send(
     Example: segroute send events.jsonl --dry-run --output jsonl
     """
     from segroute import config as settings
+    from segroute.ledger import default_path as default_ledger
+    from segroute.runner import RunOptions, run
 
     with _boundary():
         names = _input_names(inputs)
@@ -514,6 +516,8 @@ def _input_names(inputs: list[str] | None) -> list[str]:
         if sys.stdin is None or sys.stdin.isatty():
             raise UsageError("no input: name files or folders, or pipe events to stdin")
         inputs = ["-"]
+    from segroute.sources import check_inputs
+
     check_inputs(inputs)
     return inputs
 
@@ -571,6 +575,8 @@ def inspect(
     Example: segroute inspect segment-logs/ --since 2026-01-01 --fail-on unlinked
     """
     from segroute import config as settings
+    from segroute.ledger import default_path as default_ledger
+    from segroute.runner import RunOptions, take_inventory
 
     with _boundary():
         names = _input_names(inputs)
@@ -695,6 +701,7 @@ app.add_typer(ledger_app)
 
 def _ledger_path(option: Path | None, config: str | None) -> Path:
     from segroute import config as settings
+    from segroute.ledger import default_path as default_ledger
 
     if option is not None:
         return option
@@ -717,6 +724,8 @@ def ledger_show(
     """
     if context.invoked_subcommand is not None:
         return
+    from segroute.ledger import Ledger
+
     with _boundary():
         with Ledger(_ledger_path(ledger, config), create=False) as opened:
             summary = opened.summary()
@@ -733,6 +742,8 @@ def ledger_export(ledger: LedgerOption = None, config: ConfigOption = None) -> N
 
     Example: segroute ledger export > accepted.jsonl
     """
+    from segroute.ledger import Ledger
+
     with _boundary():
         with Ledger(_ledger_path(ledger, config), create=False) as opened:
             for entry in opened.export():
@@ -749,11 +760,13 @@ def ledger_merge(
 
     Example: segroute ledger merge all.sqlite3 shard-1.sqlite3 shard-2.sqlite3
     """
+    from segroute.ledger import merge
+
     with _boundary():
         for path in inputs:
             if not path.exists():
                 raise UsageError(f"{path}: no such ledger")
-        added, runs = merge_ledgers(output, inputs)
+        added, runs = merge(output, inputs)
         render.show_message(
             render.stderr_console(), f"{output}: {added:,} accepted requests and {runs:,} runs merged in"
         )

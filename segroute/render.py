@@ -13,13 +13,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from segroute.events import Event
-from segroute.pipeline import Planned, Rejected, RequestResult, Summary
-from segroute.sources import Note, display_name
-from segroute.transform import CONTENT_TYPE, Request
+from segroute.names import display_name
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the pipeline's modules load only in the commands that read events
     from segroute.config import Link
+    from segroute.events import Event
+    from segroute.pipeline import Planned, Rejected, RequestResult, Summary
+    from segroute.sources import Note
+    from segroute.transform import Request
 
 
 def stdout_console() -> Console:
@@ -40,9 +41,12 @@ class JsonlWriter:
     """One JSON object per line per request, written to a binary stream in large writes."""
 
     def __init__(self, out: BinaryIO) -> None:
+        from segroute.transform import CONTENT_TYPE  # here, not at the top: see the imports
+
         self._out = out
         self._lines: list[bytes] = []
         self._size = 0
+        self._content_type = CONTENT_TYPE
 
     def write(self, requests: Sequence[Request], event: Event) -> None:
         """Write the lines for one event's requests: method, url, headers (never Authorization), body
@@ -52,7 +56,7 @@ class JsonlWriter:
             line = {
                 "method": request.method,
                 "url": request.url,
-                "headers": {"Idempotency-Key": request.idempotency_key, "Content-Type": CONTENT_TYPE},
+                "headers": {"Idempotency-Key": request.idempotency_key, "Content-Type": self._content_type},
                 "body": orjson.Fragment(request.body),
                 "origin": event.origin,
                 "messageId": event.message_id,
@@ -95,14 +99,20 @@ class TextWriter:
     """A readable view of the same requests, for a terminal."""
 
     def __init__(self, out: IO[str]) -> None:
+        from segroute.transform import CONTENT_TYPE
+
         self._console = _DataConsole(file=out, soft_wrap=True)
+        self._content_type = CONTENT_TYPE
 
     def write(self, requests: Sequence[Request], event: Event) -> None:
         """Show one event's requests: the request line, headers, origin, then the body."""
         for request in requests:
             self._console.print(Text(f"{request.method} {request.url}", style="bold"))
             self._console.print(
-                Text(f"Idempotency-Key: {request.idempotency_key}\nContent-Type: {CONTENT_TYPE}", style="dim")
+                Text(
+                    f"Idempotency-Key: {request.idempotency_key}\nContent-Type: {self._content_type}",
+                    style="dim",
+                )
             )
             self._console.print(
                 Text(

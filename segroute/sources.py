@@ -25,6 +25,7 @@ from typing import IO, Any, BinaryIO, Protocol, cast, final
 
 from segroute import _json
 from segroute.errors import InputError
+from segroute.names import ESCAPED_BYTE, display_name
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_GZIP_LAYERS = 3
@@ -56,8 +57,6 @@ STDIN_NAME = "<stdin>"
 _WHITESPACE = b" \t\r\n"
 _NEWLINE = ord("\n")
 _JSON_WHITESPACE = " \t\r\n"
-_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 @final
@@ -174,13 +173,6 @@ class _Cursor:
 
     def __init__(self) -> None:
         self.line = 0
-
-
-def display_name(name: str) -> str:
-    """A path as it can be shown and written as JSON: undecodable bytes and control characters escaped."""
-    if _ESCAPED_BYTE.search(name):
-        name = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], name)
 
 
 def check_inputs(inputs: Iterable[str]) -> None:
@@ -628,7 +620,7 @@ def _bad_json(origin: str, text: bytes | str, exc: ValueError) -> BadRecord:
             text = text.decode("utf-8")
         except UnicodeDecodeError as bad:
             return BadRecord(origin, "invalid_utf8", f"not valid UTF-8 (byte {bad.start + 1})")
-    if _ESCAPED_BYTE.search(text):
+    if ESCAPED_BYTE.search(text):
         return BadRecord(origin, "invalid_utf8", "not valid UTF-8")
     try:
         json.loads(text)
@@ -711,7 +703,7 @@ class _ValueReader:
         new = self._decoder.decode(data, final=not data)
         if self._bad_utf8 is not None:
             self._bad_utf8 -= self._pos
-        elif found := _ESCAPED_BYTE.search(new):
+        elif found := ESCAPED_BYTE.search(new):
             self._bad_utf8 = len(kept) + found.start()
         self._text = kept + new
         self._counted -= self._pos
@@ -762,7 +754,7 @@ class _ValueReader:
             start, self._pos = self._pos, end
             text = self._text[start:end]
             if self._bad_utf8 is not None and self._bad_utf8 < end:
-                found = _ESCAPED_BYTE.search(self._text, end)
+                found = ESCAPED_BYTE.search(self._text, end)
                 self._bad_utf8 = found.start() if found else None
                 return BadRecord(origin, "invalid_utf8", "not valid UTF-8")
             try:

@@ -70,6 +70,25 @@ def test_version() -> None:
     assert result.stdout == f"segroute {__version__}\n"
 
 
+# What reads, routes and sends events; `--help` and `links` need none of it, and start faster without.
+PIPELINE_MODULES = ("segroute.sources", "segroute.pipeline", "segroute.runner", "segroute.ledger", "msgspec")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["links"], ["send", "--help"]])
+def test_help_and_links_load_no_pipeline_module(args: list[str]) -> None:
+    config_with_link()
+    code = (
+        "import sys\n"
+        "from segroute.cli import main\n"
+        f"sys.argv = ['segroute', *{args!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        f"print(sorted(set({PIPELINE_MODULES!r}) & set(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
 def test_dry_run_jsonl_is_the_exact_request() -> None:
     config_with_link()
     write_events(Path("events.jsonl"), TRACK)
