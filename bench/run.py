@@ -13,6 +13,9 @@ process's max RSS.
   official client writes them (about 1 KB: nested properties and context), gzip'd NDJSON. The floor
   is a bare loop over the same file: gunzip (python-isal when installed), orjson.loads, build the
   body, orjson.dumps. Rates include each process's start-up.
+- Start-up: milliseconds to run ``segroute --help`` and ``segroute links``, medians of
+  ``--startup-runs`` (9); beside them, a bare two-command typer app's ``--help`` (the framework's
+  own start-up) and ``python -c pass``.
 - Send: requests per second against the endpoint at concurrency 1, 16 and 64, the median of
   ``--repeat`` runs (3) taken in turns with the ceiling's, from segroute's own
   report (the run, without interpreter start-up; the ledger on, as by default). Beside it: the
@@ -185,6 +188,35 @@ with gz.open(sys.argv[1], 'rb') as f:
             out.write(b"\\n".join(lines)); lines = []
 out.write(b"\\n".join(lines))
 """
+
+
+TYPER_APP = """
+import typer
+app = typer.Typer(add_completion=False)
+@app.command()
+def links(config: str | None = None) -> None:
+    "List the links."
+@app.command()
+def send(inputs: list[str], dry_run: bool = False) -> None:
+    "Send the events."
+app()
+"""
+
+
+def startup(config: Path, runs: int) -> dict[str, Any]:
+    """Milliseconds to run ``segroute --help`` and ``segroute links`` (medians of ``runs``, taken in
+    turns); beside them, the same for a bare two-command typer app's --help, and the interpreter."""
+    commands = {
+        "segroute_help_ms": segroute_command() + ["--help"],
+        "segroute_links_ms": segroute_command() + ["links", "-c", str(config)],
+        "typer_app_help_ms": [sys.executable, "-c", TYPER_APP, "--help"],
+        "python_ms": [sys.executable, "-c", "pass"],
+    }
+    times: dict[str, list[float]] = {key: [] for key in commands}
+    for _ in range(runs):
+        for key, command in commands.items():
+            times[key].append(measured(command)[0])
+    return {key: round(statistics.median(found) * 1000) for key, found in times.items()}
 
 
 def compile_segroute() -> None:
@@ -380,6 +412,9 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per send measurement; the median is shown"
     )
+    parser.add_argument(
+        "--startup-runs", type=int, default=9, help="runs per start-up measurement; the median is shown"
+    )
     args = parser.parse_args()
     compile_segroute()
 
@@ -393,6 +428,8 @@ def main() -> None:
         folder = Path(scratch)
         config = folder / "segroute.toml"
         config.write_text(CONFIG)
+        results["startup"] = startup(config, args.startup_runs)
+        print(f"start-up: {results['startup']}", file=sys.stderr)
         for size in args.sizes:
             path = folder / f"events-{size}.jsonl.gz"
             mean = write_events(path, size)
@@ -471,6 +508,21 @@ def table(results: dict[str, Any], earlier: dict[str, Any] | None) -> str:
             f"| dry run, {n:,} events, peak memory (MB) | {row['segroute_max_rss_mb']} "
             f"| floor {row['floor_max_rss_mb']} | |"
             + before("dry_run", "events", "", n, "segroute_max_rss_mb")
+        )
+    if "startup" in results:
+        found = results["startup"]
+
+        def earlier_startup(key: str) -> str:
+            return "" if earlier is None else f" {earlier.get('startup', {}).get(key, '-')} |"
+
+        lines.append(
+            f"| start-up, `segroute --help`, ms | {found['segroute_help_ms']} "
+            f"| bare typer app {found['typer_app_help_ms']}, python {found['python_ms']} | |"
+            + earlier_startup("segroute_help_ms")
+        )
+        lines.append(
+            f"| start-up, `segroute links`, ms | {found['segroute_links_ms']} | | |"
+            + earlier_startup("segroute_links_ms")
         )
     sequential = results.get("sdk_sequential_req_per_s")
     for row in results["send"]:
