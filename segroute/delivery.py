@@ -33,6 +33,8 @@ READ_BATCH = 256
 """Outcomes read from the inputs per trip to the reader thread."""
 URL_CACHE = 4096
 """Parsed URLs kept; a profile merge's is its user's."""
+WINDOW_PER_WORKER = 4
+"""Requests open per worker: enough queued that no worker waits for the reader."""
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -327,15 +329,19 @@ class Dispatcher:
         self._stop = stop
         self._on_request = on_request
         self._on_event = on_event
-        # Requests queued or waiting behind their recipient's earlier ones, plus those in flight: a
-        # bound on memory.
-        self._window = asyncio.Semaphore(options.concurrency * 4)
         self._ready: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._waiting: dict[str, collections.deque[_Job]] = {}
         self._busy: set[str] = set()
         """Recipients with a request queued or in flight."""
         self._open = 0
-        """Requests submitted that have not ended."""
+        """Requests submitted that have not ended: queued, waiting behind their recipient's earlier
+        ones, or in flight."""
+        self._window = options.concurrency * WINDOW_PER_WORKER
+        """The most requests open at once: a bound on memory."""
+        self._refill_at = self._window - options.concurrency
+        self._room: asyncio.Future[None] | None = None
+        """What `submit` waits on when the window is full: done once it has drained to
+        ``_refill_at``, so the reader wakes once for a round of requests, not once for each."""
         self._closed = False
         self._aborted = False
         self._in_flight: set[asyncio.Task[Any]] = set()
@@ -351,7 +357,9 @@ class Dispatcher:
         state = _EventState(planned.event, len(planned.requests), planned.done)
         recipient = planned.event.user_id or ""
         for request in planned.requests:
-            await self._window.acquire()
+            if self._open >= self._window:
+                self._room = asyncio.get_running_loop().create_future()
+                await self._room
             self._open += 1
             job = _Job(request, state, recipient)
             if recipient in self._busy:
@@ -432,8 +440,12 @@ class Dispatcher:
             if self.output_error is None:
                 self.output_error = exc
             self._stop.set()
-        self._window.release()
         self._open -= 1
+        room = self._room
+        if room is not None and self._open <= self._refill_at:
+            self._room = None
+            if not room.done():  # cancelled when the submitting task was
+                room.set_result(None)
         if self._closed and self._open == 0:
             self._release_workers()
 

@@ -19,7 +19,20 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from segroute.cli import app
-from segroute.delivery import Backoff, RateLimiter, retry_after_seconds
+from segroute.config import Config, Link
+from segroute.delivery import (
+    INLINE_BATCH,
+    WINDOW_PER_WORKER,
+    Backoff,
+    DeliveryOptions,
+    RateLimiter,
+    deliver,
+    open_session,
+    retry_after_seconds,
+)
+from segroute.pipeline import plan
+from segroute.routing import Router
+from segroute.sources import Record
 from tests.courier_server import API_KEY, FakeCourier, Received
 
 runner = CliRunner()
@@ -556,3 +569,44 @@ def test_events_piped_in_go_out_as_they_come_and_ctrl_c_stops_a_waiting_run(
         proc.wait(timeout=30)
     assert [line["outcome"] for line in got] == ["sent"] * 3
     assert proc.returncode == 130, err
+
+
+def test_reading_waits_while_the_window_of_open_requests_is_full(courier: FakeCourier) -> None:
+    """Events are read only as far ahead as WINDOW_PER_WORKER requests a worker: on a slow server the
+    rest of the input waits unread, so memory holds a window, not the input."""
+    courier.fault("delay", times=10**6, seconds=0.005)
+    options = DeliveryOptions(concurrency=2)
+    router = Router(Config(links=[Link(event="Checkout Complete", automation="a")]))
+    count = 120
+    read = ended = most_open = 0
+
+    def records() -> Any:
+        nonlocal read, most_open
+        for n in range(count):
+            read += 1
+            most_open = max(most_open, read - ended)
+            yield Record(f"events:{n + 1}", checkout(n, f"user-{n}"), 100)
+
+    def on_request(result: Any) -> None:
+        nonlocal ended
+        assert result.outcome == "sent", result
+        ended += 1
+
+    async def main() -> None:
+        async with open_session(API_KEY, options) as session:
+            await deliver(
+                plan(records(), router, base_url=courier.url),
+                session=session,
+                options=options,
+                stop=asyncio.Event(),
+                on_outcome=lambda outcome: None,
+                on_request=on_request,
+                read_inline=True,
+            )
+
+    asyncio.run(main())
+    assert ended == count
+    assert_each_key_acted_on_once(courier, count)
+    # The window, a batch the reader takes in one turn, and the event being read.
+    window = options.concurrency * WINDOW_PER_WORKER
+    assert window < most_open <= window + INLINE_BATCH + 1
