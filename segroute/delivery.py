@@ -329,7 +329,10 @@ class Dispatcher:
         self._stop = stop
         self._on_request = on_request
         self._on_event = on_event
-        self._ready: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._ready: collections.deque[_Job | None] = collections.deque()
+        """Jobs to start, None to let a worker go; handed straight to an idle worker when one waits."""
+        self._idle: collections.deque[asyncio.Future[_Job | None]] = collections.deque()
+        """Workers waiting for a job. (An asyncio.Queue does the same with a few calls more a job.)"""
         self._waiting: dict[str, collections.deque[_Job]] = {}
         self._busy: set[str] = set()
         """Recipients with a request queued or in flight."""
@@ -366,7 +369,7 @@ class Dispatcher:
                 self._waiting.setdefault(recipient, collections.deque()).append(job)
             else:
                 self._busy.add(recipient)
-                self._ready.put_nowait(job)
+                self._start(job)
 
     async def join(self) -> None:
         """Wait until every request submitted has ended, then let the workers go."""
@@ -377,7 +380,7 @@ class Dispatcher:
 
     def _release_workers(self) -> None:
         for _ in self.tasks:
-            self._ready.put_nowait(None)
+            self._start(None)
 
     def cut_off(self) -> None:
         """The drain timed out: end the requests in flight now (they end as not attempted)."""
@@ -396,8 +399,14 @@ class Dispatcher:
         task = asyncio.current_task()
         assert task is not None
         send, stop, in_flight = self._sender.send, self._stop, self._in_flight
+        ready, idle, create_future = self._ready, self._idle, asyncio.get_running_loop().create_future
         while not self._aborted:
-            job = await self._ready.get()
+            if ready:
+                job = ready.popleft()
+            else:
+                waiting: asyncio.Future[_Job | None] = create_future()
+                idle.append(waiting)
+                job = await waiting
             if job is None:
                 return
             request, event = job.request, job.state.event
@@ -426,10 +435,19 @@ class Dispatcher:
                     stop.set()
             self._end(job, result)
 
+    def _start(self, job: _Job | None) -> None:
+        idle = self._idle
+        while idle:
+            worker = idle.popleft()
+            if not worker.done():  # done: cancelled with its worker
+                worker.set_result(job)
+                return
+        self._ready.append(job)
+
     def _end(self, job: _Job, result: RequestResult) -> None:
         waiting = self._waiting.get(job.recipient)
         if waiting:
-            self._ready.put_nowait(waiting.popleft())
+            self._start(waiting.popleft())
             if not waiting:
                 del self._waiting[job.recipient]
         else:
