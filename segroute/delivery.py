@@ -330,9 +330,11 @@ class Dispatcher:
         self._on_request = on_request
         self._on_event = on_event
         self._ready: collections.deque[_Job | None] = collections.deque()
-        """Jobs to start, None to let a worker go; handed straight to an idle worker when one waits."""
-        self._idle: collections.deque[asyncio.Future[_Job | None]] = collections.deque()
-        """Workers waiting for a job. (An asyncio.Queue does the same with a few calls more a job.)"""
+        """Jobs to start, None to let a worker go: taken by whichever worker comes first, often one
+        that just ended a request and goes on without a wake-up."""
+        self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
+        """Workers waiting for a job, each woken for one added. (An asyncio.Queue, with a few calls more
+        a job.)"""
         self._waiting: dict[str, collections.deque[_Job]] = {}
         self._busy: set[str] = set()
         """Recipients with a request queued or in flight."""
@@ -401,12 +403,11 @@ class Dispatcher:
         send, stop, in_flight = self._sender.send, self._stop, self._in_flight
         ready, idle, create_future = self._ready, self._idle, asyncio.get_running_loop().create_future
         while not self._aborted:
-            if ready:
-                job = ready.popleft()
-            else:
-                waiting: asyncio.Future[_Job | None] = create_future()
+            while not ready:
+                waiting: asyncio.Future[None] = create_future()
                 idle.append(waiting)
-                job = await waiting
+                await waiting
+            job = ready.popleft()
             if job is None:
                 return
             request, event = job.request, job.state.event
@@ -436,13 +437,13 @@ class Dispatcher:
             self._end(job, result)
 
     def _start(self, job: _Job | None) -> None:
+        self._ready.append(job)
         idle = self._idle
         while idle:
             worker = idle.popleft()
             if not worker.done():  # done: cancelled with its worker
-                worker.set_result(job)
+                worker.set_result(None)
                 return
-        self._ready.append(job)
 
     def _end(self, job: _Job, result: RequestResult) -> None:
         waiting = self._waiting.get(job.recipient)
