@@ -22,6 +22,10 @@ process's max RSS.
   ceiling, a bare aiohttp loop posting pre-serialized bodies with the same concurrency; and what a
   user would write instead, the official Courier SDK (``trycourier``) in a loop, sequential and on a
   pool of 16 threads.
+- Send with latency: the same endpoint answering ``--latency-ms`` (20) late, as an API across a
+  network does: segroute at concurrency 16 and 64 beside the SDK, sequential and on 16 threads.
+  Against an endpoint that answers in microseconds every client is bound by its own CPU; here,
+  by how many requests it keeps in flight.
 """
 
 from __future__ import annotations
@@ -251,13 +255,14 @@ def dry_run(path: Path, config: Path, count: int) -> dict[str, Any]:
 # --- sending ------------------------------------------------------------------------------------
 
 
-def start_server() -> tuple[subprocess.Popen[bytes], str, str]:
-    """The endpoint: Node's http server when node is installed, else a Python one."""
+def start_server(delay_ms: int = 0) -> tuple[subprocess.Popen[bytes], str, str]:
+    """The endpoint: Node's http server when node is installed, else a Python one; each answer
+    ``delay_ms`` late."""
     node = shutil.which("node")
     if node:
-        command, kind = [node, str(HERE / "server.js")], "node http"
+        command, kind = [node, str(HERE / "server.js"), str(delay_ms)], "node http"
     else:
-        command, kind = [sys.executable, "-c", PY_SERVER], "python aiohttp (no node: slower)"
+        command, kind = [sys.executable, "-c", PY_SERVER, str(delay_ms)], "python aiohttp (no node: slower)"
     proc = subprocess.Popen(command, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
@@ -267,8 +272,11 @@ def start_server() -> tuple[subprocess.Popen[bytes], str, str]:
 PY_SERVER = """
 import asyncio, socket, sys
 from aiohttp import web
+DELAY = int(sys.argv[1]) / 1000
 async def handle(request):
     await request.read()
+    if DELAY:
+        await asyncio.sleep(DELAY)
     return web.Response(body=b'{"runId":"1-bench"}', content_type="application/json")
 async def main():
     app = web.Application(); app.router.add_post("/{tail:.*}", handle)
@@ -359,6 +367,30 @@ def segroute_send(url: str, path: Path, config: Path, concurrency: int, folder: 
     return float(found["requests_per_second"])
 
 
+def with_latency(delay_ms: int, requests: int, send_path: Path, config: Path, folder: Path) -> dict[str, Any]:
+    """segroute at concurrency 16 and 64, and the SDK sequential and on 16 threads, against an endpoint
+    that answers ``delay_ms`` late: where a user's time goes to the network, not to the client."""
+    lines = send_path.read_bytes().splitlines(True)
+    path = folder / "latency.jsonl"
+    path.write_bytes(b"".join(lines[:requests]))
+    # The sequential SDK waits out every answer: fewer requests, or it alone would take minutes.
+    sdk_path = folder / "latency-sdk.jsonl"
+    sdk_path.write_bytes(b"".join(lines[: max(1, min(requests, 5_000 // max(delay_ms, 1)))]))
+    server, url, _ = start_server(delay_ms)
+    try:
+        found: dict[str, Any] = {"delay_ms": delay_ms, "requests": requests}
+        for concurrency in (16, 64):
+            found[f"segroute_c{concurrency}_req_per_s"] = round(
+                segroute_send(url, path, config, concurrency, folder)
+            )
+        found["sdk_sequential_req_per_s"] = round(python_rate(SDK, url, "1", str(sdk_path)))
+        found["sdk_threads16_req_per_s"] = round(python_rate(SDK, url, "16", str(path)))
+        return found
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def python_rate(code: str, *args: str) -> float:
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -409,6 +441,13 @@ def main() -> None:
     )
     parser.add_argument("--compare", type=Path, help="an earlier results file to show beside this run")
     parser.add_argument("--skip-send", action="store_true", help="only the dry run")
+    parser.add_argument(
+        "--latency-ms",
+        type=int,
+        default=20,
+        help="the sends against an endpoint that answers this late, as an API across a network does",
+    )
+    parser.add_argument("--latency-requests", type=int, default=4_000, help="requests per send with latency")
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per send measurement; the median is shown"
     )
@@ -469,6 +508,11 @@ def main() -> None:
             finally:
                 server.terminate()
                 server.wait()
+            if args.latency_ms:
+                results["latency"] = with_latency(
+                    args.latency_ms, args.latency_requests, send_path, config, folder
+                )
+                print(f"with latency: {results['latency']}", file=sys.stderr)
     out = args.out or HERE / "results" / f"{results['date'].replace(':', '')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
@@ -540,6 +584,16 @@ def table(results: dict[str, Any], earlier: dict[str, Any] | None) -> str:
         ):
             extra = "" if earlier is None else f" {earlier.get(key, '-'):,} |"
             lines.append(f"| {label} | | {results[key]:,} | |{extra}")
+    if "latency" in results:
+        found = results["latency"]
+        ms, sdk = found["delay_ms"], found["sdk_sequential_req_per_s"]
+        for c in (16, 64):
+            ours = found[f"segroute_c{c}_req_per_s"]
+            lines.append(
+                f"| send, endpoint {ms} ms late, concurrency {c}, requests/s | {ours:,} "
+                f"| SDK sequential {sdk:,}, on 16 threads {found['sdk_threads16_req_per_s']:,} "
+                f"| {ours / sdk:.0f}x the sequential SDK |"
+            )
     if "endpoint" in results:
         lines.append(f"\nendpoint: {results['endpoint']} on 127.0.0.1")
     return "\n".join(lines)
