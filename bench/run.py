@@ -557,7 +557,7 @@ def table(results: dict[str, Any], earlier: dict[str, Any] | None) -> str:
         found = results["startup"]
 
         def earlier_startup(key: str) -> str:
-            return "" if earlier is None else f" {earlier.get('startup', {}).get(key, '-')} |"
+            return "" if earlier is None else f" {_cell(earlier.get('startup', {}).get(key))} |"
 
         lines.append(
             f"| start-up, `segroute --help`, ms | {found['segroute_help_ms']} "
@@ -582,7 +582,7 @@ def table(results: dict[str, Any], earlier: dict[str, Any] | None) -> str:
             ("Courier SDK (trycourier), sequential, requests/s", "sdk_sequential_req_per_s"),
             ("Courier SDK, 16 threads, requests/s", "sdk_threads16_req_per_s"),
         ):
-            extra = "" if earlier is None else f" {earlier.get(key, '-'):,} |"
+            extra = "" if earlier is None else f" {_cell(earlier.get(key))} |"
             lines.append(f"| {label} | | {results[key]:,} | |{extra}")
     if "latency" in results:
         found = results["latency"]
@@ -593,10 +593,20 @@ def table(results: dict[str, Any], earlier: dict[str, Any] | None) -> str:
                 f"| send, endpoint {ms} ms late, concurrency {c}, requests/s | {ours:,} "
                 f"| SDK sequential {sdk:,}, on 16 threads {found['sdk_threads16_req_per_s']:,} "
                 f"| {ours / sdk:.0f}x the sequential SDK |"
+                + (
+                    ""
+                    if earlier is None
+                    else f" {_cell(earlier.get('latency', {}).get(f'segroute_c{c}_req_per_s'))} |"
+                )
             )
     if "endpoint" in results:
         lines.append(f"\nendpoint: {results['endpoint']} on 127.0.0.1")
     return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    """An earlier run's figure: a number with thousands separators, or - when that run lacks it."""
+    return f"{value:,}" if isinstance(value, int | float) else "-"
 
 
 if __name__ == "__main__":
