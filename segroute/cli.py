@@ -512,12 +512,12 @@ def _exit_code(result: RunResult) -> ExitCode:
 
 
 def _input_names(inputs: list[str] | None) -> list[str]:
+    from segroute.sources import check_inputs
+
     if not inputs:
         if sys.stdin is None or sys.stdin.isatty():
             raise UsageError("no input: name files or folders, or pipe events to stdin")
         inputs = ["-"]
-    from segroute.sources import check_inputs
-
     check_inputs(inputs)
     return inputs
 

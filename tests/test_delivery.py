@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from segroute.delivery import (
     open_session,
     retry_after_seconds,
 )
-from segroute.pipeline import plan
+from segroute.pipeline import RequestResult, plan
 from segroute.routing import Router
 from segroute.sources import Record
 from tests.courier_server import API_KEY, FakeCourier, Received
@@ -580,14 +581,14 @@ def test_reading_waits_while_the_window_of_open_requests_is_full(courier: FakeCo
     count = 120
     read = ended = most_open = 0
 
-    def records() -> Any:
+    def records() -> Iterator[Record]:
         nonlocal read, most_open
         for n in range(count):
             read += 1
             most_open = max(most_open, read - ended)
             yield Record(f"events:{n + 1}", checkout(n, f"user-{n}"), 100)
 
-    def on_request(result: Any) -> None:
+    def on_request(result: RequestResult) -> None:
         nonlocal ended
         assert result.outcome == "sent", result
         ended += 1
