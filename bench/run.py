@@ -531,14 +531,17 @@ def table(results: dict[str, Any], earlier: dict[str, Any] | None) -> str:
         "|---|---|---|---|" + ("---|" if earlier else ""),
     ]
 
-    def before(section: str, key: str, match: str, value: Any, field: str) -> str:
-        """The earlier run's figure for the same row, as a last cell."""
+    past = earlier or {}
+
+    def before(value: Any) -> str:
+        """The earlier run's figure for a row, as a last cell: - when that run lacks it."""
         if earlier is None:
             return ""
-        for row in earlier.get(section, []):
-            if row.get(key) == value:
-                return f" {row.get(field, '-'):,} |"
-        return " - |"
+        return f" {value:,} |" if isinstance(value, int | float) else " - |"
+
+    def past_row(section: str, key: str, value: Any) -> dict[str, Any]:
+        """The earlier run's row of a section with the same ``key``, if it has one."""
+        return next((row for row in past.get(section, []) if row.get(key) == value), {})
 
     for row in results["dry_run"]:
         n = row["events"]
@@ -546,27 +549,23 @@ def table(results: dict[str, Any], earlier: dict[str, Any] | None) -> str:
             f"| dry run, {n:,} events (~{row['mean_event_bytes']} B), events/s "
             f"| {row['segroute_events_per_s']:,} "
             f"| floor {row['floor_events_per_s']:,} | {row['fraction_of_floor']:.0%} of floor |"
-            + before("dry_run", "events", "", n, "segroute_events_per_s")
+            + before(past_row("dry_run", "events", n).get("segroute_events_per_s"))
         )
         lines.append(
             f"| dry run, {n:,} events, peak memory (MB) | {row['segroute_max_rss_mb']} "
             f"| floor {row['floor_max_rss_mb']} | |"
-            + before("dry_run", "events", "", n, "segroute_max_rss_mb")
+            + before(past_row("dry_run", "events", n).get("segroute_max_rss_mb"))
         )
     if "startup" in results:
-        found = results["startup"]
-
-        def earlier_startup(key: str) -> str:
-            return "" if earlier is None else f" {_cell(earlier.get('startup', {}).get(key))} |"
-
+        found, started = results["startup"], past.get("startup", {})
         lines.append(
             f"| start-up, `segroute --help`, ms | {found['segroute_help_ms']} "
             f"| bare typer app {found['typer_app_help_ms']}, python {found['python_ms']} | |"
-            + earlier_startup("segroute_help_ms")
+            + before(started.get("segroute_help_ms"))
         )
         lines.append(
             f"| start-up, `segroute links`, ms | {found['segroute_links_ms']} | | |"
-            + earlier_startup("segroute_links_ms")
+            + before(started.get("segroute_links_ms"))
         )
     sequential = results.get("sdk_sequential_req_per_s")
     for row in results["send"]:
@@ -575,15 +574,14 @@ def table(results: dict[str, Any], earlier: dict[str, Any] | None) -> str:
         lines.append(
             f"| send, concurrency {c}, requests/s | {row['segroute_req_per_s']:,} "
             f"| raw aiohttp {row['ceiling_req_per_s']:,} | {row['fraction_of_ceiling']:.0%} of raw{vs_sdk} |"
-            + before("send", "concurrency", "", c, "segroute_req_per_s")
+            + before(past_row("send", "concurrency", c).get("segroute_req_per_s"))
         )
     if sequential:
         for label, key in (
             ("Courier SDK (trycourier), sequential, requests/s", "sdk_sequential_req_per_s"),
             ("Courier SDK, 16 threads, requests/s", "sdk_threads16_req_per_s"),
         ):
-            extra = "" if earlier is None else f" {_cell(earlier.get(key))} |"
-            lines.append(f"| {label} | | {results[key]:,} | |{extra}")
+            lines.append(f"| {label} | | {results[key]:,} | |" + before(past.get(key)))
     if "latency" in results:
         found = results["latency"]
         ms, sdk = found["delay_ms"], found["sdk_sequential_req_per_s"]
@@ -593,20 +591,11 @@ def table(results: dict[str, Any], earlier: dict[str, Any] | None) -> str:
                 f"| send, endpoint {ms} ms late, concurrency {c}, requests/s | {ours:,} "
                 f"| SDK sequential {sdk:,}, on 16 threads {found['sdk_threads16_req_per_s']:,} "
                 f"| {ours / sdk:.0f}x the sequential SDK |"
-                + (
-                    ""
-                    if earlier is None
-                    else f" {_cell(earlier.get('latency', {}).get(f'segroute_c{c}_req_per_s'))} |"
-                )
+                + before(past.get("latency", {}).get(f"segroute_c{c}_req_per_s"))
             )
     if "endpoint" in results:
         lines.append(f"\nendpoint: {results['endpoint']} on 127.0.0.1")
     return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    """An earlier run's figure: a number with thousands separators, or - when that run lacks it."""
-    return f"{value:,}" if isinstance(value, int | float) else "-"
 
 
 if __name__ == "__main__":
