@@ -6,7 +6,7 @@ The event itself stays the dict that was read, so the request's ``data`` is ever
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, final
 
 from segroute._json import dumps
@@ -34,6 +34,8 @@ class Event:
     user_id: str | None
     name: str | None
     """The track event's ``event``; None for other types."""
+    text: bytes | None = field(default=None, compare=False, repr=False)
+    """The event's JSON text as read (`Record.text`): requests carry it as it is, unserialized."""
 
 
 @final
@@ -84,7 +86,7 @@ def parse_event(record: Record) -> Event | Invalid:
             message_id = _identifier(message_id) or derive_message_id(value)
         except ValueError as exc:
             return Invalid(record.origin, "too_deep", str(exc), value)
-    return Event(record.origin, value, kind, message_id, user_id, name)
+    return Event(record.origin, value, kind, message_id, user_id, name, record.text)
 
 
 def _too_large(origin: str, value: dict[str, Any]) -> Invalid | None:

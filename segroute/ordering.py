@@ -153,14 +153,23 @@ class _Runs:
 
 
 def _encode(key: Key, event: Event) -> bytes:
-    # A tab never occurs in compact JSON (it is escaped inside strings), so it splits key from event.
-    body = _json.dumps([event.origin, event.type, event.user_id, event.name, event.data])
-    return _json.dumps(key) + b"\t" + body + b"\n"
+    """``key<TAB>[origin, type, userId, name, as read]<TAB>event\n``: the event's text as read when it
+    has one (so its requests carry the same bytes in either order), else its compact JSON.
+
+    Compact JSON holds no tab (one in a string is escaped), so the first two tabs split the line;
+    the event's text, which may hold tabs, comes last.
+    """
+    text = event.text
+    head = _json.dumps([event.origin, event.type, event.user_id, event.name, text is not None])
+    data = text if text is not None else _json.dumps(event.data)
+    return b"".join((_json.dumps(key), b"\t", head, b"\t", data, b"\n"))
 
 
 def _decode(key: Key, line: bytes) -> Event:
-    origin, kind, user_id, name, data = _json.loads(line[line.index(b"\t") + 1 :])
-    return Event(origin, data, kind, key[4], user_id, name)
+    _, head, data = line.split(b"\t", 2)
+    origin, kind, user_id, name, as_read = _json.loads(head)
+    text = data[:-1]
+    return Event(origin, _json.loads(text), kind, key[4], user_id, name, text if as_read else None)
 
 
 def _open_runs(stack: ExitStack, paths: Iterable[str]) -> list[Iterator[_Item]]:

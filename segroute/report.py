@@ -20,8 +20,8 @@ MAX_LISTED_PROBLEMS = 1000
 
 
 class FailedWriter:
-    """Every event that did not go out, one per line as parsed (same fields, same order), so that
-    ``segroute send FILE`` replays them."""
+    """Every event that did not go out, one per line, so that ``segroute send FILE`` replays them:
+    its line as read when it had one of its own, else as parsed (same fields, same order)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -37,7 +37,12 @@ class FailedWriter:
         """Keep the event if it did not go out: failed, not attempted, or rejected but still JSON."""
         if isinstance(outcome, Delivered):
             if outcome.outcome != "sent":
-                self._write(outcome.event.data)
+                text = outcome.event.text
+                if text is None:
+                    self._write(outcome.event.data)
+                else:
+                    self._out.write(text + b"\n")
+                    self.written += 1
         elif isinstance(outcome, Rejected) and outcome.value is not NOT_JSON:
             self._write(outcome.value)
 

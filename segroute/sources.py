@@ -56,6 +56,7 @@ ARCHIVE_ROOT = "segment-logs"
 STDIN_NAME = "<stdin>"
 _WHITESPACE = b" \t\r\n"
 _NEWLINE = ord("\n")
+_CR = ord("\r")
 _JSON_WHITESPACE = " \t\r\n"
 
 
@@ -69,6 +70,9 @@ class Record:
     value: Any
     size: int
     """The length of its JSON text as read: bytes, or characters for a value inside a larger text."""
+    text: bytes | None = field(default=None, compare=False, repr=False)
+    """The value's JSON text as read, without the whitespace around it, when the value is a whole
+    NDJSON line that holds no carriage return (a line break to some readers); else None."""
 
 
 @final
@@ -610,7 +614,8 @@ def _iter_ndjson(stream: _Readable, name: str, cursor: _Cursor) -> Iterator[Item
         if type(value) is dict and "batch" in value:
             yield from _expand(value, f"{name}:{cursor.line}", size)
         else:  # the usual line, one event: no generator to make
-            yield Record(f"{name}:{cursor.line}", value, size)
+            text = line.strip(_WHITESPACE)
+            yield Record(f"{name}:{cursor.line}", value, size, None if _CR in text else text)  # int: memchr
 
 
 def _bad_json(origin: str, text: bytes | str, exc: ValueError) -> BadRecord:

@@ -94,13 +94,25 @@ def test_dry_run_jsonl_is_the_exact_request() -> None:
     write_events(Path("events.jsonl"), TRACK)
     result = invoke("send", "events.jsonl", "--dry-run", "--output", "jsonl")
     assert result.exit_code == 0, result.stderr
+    # The event's line goes into the body as it was read, spaces and all (json.dumps writes ", ").
     assert result.stdout == (
         '{"method":"POST","url":"https://api.courier.com/automations/welcome-flow/invoke",'
         f'"headers":{{"Idempotency-Key":"{TRACK_KEY}","Content-Type":"application/json"}},'
-        '"body":{"brand":null,"data":{"type":"track","event":"Signed Up","userId":"u1","messageId":"m1",'
-        '"properties":{"plan":"pro"}},"profile":null,"recipient":"u1"},'
+        '"body":{"brand":null,"data":{"type": "track", "event": "Signed Up", "userId": "u1", '
+        '"messageId": "m1", "properties": {"plan": "pro"}},"profile":null,"recipient":"u1"},'
         '"origin":"events.jsonl:1","messageId":"m1"}\n'
     )
+
+
+def test_an_event_without_a_line_of_its_own_goes_out_as_compact_json() -> None:
+    config_with_link()
+    Path("events.json").write_text(json.dumps([TRACK], indent=2))
+    result = invoke("send", "events.json", "--dry-run", "--output", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    assert (
+        '"body":{"brand":null,"data":{"type":"track","event":"Signed Up","userId":"u1","messageId":"m1",'
+        '"properties":{"plan":"pro"}},"profile":null,"recipient":"u1"}'
+    ) in result.stdout
 
 
 def test_dry_run_summary_goes_to_stderr() -> None:
@@ -444,12 +456,12 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal(monkeypatch: pytest.
             b'[{"type":"track","event":"Signed Up","userId":"u","s":"\\ud800"}]',
             "bad.json:1[0]: rejected (invalid_json): not valid JSON: no low surrogate in string",
         ),
-        (
-            b'{"type":"track","event":"Signed Up","userId":"u","messageId":"d","p":'
+        (  # an item of a batch has no text of its own to send as read: it must be written again
+            b'{"batch":[{"type":"track","event":"Signed Up","userId":"u","messageId":"d","p":'
             + b"[" * 1000
             + b"]" * 1000
-            + b"}",
-            "bad.json:1: rejected (too_deep): nested too deeply to write as JSON",
+            + b"}]}",
+            "bad.json:1[0]: rejected (too_deep): nested too deeply to write as JSON",
         ),
     ],
 )
@@ -460,6 +472,16 @@ def test_values_orjson_refuses_are_rejected_not_a_traceback(content: bytes, mess
     assert result.exit_code == 1
     assert message in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_an_event_too_deep_to_write_again_goes_out_as_its_line() -> None:
+    config_with_link()
+    event = b'{"type":"track","event":"Signed Up","userId":"u","messageId":"d","p":'
+    line = event + b"[" * 1000 + b"]" * 1000 + b"}"
+    Path("deep.jsonl").write_bytes(line + b"\n")
+    result = invoke("send", "deep.jsonl", "--dry-run", "-o", "jsonl", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert f'"body":{{"brand":null,"data":{line.decode()},"profile":null,"recipient":"u"}}' in result.stdout
 
 
 def test_big_integers_go_out_exactly() -> None:

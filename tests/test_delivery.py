@@ -218,6 +218,8 @@ def test_a_400_is_not_retried_and_lands_in_the_failure_file(courier: FakeCourier
     result = send(courier, "events.jsonl", "--failed", "failed.jsonl", "--report", "report.json")
     assert result.exit_code == 1
     assert [json.loads(line) for line in Path("failed.jsonl").read_text().splitlines()] == [events[1]]
+    # The event's line as it was read (json.dumps's spaces and all), not written again.
+    assert Path("failed.jsonl").read_text().splitlines() == Path("events.jsonl").read_text().splitlines()[1:2]
     assert (
         sum(1 for r in courier.received if r.json().get("recipient") == "bad-user") == 2
     )  # one per automation

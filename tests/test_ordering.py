@@ -147,6 +147,25 @@ def test_data_round_trips_exactly(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
+def test_an_events_text_as_read_survives_the_runs(tmp_path: Path) -> None:
+    # Tabs may sit between tokens of a line as read; the run line's first two tabs must still split it.
+    texts = [
+        f'{{"type":\t"track", "event": "E", "userId": "u", "messageId": "m{n}", '
+        f'"timestamp": "2026-01-0{9 - n}"}}'
+        for n in range(6)
+    ]
+    events = []
+    for n, text in enumerate(texts):
+        record = Record(f"in.ndjson:{n}", _json.loads(text), len(text), text.encode())
+        event = parse_event(record)
+        assert isinstance(event, Event)
+        events.append(event)
+    without_text = make(9, {"type": "track", "event": "E", "userId": "u", "messageId": "x"})
+    result = list(order_by_time([*events, without_text], run_bytes=1, fan_in=2, tmpdir=str(tmp_path)))
+    assert [e.text for e in result] == [t.encode() for t in reversed(texts)] + [None]
+    assert [e.data for e in result] == [e.data for e in reversed(events)] + [without_text.data]
+
+
 def test_an_event_json_cannot_hold_stays_in_memory(tmp_path: Path) -> None:
     events = random_events(100, seed=3)
     odd = Event(

@@ -52,6 +52,24 @@ def test_crlf_bom_and_no_final_newline() -> None:
     assert records(read_bytes(data)) == [("in.json:1", {"n": 1}), ("in.json:2", {"n": 2})]
 
 
+def test_a_line_keeps_its_text_as_read_when_it_is_one_whole_value() -> None:
+    data = (
+        b'\xef\xbb\xbf {"n": 1}\t\r\n'  # a BOM, spaces, a tab and CRLF around the value: not its text
+        b'{"n":\r2}\n'  # a carriage return inside: some readers would break the line there
+        b'[{"n":3}]\n'  # in NDJSON, a line that is an array is one value (events.py rejects it)
+        b'{"batch":[{"n":4}]}\n'  # nor have a batch's events
+        b'{"n":5}'
+    )
+    texts = [(item.origin, item.text) for item in read_bytes(data) if isinstance(item, Record)]
+    assert texts == [
+        ("in.json:1", b'{"n": 1}'),
+        ("in.json:2", None),
+        ("in.json:3", b'[{"n":3}]'),
+        ("in.json:4[0]", None),
+        ("in.json:5", b'{"n":5}'),
+    ]
+
+
 def test_record_size_is_the_line_length() -> None:
     line = b'{"type":"track","pad":"' + b"x" * 40_000 + b'"}'
     (item,) = read_bytes(line + b"\n")
