@@ -401,9 +401,10 @@ def send(
         if not dry_run:
             options.api_key = settings.resolve_api_key(os.environ, base_url)
             options.delivery = _delivery_options(concurrency, rate, max_retries, timeout, max_time, ttl)
-        err = render.stderr_console()
+        # Made when something is shown: a quiet run with nothing to say never loads rich.
+        err = functools.cache(render.stderr_console)
         if not loaded.exists and not quiet:
-            render.show_message(err, f"note: no {loaded.path} here, so no links: track events are skipped")
+            render.show_message(err(), f"note: no {loaded.path} here, so no links: track events are skipped")
         if output is None and dry_run:
             output = RequestFormat.text if sys.stdout and sys.stdout.isatty() else RequestFormat.jsonl
         if output is not None and sys.stdout is None:
@@ -413,7 +414,7 @@ def send(
             stdout=sys.stdout,
             err=err,
             quiet=quiet,
-            live_progress=err.is_terminal,
+            live_progress=not quiet and err().is_terminal,
             # Events piped in as they happen are shown as they are read.
             flush_each="-" in names,
         )
@@ -421,15 +422,15 @@ def send(
         result = run(options, display, stdin=_stdin(), on_signal=on_signal)
         if not quiet:
             title = "dry run: nothing was sent" if dry_run else f"sent to {base_url}"
-            render.show_summary(err, result.summary, title=title)
+            render.show_summary(err(), result.summary, title=title)
             render.show_files(
-                err, result.failed_written, failed, result.report_path, unwritable=result.failed_unwritable
+                err(), result.failed_written, failed, result.report_path, unwritable=result.failed_unwritable
             )
             if result.ledger_path is not None:
-                render.show_ledger_line(err, result.ledger_path, result.ledger_recorded, dry_run=dry_run)
+                render.show_ledger_line(err(), result.ledger_path, result.ledger_recorded, dry_run=dry_run)
         code = _exit_code(result)
         if FailOn.unlinked in (fail_on or ()) and result.summary.unlinked and code is ExitCode.OK:
-            render.show_unlinked(err, result.summary.unlinked)
+            render.show_unlinked(err(), result.summary.unlinked)
             code = ExitCode.FAILED
     raise typer.Exit(code)
 

@@ -89,6 +89,29 @@ def test_help_and_links_load_no_pipeline_module(args: list[str]) -> None:
     assert done.stdout.splitlines()[-1] == "[]"
 
 
+@pytest.mark.parametrize(
+    ("lines", "loads_rich"),
+    [
+        ([json.dumps(TRACK)], False),  # nothing to tell a person: rich (50 ms) is never loaded
+        ([json.dumps(TRACK), "{broken"], True),  # a rejection is a line on stderr, through rich
+    ],
+)
+def test_a_quiet_run_loads_rich_only_to_say_something(lines: list[str], loads_rich: bool) -> None:
+    config_with_link()
+    Path("events.jsonl").write_text("".join(line + "\n" for line in lines))
+    code = (
+        "import sys\n"
+        "from segroute.cli import main\n"
+        "sys.argv = ['segroute', 'send', 'events.jsonl', '--dry-run', '-o', 'jsonl', '-q', '--no-ledger']\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    code = exit.code\n"
+        "print(code, 'rich' in sys.modules, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == 1
+    assert done.stderr.splitlines()[-1] == f"{int(loads_rich)} {loads_rich}"
+
+
 def test_dry_run_jsonl_is_the_exact_request() -> None:
     config_with_link()
     write_events(Path("events.jsonl"), TRACK)
