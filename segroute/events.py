@@ -6,8 +6,10 @@ The event itself stays the dict that was read, so the request's ``data`` is ever
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, final
+
+import msgspec
 
 from segroute._json import dumps
 from segroute.sources import Record
@@ -21,8 +23,7 @@ DERIVED_ID_PREFIX = "sr-"
 
 
 @final
-@dataclass(slots=True)  # not frozen: made per event, and frozen costs 4x
-class Event:
+class Event(msgspec.Struct):  # a Struct: made per event, and made in C at half the cost
     """A valid Segment event."""
 
     origin: str
@@ -34,7 +35,7 @@ class Event:
     user_id: str | None
     name: str | None
     """The track event's ``event``; None for other types."""
-    text: bytes | None = field(default=None, compare=False, repr=False)
+    text: bytes | None = None
     """The event's JSON text as read (`Record.text`): requests carry it as it is, unserialized."""
 
 

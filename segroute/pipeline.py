@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast, final
 
+import msgspec
+
 from segroute._json import dumps
 from segroute.errors import ExitCode
 from segroute.events import Event, Invalid, parse_event
@@ -36,8 +38,7 @@ NOT_JSON = object()
 
 
 @final
-@dataclass(slots=True)  # not frozen: made per event, and frozen costs 4x
-class Planned:
+class Planned(msgspec.Struct):  # a Struct: made per event, and made in C at half the cost
     """An event routed to one or more requests."""
 
     event: Event
@@ -47,8 +48,7 @@ class Planned:
 
 
 @final
-@dataclass(slots=True)  # not frozen: made per event, and frozen costs 4x
-class Skipped:
+class Skipped(msgspec.Struct):  # a Struct: made per event, and made in C at half the cost
     """An event deliberately not sent; the reason is a key of `routing.SKIP_REASONS`."""
 
     origin: str
@@ -72,8 +72,7 @@ class Rejected:
 Outcome = Planned | Skipped | Rejected
 
 
-@dataclass(slots=True)  # not frozen: made per event, and frozen costs 4x
-class RequestResult:
+class RequestResult(msgspec.Struct):  # a Struct: made per event, and made in C at half the cost
     """What became of one request that was to be sent."""
 
     request: Request
@@ -93,8 +92,7 @@ class RequestResult:
 
 
 @final
-@dataclass(slots=True)  # not frozen: made per event, and frozen costs 4x
-class Delivered:
+class Delivered(msgspec.Struct):  # a Struct: made per event, and made in C at half the cost
     """An event whose requests have all ended: sent, failed, or not attempted (the run stopped)."""
 
     event: Event

@@ -6,9 +6,10 @@ import hashlib
 import importlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
+
+import msgspec
 
 from segroute._json import dumps
 from segroute.events import Event
@@ -34,8 +35,7 @@ IDEMPOTENCY_KEY_PREFIX = "sr1-"
 CONTENT_TYPE = "application/json"
 
 
-@dataclass(slots=True)  # not frozen: made per event, and frozen costs 4x
-class Request:
+class Request(msgspec.Struct):  # a Struct: made per event, and made in C at half the cost
     """One planned HTTP request, its body serialized once."""
 
     method: str

@@ -335,7 +335,7 @@ def test_a_file_that_vanishes_before_it_is_read_is_a_bad_record(tmp_path: Path) 
     items = list(iter_items([str(gone), "-"], stdin=io.BytesIO(b'{"n":1}')))
     assert items == [
         BadRecord(str(gone), "unreadable", "cannot open: No such file or directory"),
-        Record("<stdin>:1", {"n": 1}, 7),
+        Record("<stdin>:1", {"n": 1}, 7, b'{"n":1}'),
     ]
 
 
@@ -449,7 +449,7 @@ def test_json_the_fast_reader_refuses_but_json_allows_is_still_read() -> None:
         BadRecord(
             "in.json:1", "invalid_json", "not valid JSON: nested too deeply to read its big integers exactly"
         ),
-        Record("in.json:2", {"n": 1}, 7),
+        Record("in.json:2", {"n": 1}, 7, b'{"n":1}'),
     ]
 
 
@@ -461,13 +461,13 @@ def test_leading_blank_lines_are_counted_not_kept() -> None:
 def test_gzip_inside_gzip_and_zero_padding() -> None:
     inner = gzip.compress(b'{"n":1}\n')
     assert records(read_bytes(gzip.compress(inner))) == [("in.json:1", {"n": 1})]
-    assert read_bytes(inner + b"\x00" * 1000) == [Record("in.json:1", {"n": 1}, 7)]
+    assert read_bytes(inner + b"\x00" * 1000) == [Record("in.json:1", {"n": 1}, 7, b'{"n":1}')]
 
 
 def test_bytes_after_the_gzip_data_are_a_note() -> None:
     items = read_bytes(gzip.compress(b'{"n":1}\n') + b"trailing junk")
     assert items == [
-        Record("in.json:1", {"n": 1}, 7),
+        Record("in.json:1", {"n": 1}, 7, b'{"n":1}'),
         Note("in.json", "bytes after the end of the gzip data were not read"),
     ]
 
@@ -495,9 +495,9 @@ def test_a_folder_that_cannot_be_listed_is_a_bad_record(
     monkeypatch.setattr(Path, "iterdir", iterdir)
     items = list(iter_items([str(tmp_path)]))
     assert items == [
-        Record(f"{tmp_path}/a/1.json:1", {"n": 1}, 7),
+        Record(f"{tmp_path}/a/1.json:1", {"n": 1}, 7, b'{"n":1}'),
         BadRecord(f"{tmp_path}/b", "unreadable", "cannot list folder: Permission denied"),
-        Record(f"{tmp_path}/c.json:1", {"n": 3}, 7),
+        Record(f"{tmp_path}/c.json:1", {"n": 3}, 7, b'{"n":3}'),
     ]
 
 
