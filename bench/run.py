@@ -12,7 +12,8 @@ process's max RSS.
 - Dry run: ``segroute send FILE --dry-run -o jsonl > /dev/null`` over generated events shaped as the
   official client writes them (about 1 KB: nested properties and context), gzip'd NDJSON. The floor
   is a bare loop over the same file: gunzip (python-isal when installed), orjson.loads, build the
-  body, orjson.dumps. Rates include each process's start-up.
+  body, orjson.dumps. Rates include each process's start-up; each is the median of ``--repeat``
+  runs (3) taken in turns with the floor's, and peak memory the highest of them.
 - Start-up: milliseconds to run ``segroute --help`` and ``segroute links``, medians of
   ``--startup-runs`` (9); beside them, a bare two-command typer app's ``--help`` (the framework's
   own start-up) and ``python -c pass``.
@@ -236,19 +237,30 @@ def segroute_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "segroute"]
 
 
-def dry_run(path: Path, config: Path, count: int) -> dict[str, Any]:
+def dry_run(path: Path, config: Path, count: int, repeat: int) -> dict[str, Any]:
+    """segroute's dry run and the floor, ``repeat`` times each in turns: the median time of each, and
+    the highest peak memory."""
     command = segroute_command() + ["send", str(path), "-c", str(config), "--dry-run", "-o", "jsonl", "-q"]
     command.append("--no-ledger")
+    ours: list[tuple[float, int]] = []
+    floor: list[tuple[float, int]] = []
     with open(os.devnull, "wb") as devnull:
-        seconds, rss = measured(command, stdout=devnull)
-        floor_seconds, floor_rss = measured([sys.executable, "-c", FLOOR, str(path)], stdout=devnull)
+        for _ in range(repeat):
+            ours.append(measured(command, stdout=devnull))
+            floor.append(measured([sys.executable, "-c", FLOOR, str(path)], stdout=devnull))
+    seconds = statistics.median(run[0] for run in ours)
+    floor_seconds = statistics.median(run[0] for run in floor)
     return {
         "events": count,
         "segroute_events_per_s": round(count / seconds),
-        "segroute_max_rss_mb": rss,
+        "segroute_max_rss_mb": max(run[1] for run in ours),
         "floor_events_per_s": round(count / floor_seconds),
-        "floor_max_rss_mb": floor_rss,
+        "floor_max_rss_mb": max(run[1] for run in floor),
         "fraction_of_floor": round(floor_seconds / seconds, 3),
+        "runs": {
+            "segroute_s": [round(run[0], 2) for run in ours],
+            "floor_s": [round(run[0], 2) for run in floor],
+        },
     }
 
 
@@ -449,7 +461,7 @@ def main() -> None:
     )
     parser.add_argument("--latency-requests", type=int, default=4_000, help="requests per send with latency")
     parser.add_argument(
-        "--repeat", type=int, default=3, help="runs per send measurement; the median is shown"
+        "--repeat", type=int, default=3, help="runs per dry-run and send measurement; the median is shown"
     )
     parser.add_argument(
         "--startup-runs", type=int, default=9, help="runs per start-up measurement; the median is shown"
@@ -472,7 +484,7 @@ def main() -> None:
         for size in args.sizes:
             path = folder / f"events-{size}.jsonl.gz"
             mean = write_events(path, size)
-            row = dry_run(path, config, size) | {"mean_event_bytes": round(mean)}
+            row = dry_run(path, config, size, args.repeat) | {"mean_event_bytes": round(mean)}
             results["dry_run"].append(row)
             print(f"dry run {size:>9,} events: {row}", file=sys.stderr)
             path.unlink()
