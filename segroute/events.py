@@ -1,6 +1,7 @@
 """Segment events: the few checks routing needs, done by hand on the parsed value.
 
-The event itself stays the dict that was read, so the request's ``data`` is every field as it came.
+The event itself stays the dict that was read, so the request's ``data`` is every field as it came;
+an event that was a line of its own keeps that line's text too, which requests carry as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ DERIVED_ID_PREFIX = "sr-"
 
 
 @final
-class Event(msgspec.Struct):  # a Struct: made per event, and made in C at half the cost
+class Event(msgspec.Struct):  # made per event: a Struct is built in C, in half a dataclass's time
     """A valid Segment event."""
 
     origin: str

@@ -38,7 +38,7 @@ NOT_JSON = object()
 
 
 @final
-class Planned(msgspec.Struct):  # a Struct: made per event, and made in C at half the cost
+class Planned(msgspec.Struct):  # made per event: a Struct is built in C, in half a dataclass's time
     """An event routed to one or more requests."""
 
     event: Event
@@ -48,7 +48,7 @@ class Planned(msgspec.Struct):  # a Struct: made per event, and made in C at hal
 
 
 @final
-class Skipped(msgspec.Struct):  # a Struct: made per event, and made in C at half the cost
+class Skipped(msgspec.Struct):  # made per event: a Struct is built in C, in half a dataclass's time
     """An event deliberately not sent; the reason is a key of `routing.SKIP_REASONS`."""
 
     origin: str
@@ -72,7 +72,7 @@ class Rejected:
 Outcome = Planned | Skipped | Rejected
 
 
-class RequestResult(msgspec.Struct):  # a Struct: made per event, and made in C at half the cost
+class RequestResult(msgspec.Struct):  # made per event: a Struct is built in C, in half a dataclass's time
     """What became of one request that was to be sent."""
 
     request: Request
@@ -92,7 +92,7 @@ class RequestResult(msgspec.Struct):  # a Struct: made per event, and made in C 
 
 
 @final
-class Delivered(msgspec.Struct):  # a Struct: made per event, and made in C at half the cost
+class Delivered(msgspec.Struct):  # made per event: a Struct is built in C, in half a dataclass's time
     """An event whose requests have all ended: sent, failed, or not attempted (the run stopped)."""
 
     event: Event

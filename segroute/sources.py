@@ -63,7 +63,7 @@ _JSON_WHITESPACE = " \t\r\n"
 
 
 @final
-class Record(msgspec.Struct):  # a Struct: made per event, and made in C at half the cost
+class Record(msgspec.Struct):  # made per event: a Struct is built in C, in half a dataclass's time
     """One JSON value read from an input."""
 
     origin: str
@@ -612,11 +612,13 @@ def _iter_ndjson(stream: _Readable, name: str, cursor: _Cursor) -> Iterator[Item
             yield _bad_json(_at(name, cursor.line), line.removesuffix(b"\n"), exc)
             continue
         size = len(line) - 1 if line[-1] == _NEWLINE else len(line)
+        stripped = line.strip(_WHITESPACE)
+        # `in` with the byte as an int is a memchr; with b"\r" it costs 0.5 us on 1 KB.
+        text = None if _CR in stripped else stripped
         if type(value) is dict and "batch" in value:
-            yield from _expand(value, f"{name}:{cursor.line}", size)
+            yield from _expand(value, f"{name}:{cursor.line}", size, text)
         else:  # the usual line, one event: no generator to make
-            text = line.strip(_WHITESPACE)
-            yield Record(f"{name}:{cursor.line}", value, size, None if _CR in text else text)  # int: memchr
+            yield Record(f"{name}:{cursor.line}", value, size, text)
 
 
 def _bad_json(origin: str, text: bytes | str, exc: ValueError) -> BadRecord:
@@ -647,10 +649,11 @@ def _too_long_line(origin: str) -> BadRecord:
     return BadRecord(origin, "too_large", f"line longer than {MAX_LINE_BYTES // 1024} KiB; not read")
 
 
-def _expand(value: Any, origin: str, size: int) -> Iterator[Item]:
-    """A record, or the items of a /v1/batch body with the body's context and integrations filled in."""
+def _expand(value: Any, origin: str, size: int, text: bytes | None = None) -> Iterator[Item]:
+    """A record (its ``text`` as read, if given), or the items of a /v1/batch body with the body's
+    context and integrations filled in."""
     if not (isinstance(value, dict) and "type" not in value and isinstance(value.get("batch"), list)):
-        yield Record(origin, value, size)
+        yield Record(origin, value, size, text)
         return
     if not value["batch"]:
         yield Note(origin, "a /v1/batch body with no events")

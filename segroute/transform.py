@@ -35,7 +35,7 @@ IDEMPOTENCY_KEY_PREFIX = "sr1-"
 CONTENT_TYPE = "application/json"
 
 
-class Request(msgspec.Struct):  # a Struct: made per event, and made in C at half the cost
+class Request(msgspec.Struct):  # made per event: a Struct is built in C, in half a dataclass's time
     """One planned HTTP request, its body serialized once."""
 
     method: str
@@ -100,12 +100,13 @@ def build_requests(event: Event, targets: tuple[Target, ...], base_url: str) -> 
     Keys are `idempotency_key`'s, from parts made once per automation.
     """
     requests = []
-    data = recipient = b""
+    data: bytes | None = None
+    recipient = b""
     message_id = event.message_id.encode()
     for target in targets:
         if target.kind == "automation":
             path, head, after_id = _invoke(target)
-            if not data:
+            if data is None:
                 # The event's text as read, when there is one: it is the event's JSON already, and
                 # copying it costs a tenth of serializing the event again.
                 data = event.text if event.text is not None else dumps(event.data)

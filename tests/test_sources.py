@@ -57,7 +57,7 @@ def test_a_line_keeps_its_text_as_read_when_it_is_one_whole_value() -> None:
         b'\xef\xbb\xbf {"n": 1}\t\r\n'  # a BOM, spaces, a tab and CRLF around the value: not its text
         b'{"n":\r2}\n'  # a carriage return inside: some readers would break the line there
         b'[{"n":3}]\n'  # in NDJSON, a line that is an array is one value (events.py rejects it)
-        b'{"batch":[{"n":4}]}\n'  # nor have a batch's events
+        b'{"batch":[{"n":4}]}\n'  # the events of a batch body have no line of their own
         b'{"n":5}'
     )
     texts = [(item.origin, item.text) for item in read_bytes(data) if isinstance(item, Record)]
