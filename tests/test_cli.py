@@ -16,6 +16,7 @@ from typer.testing import CliRunner, Result
 
 from segroute import __version__
 from segroute.cli import app
+from tests.startup import run_fresh
 
 runner = CliRunner()
 
@@ -77,16 +78,7 @@ PIPELINE_MODULES = ("segroute.sources", "segroute.pipeline", "segroute.runner", 
 @pytest.mark.parametrize("args", [["--help"], ["links"], ["send", "--help"]])
 def test_help_and_links_load_no_pipeline_module(args: list[str]) -> None:
     config_with_link()
-    code = (
-        "import sys\n"
-        "from segroute.cli import main\n"
-        f"sys.argv = ['segroute', *{args!r}]\n"
-        "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
-        f"print(sorted(set({PIPELINE_MODULES!r}) & set(sys.modules)))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == "[]"
+    assert run_fresh(args, PIPELINE_MODULES)[:2] == (0, [])
 
 
 @pytest.mark.parametrize(
@@ -99,17 +91,10 @@ def test_help_and_links_load_no_pipeline_module(args: list[str]) -> None:
 def test_a_quiet_run_loads_rich_only_to_say_something(lines: list[str], loads_rich: bool) -> None:
     config_with_link()
     Path("events.jsonl").write_text("".join(line + "\n" for line in lines))
-    code = (
-        "import sys\n"
-        "from segroute.cli import main\n"
-        "sys.argv = ['segroute', 'send', 'events.jsonl', '--dry-run', '-o', 'jsonl', '-q', '--no-ledger']\n"
-        "try:\n    main()\nexcept SystemExit as exit:\n    code = exit.code\n"
-        "print(code, 'rich' in sys.modules, file=sys.stderr)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.count("\n") == 1
-    assert done.stderr.splitlines()[-1] == f"{int(loads_rich)} {loads_rich}"
+    args = ["send", "events.jsonl", "--dry-run", "-o", "jsonl", "-q", "--no-ledger"]
+    code, loaded, stdout = run_fresh(args, ["rich"])
+    assert (code, loaded) == (int(loads_rich), ["rich"] if loads_rich else [])
+    assert stdout.count("\n") == 1
 
 
 def test_dry_run_jsonl_is_the_exact_request() -> None:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from segroute.cli import app
 from segroute.config import load_config
+from tests.startup import run_fresh
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 ROOT = EXAMPLES.parent
@@ -95,17 +96,6 @@ def test_ci_replay_script_passes() -> None:
 
 def test_a_dry_run_starts_without_asyncio_or_aiohttp() -> None:
     # Start-up is part of every short run; the event loop and the HTTP client load only to send.
-    code = (
-        "import sys\n"
-        "from segroute.cli import main\n"
-        f"sys.argv = ['segroute', 'send', {str(EXAMPLES / 'events.jsonl')!r}, "
-        f"'-c', {str(EXAMPLES / 'segroute.toml')!r}, '--dry-run', '-q', '--no-ledger']\n"
-        "try:\n"
-        "    main()\n"
-        "except SystemExit as stop:\n"
-        "    assert not stop.code, stop.code\n"
-        "print(sorted(name for name in ('asyncio', 'aiohttp') if name in sys.modules))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == "[]"
+    events, config = str(EXAMPLES / "events.jsonl"), str(EXAMPLES / "segroute.toml")
+    args = ["send", events, "-c", config, "--dry-run", "-q", "--no-ledger"]
+    assert run_fresh(args, ["asyncio", "aiohttp"])[:2] == (0, [])
