@@ -179,7 +179,7 @@ def measured(
     return seconds, round(usage.ru_maxrss / scale)
 
 
-FLOOR = """
+_FLOOR_LOOP = """
 import sys, orjson
 try:
     from isal import igzip as gz
@@ -190,32 +190,20 @@ lines = []
 with gz.open(sys.argv[1], 'rb') as f:
     for line in f:
         e = orjson.loads(line)
-        lines.append(orjson.dumps({"brand": None, "data": e, "profile": None, "recipient": e.get("userId")}))
+        lines.append(BODY)
         if len(lines) >= 1024:
             out.write(b"\\n".join(lines)); lines = []
 out.write(b"\\n".join(lines))
 """
-
-
-FLOOR_TEXT = """
-import sys, orjson
-try:
-    from isal import igzip as gz
-except ImportError:
-    import gzip as gz
-out = open('/dev/null', 'wb')
-lines = []
-with gz.open(sys.argv[1], 'rb') as f:
-    for line in f:
-        e = orjson.loads(line)
-        lines.append(
-            b'{"brand":null,"data":' + line.strip() + b',"profile":null,"recipient":'
-            + orjson.dumps(e.get("userId")) + b"}"
-        )
-        if len(lines) >= 1024:
-            out.write(b"\\n".join(lines)); lines = []
-out.write(b"\\n".join(lines))
-"""
+FLOOR = _FLOOR_LOOP.replace(
+    "BODY", """orjson.dumps({"brand": None, "data": e, "profile": None, "recipient": e.get("userId")})"""
+)
+"""The issue's floor: each event serialized again into its body."""
+FLOOR_TEXT = _FLOOR_LOOP.replace(
+    "BODY",
+    """b'{"brand":null,"data":' + line.strip() + b',"profile":null,"recipient":'"""
+    """ + orjson.dumps(e.get('userId')) + b'}'""",
+)
 """The floor as segroute builds a body now: the line's text copied in, not the event serialized again."""
 
 
