@@ -37,22 +37,19 @@ class FailedWriter:
         """Keep the event if it did not go out: failed, not attempted, or rejected but still JSON."""
         if isinstance(outcome, Delivered):
             if outcome.outcome != "sent":
-                text = outcome.event.text
-                if text is None:
-                    self._write(outcome.event.data)
-                else:
-                    self._out.write(text + b"\n")
-                    self.written += 1
+                event = outcome.event
+                self._write(event.text if event.text is not None else event.data)
         elif isinstance(outcome, Rejected) and outcome.value is not NOT_JSON:
             self._write(outcome.value)
 
     def _write(self, value: Any) -> None:
+        """One line: a text as read (bytes) as it is, a parsed value as compact JSON."""
         try:
-            line = dumps(value) + b"\n"
+            line = value if isinstance(value, bytes) else dumps(value)
         except ValueError:
             self.unwritable += 1
             return
-        self._out.write(line)
+        self._out.write(line + b"\n")
         self.written += 1
 
     def close(self) -> None:
@@ -81,9 +78,7 @@ class ProblemLog:
         )
 
     def add_result(self, result: RequestResult) -> None:
-        """Note a request that did not go out."""
-        if result.outcome == "sent":
-            return
+        """Note a request that did not go out (the runner passes no other)."""
         self._add(
             {
                 "origin": result.event.origin,
