@@ -252,33 +252,29 @@ def segroute_command() -> list[str]:
 def dry_run(path: Path, config: Path, count: int, repeat: int) -> dict[str, Any]:
     """segroute's dry run and the two floors, ``repeat`` times each in turns: the median time of
     each, and the highest peak memory."""
-    command = segroute_command() + ["send", str(path), "-c", str(config), "--dry-run", "-o", "jsonl", "-q"]
-    command.append("--no-ledger")
-    ours: list[tuple[float, int]] = []
-    floor: list[tuple[float, int]] = []
-    floor_text: list[tuple[float, int]] = []
+    commands = {
+        "segroute": segroute_command()
+        + ["send", str(path), "-c", str(config), "--dry-run", "-o", "jsonl", "-q", "--no-ledger"],
+        "floor": [sys.executable, "-c", FLOOR, str(path)],
+        "floor_text": [sys.executable, "-c", FLOOR_TEXT, str(path)],
+    }
+    runs: dict[str, list[tuple[float, int]]] = {name: [] for name in commands}
     with open(os.devnull, "wb") as devnull:
         for _ in range(repeat):
-            ours.append(measured(command, stdout=devnull))
-            floor.append(measured([sys.executable, "-c", FLOOR, str(path)], stdout=devnull))
-            floor_text.append(measured([sys.executable, "-c", FLOOR_TEXT, str(path)], stdout=devnull))
-    seconds = statistics.median(run[0] for run in ours)
-    floor_seconds = statistics.median(run[0] for run in floor)
-    floor_text_seconds = statistics.median(run[0] for run in floor_text)
+            for name, command in commands.items():
+                runs[name].append(measured(command, stdout=devnull))
+    seconds = {name: statistics.median(taken for taken, _ in found) for name, found in runs.items()}
+    peak = {name: max(rss for _, rss in found) for name, found in runs.items()}
     return {
         "events": count,
-        "segroute_events_per_s": round(count / seconds),
-        "segroute_max_rss_mb": max(run[1] for run in ours),
-        "floor_events_per_s": round(count / floor_seconds),
-        "floor_max_rss_mb": max(run[1] for run in floor),
-        "fraction_of_floor": round(floor_seconds / seconds, 3),
-        "floor_text_events_per_s": round(count / floor_text_seconds),
-        "fraction_of_floor_text": round(floor_text_seconds / seconds, 3),
-        "runs": {
-            "segroute_s": [round(run[0], 2) for run in ours],
-            "floor_s": [round(run[0], 2) for run in floor],
-            "floor_text_s": [round(run[0], 2) for run in floor_text],
-        },
+        "segroute_events_per_s": round(count / seconds["segroute"]),
+        "segroute_max_rss_mb": peak["segroute"],
+        "floor_events_per_s": round(count / seconds["floor"]),
+        "floor_max_rss_mb": peak["floor"],
+        "fraction_of_floor": round(seconds["floor"] / seconds["segroute"], 3),
+        "floor_text_events_per_s": round(count / seconds["floor_text"]),
+        "fraction_of_floor_text": round(seconds["floor_text"] / seconds["segroute"], 3),
+        "runs": {f"{name}_s": [round(taken, 2) for taken, _ in found] for name, found in runs.items()},
     }
 
 
