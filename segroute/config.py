@@ -23,6 +23,7 @@ DEFAULT_API_URL = "https://api.courier.com"
 BASE_URL_ENV = "COURIER_BASE_URL"
 API_KEY_ENVS = ("COURIER_API_KEY", "COURIER_AUTH_TOKEN")
 LOOPBACK_HOSTS = frozenset({"localhost", "::1", "[::1]"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class Link(BaseModel):
@@ -65,18 +66,32 @@ class Config(BaseModel):
 
 
 def check_api_url(value: str) -> str:
-    """An http(s) base URL, scheme lower-cased and trailing slash dropped; ValueError otherwise."""
-    parts = urlsplit(value.strip())
+    """An http(s) base URL in one spelling: scheme and host lower-cased, the scheme's default port
+    dropped, no trailing slash; ValueError otherwise. The ledger keys its entries on this spelling,
+    so ``http://LOCALHOST:80/`` and ``http://localhost`` are one API."""
+    text = value.strip()
+    parts = urlsplit(text)
     scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
+    if scheme not in ("http", "https"):
         raise ValueError(f"must be an http:// or https:// URL, not {value!r}")
-    if parts.query or parts.fragment or "?" in value or "#" in value:
+    if not parts.hostname:
+        raise ValueError(f"names no host: {value!r}")
+    if parts.query or parts.fragment or "?" in text or "#" in text:
         raise ValueError(f"must not have a query or a fragment: {value!r}")
     if parts.username is not None or parts.password is not None:
         raise ValueError("must not hold a user name or password: the API key goes in COURIER_API_KEY")
-    if any(char.isspace() for char in value.strip()):
+    if any(char.isspace() for char in text):
         raise ValueError(f"must not contain spaces: {value!r}")
-    return f"{scheme}://{parts.netloc}{parts.path}".rstrip("/")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"has a port that is not a number from 0 to 65535: {value!r}") from None
+    host = parts.hostname  # lower-cased, an IPv6 address without its brackets
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and port != DEFAULT_PORTS[scheme]:
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{parts.path}".rstrip("/")
 
 
 @dataclass(frozen=True)

@@ -556,11 +556,11 @@ def test_bad_api_urls(url: str, message: str) -> None:
     assert "secret" not in result.stderr
 
 
-def test_an_upper_case_scheme_is_fine() -> None:
+def test_an_upper_case_scheme_and_host_are_lower_cased() -> None:
     config_with_link()
     write_events(Path("e.jsonl"), TRACK)
-    result = invoke("send", "e.jsonl", "--dry-run", "-q", "--api-url", "HTTPS://EU.example/v1/")
-    assert json.loads(result.stdout)["url"] == "https://EU.example/v1/automations/welcome-flow/invoke"
+    result = invoke("send", "e.jsonl", "--dry-run", "-q", "--api-url", "HTTPS://EU.example:443/v1/")
+    assert json.loads(result.stdout)["url"] == "https://eu.example/v1/automations/welcome-flow/invoke"
 
 
 def test_closed_stdin_and_a_full_disk(tmp_path: Path) -> None:

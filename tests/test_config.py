@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -463,3 +464,30 @@ def test_save_through_a_symlink_rewrites_its_target(tmp_path: Path) -> None:
     save_config(link, loaded.raw)
     assert link.is_symlink()
     assert load_config(real, must_exist=True).config.links == [Link(event="A", automation="b")]
+
+
+@pytest.mark.parametrize(
+    ("typed", "canonical"),
+    [
+        ("http://LOCALHOST:8080/", "http://localhost:8080"),
+        ("HTTPS://API.Courier.COM:443/", "https://api.courier.com"),
+        ("http://127.0.0.1:80", "http://127.0.0.1"),
+        ("https://api.courier.com:80", "https://api.courier.com:80"),
+        ("http://[::1]:80/", "http://[::1]"),
+        ("http://[::1]:8080", "http://[::1]:8080"),
+        ("https://Example.com/V1//", "https://example.com/V1"),
+    ],
+)
+def test_api_urls_have_one_spelling(typed: str, canonical: str) -> None:
+    """The ledger keys entries on the base URL: two spellings of one API must be one key."""
+    assert resolve_api_url(typed, {}, Config()) == canonical
+    assert Config(api_url=typed).api_url == canonical
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("https://", "names no host: 'https://'"), ("http://h:99999", "has a port that is not a number")],
+)
+def test_an_api_url_without_a_host_or_with_a_bad_port_says_so(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve_api_url(url, {}, Config())
