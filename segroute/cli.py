@@ -7,6 +7,7 @@ import functools
 import io
 import os
 import re
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,8 @@ from typing import TYPE_CHECKING, Annotated, BinaryIO
 import typer
 
 from segroute import __version__, render
-from segroute.errors import AuthError, ExitCode, SegrouteError, UsageError
+from segroute.errors import AuthError, ConfigError, ExitCode, SegrouteError, UsageError
+from segroute.health import DEFAULT_GIVE_UP_AFTER
 
 # The reading, routing and ledger modules load in the commands that use them, as the config does:
 # `--help` and `links` need none of them (they take a sixth of their start-up).
@@ -236,6 +238,7 @@ def _main(
 
 @app.command()
 def send(
+    ctx: typer.Context,
     inputs: Annotated[
         list[str] | None,
         typer.Argument(
@@ -351,6 +354,27 @@ def send(
             rich_help_panel=_RESUME,
         ),
     ] = None,
+    resend_uncertain: Annotated[
+        bool,
+        typer.Option(
+            "--resend-uncertain",
+            help="Also send requests an earlier run sent and was killed before Courier's answer was "
+            "recorded, once their Idempotency-Keys may have expired (Courier may have acted on them).",
+            rich_help_panel=_RESUME,
+        ),
+    ] = False,
+    give_up_after: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            help="Stop (exit 75) when Courier has failed this many seconds with no answer: unreachable, "
+            "timing out, or only 5xx. Resume later with the same command.",
+        ),
+    ] = DEFAULT_GIVE_UP_AFTER,
+    allow_empty: Annotated[
+        bool,
+        typer.Option("--allow-empty", help="Exit 0 when the inputs hold no record at all (else 1)."),
+    ] = False,
     types: TypeOption = None,
     events: EventOption = None,
     users: UserOption = None,
@@ -394,13 +418,23 @@ def send(
             limit=limit,
             shard=_shard(shard),
             ledger_path=None if no_ledger else ledger or default_ledger(loaded.path, os.environ),
+            resend_uncertain=resend_uncertain,
         )
         if no_ledger and ledger is not None:
             raise UsageError("--ledger and --no-ledger: give one")
         ttl = None if idempotency_ttl is None else _duration("--idempotency-ttl", idempotency_ttl)
         if not dry_run:
             options.api_key = settings.resolve_api_key(os.environ, base_url)
-            options.delivery = _delivery_options(concurrency, rate, max_retries, timeout, max_time, ttl)
+            if not loaded.exists:
+                raise ConfigError(
+                    f"no {loaded.path} in {Path.cwd()}: a send without links skips every track event. "
+                    f"Name the config with -c PATH or ${settings.CONFIG_ENV}, or create it here with: "
+                    f"segroute link EVENT AUTOMATION (an empty {loaded.path} sends identify events only)"
+                )
+
+            options.delivery = _delivery_options(
+                concurrency, rate, max_retries, timeout, max_time, ttl, give_up_after
+            )
         # Made when something is shown: a quiet run with nothing to say never loads rich.
         err = functools.cache(render.stderr_console)
         if not loaded.exists and not quiet:
@@ -420,19 +454,86 @@ def send(
         )
         on_signal = functools.partial(_on_signal, quiet=quiet)
         result = run(options, display, stdin=_stdin(), on_signal=on_signal)
+        # The command that picks up where this run ended: every choice spelled out, so that it goes
+        # to the same API with the same ledger wherever the environment differs.
+        resolved: dict[str, object] = {"api_url": base_url, "region": None}
+        if loaded.exists:
+            resolved["config"] = str(loaded.path)
+        if options.ledger_path is not None:
+            resolved["ledger"] = str(options.ledger_path)
+        resume = _command_line(ctx, names, resolved)
+        replay = None
+        if failed is not None and result.input_read:
+            replay = _command_line(ctx, [str(failed)], {**resolved, **dict.fromkeys(_NOT_FOR_REPLAY)})
         if not quiet:
-            title = "dry run: nothing was sent" if dry_run else f"sent to {base_url}"
+            title = "dry run: nothing was sent" if dry_run else f"run against {base_url}"
             render.show_summary(err(), result.summary, title=title)
+            render.show_failing_targets(err(), result.failing_targets)
             render.show_files(
-                err(), result.failed_written, failed, result.report_path, unwritable=result.failed_unwritable
+                err(),
+                result.failed_written,
+                failed,
+                result.report_path,
+                unwritable=result.failed_unwritable,
+                replay=replay,
             )
             if result.ledger_path is not None:
                 render.show_ledger_line(err(), result.ledger_path, result.ledger_recorded, dry_run=dry_run)
+        if result.summary.count("skipped") and result.summary.outcomes.get(("skipped", "uncertain")):
+            render.show_uncertain(
+                err(), result.summary.outcomes["skipped", "uncertain"], result.ledger_path, resume=resume
+            )
+        if result.stopped_by is not None and result.stopped_by != "unauthorized":
+            render.show_stop(
+                err(),
+                result.stopped_by,
+                result.stop_detail,
+                read=result.summary.read,
+                input_read=result.input_read,
+                resume=resume,
+                stdin="-" in names,
+                ledger=result.ledger_path is not None,
+            )
         code = _exit_code(result)
+        if code is ExitCode.OK and result.summary.read == 0 and not allow_empty:
+            render.show_warning(
+                err(),
+                f"no records read from {' '.join(names)}: nothing to send. An empty folder may be an "
+                "unfinished copy; pass --allow-empty when an empty input is expected",
+            )
+            code = ExitCode.FAILED
         if FailOn.unlinked in (fail_on or ()) and result.summary.unlinked and code is ExitCode.OK:
             render.show_unlinked(err(), result.summary.unlinked)
             code = ExitCode.FAILED
     raise typer.Exit(code)
+
+
+_NOT_FOR_REPLAY = (
+    *("types", "events", "users", "since", "until", "limit", "sample", "shard", "order"),
+    *("failed", "report", "fail_on"),
+)
+"""Options of a run that a replay of its failure file leaves out: the file holds exactly the events to
+send, and the replay writes files of its own."""
+
+
+def _command_line(ctx: typer.Context, inputs: list[str], replace: dict[str, object]) -> str:
+    """The command line of this command with other inputs, and options replaced (None drops one),
+    every option as its long name and only those that differ from their defaults."""
+    words = ["segroute", ctx.info_name or "send", *inputs]
+    for param in ctx.command.params:
+        name = param.name
+        if param.param_type_name == "argument" or name is None:
+            continue
+        value = replace[name] if name in replace else ctx.params.get(name)
+        if value is None or value is False or value == [] or (name not in replace and value == param.default):
+            continue
+        flag = max(param.opts, key=len)
+        if value is True:
+            words.append(flag)
+            continue
+        for item in value if isinstance(value, list | tuple) else [value]:
+            words += [flag, str(item.value if isinstance(item, enum.Enum) else item)]
+    return shlex.join(words)
 
 
 def _stdin() -> BinaryIO | None:
@@ -447,7 +548,13 @@ def _stdin() -> BinaryIO | None:
 
 
 def _delivery_options(
-    concurrency: int, rate: float | None, max_retries: int, timeout: float, max_time: float, ttl: float | None
+    concurrency: int,
+    rate: float | None,
+    max_retries: int,
+    timeout: float,
+    max_time: float,
+    ttl: float | None,
+    give_up_after: float,
 ) -> DeliveryOptions:
     from segroute.delivery import DeliveryOptions  # aiohttp loads only when something is sent
 
@@ -458,6 +565,7 @@ def _delivery_options(
         attempt_timeout=timeout,
         request_deadline=max_time,
         idempotency_ttl=ttl,
+        give_up_after=give_up_after,
     )
 
 
@@ -488,27 +596,35 @@ def _shard(text: str | None) -> tuple[int, int] | None:
     return int(found.group(1)), int(found.group(2))
 
 
-def _on_signal(count: int, *, quiet: bool) -> None:
-    """First Ctrl-C: stop cleanly; the second: quit at once."""
+def _on_signal(count: int, name: str, *, quiet: bool) -> None:
+    """First Ctrl-C (or SIGTERM): stop cleanly; the second: quit at once."""
     if count > 1:
-        os._exit(ExitCode.INTERRUPTED)
+        os._exit(ExitCode.TERMINATED if name == "SIGTERM" else ExitCode.INTERRUPTED)
     if quiet:
         return
+    again = "Ctrl-C again" if name == "SIGINT" else "a second SIGTERM"
     render.show_message(
         render.stderr_console(),
-        "stopping: no more events are read; requests in flight get a moment to finish "
-        "(Ctrl-C again quits at once)",
+        f"stopping ({name}): no more events are read; requests in flight get a moment to finish "
+        f"({again} quits at once)",
     )
 
 
+_STOP_CODES = {
+    "SIGINT": ExitCode.INTERRUPTED,
+    "SIGTERM": ExitCode.TERMINATED,
+    "unavailable": ExitCode.TEMPFAIL,
+}
+
+
 def _exit_code(result: RunResult) -> ExitCode:
-    if result.stopped_by == "signal":
-        return ExitCode.INTERRUPTED
     if result.stopped_by == "unauthorized":
         raise AuthError(
-            f"Courier refused the API key ({result.auth_detail}); check COURIER_API_KEY. "
-            "The run stopped: what was not sent is counted as not sent."
+            f"Courier refused the API key ({result.stop_detail}); check COURIER_API_KEY. "
+            "The run stopped: what was not sent is counted as not attempted."
         )
+    if result.stopped_by in _STOP_CODES:
+        return _STOP_CODES[result.stopped_by]
     return result.summary.exit_code
 
 

@@ -21,12 +21,12 @@ from yarl import URL
 
 from segroute import __version__
 from segroute.events import Event
-from segroute.pipeline import Delivered, Outcome, Planned, RequestResult
+from segroute.health import DEFAULT_GIVE_UP_AFTER, ApiHealth, TargetWatch
+from segroute.pipeline import Delivered, KeyState, Outcome, Planned, RequestResult
 from segroute.sources import Note
+from segroute.throttle import Sleep, Throttle, sleep_unless_stopped
 from segroute.transform import CONTENT_TYPE, Request
 
-RETRY_STATUSES = frozenset({408, 429})
-"""Statuses below 500 worth another attempt; every 5xx is too."""
 AUTH_STATUSES = frozenset({401, 403})
 EXPIRATION_HEADER = "x-idempotency-expiration"
 READ_BATCH = 256
@@ -36,8 +36,8 @@ URL_CACHE = 4096
 WINDOW_PER_WORKER = 4
 """Requests open per worker: enough queued that no worker waits for the reader."""
 
-Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
+BeforeSend = Callable[[Request, Event], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,13 @@ class DeliveryOptions:
     """The knobs of a send; the defaults are what ``segroute send`` uses."""
 
     concurrency: int = 8
-    """Requests in flight at once."""
+    """Requests in flight at once, at most: fewer while Courier answers 429."""
     rate: float | None = None
-    """At most this many requests started per second; None for no cap."""
+    """At most this many requests started per second; None for no cap but Courier's 429s."""
     max_retries: int = 5
-    """Retries after the first attempt, for network errors, timeouts, 408, 429 and 5xx."""
+    """Retries after the first attempt, for network errors, timeouts, 408 and 5xx while other requests
+    get answers. A 429 is not counted (it slows the run down instead), nor are failures while the
+    whole API is down (`health.ApiHealth`)."""
     request_deadline: float = 120.0
     """Seconds one request may take, all attempts and waits included, before it is given up."""
     attempt_timeout: float = 30.0
@@ -61,6 +63,11 @@ class DeliveryOptions:
     idempotency_ttl: float | None = None
     """Seconds Courier should keep each Idempotency-Key (sent as ``x-idempotency-expiration``); None
     leaves Courier's default, 24 hours."""
+    give_up_after: float = DEFAULT_GIVE_UP_AFTER
+    """Seconds of failures with no answer from Courier after which the run stops (exit 75)."""
+
+
+StopReason = Literal["SIGINT", "SIGTERM", "unauthorized", "unavailable", "ledger"]
 
 
 @dataclass
@@ -72,9 +79,24 @@ class DeliveryStats:
     failed: int = 0
     retries: int = 0
     started: float = field(default_factory=time.monotonic)
-    stopped_by: Literal["signal", "unauthorized"] | None = None
-    """Why the run stopped early: ``signal`` or ``unauthorized``; None when it ran to the end."""
-    auth_detail: str = ""
+    stopped_by: StopReason | None = None
+    """Why the run stopped early; None when it ran to the end."""
+    stop_detail: str = ""
+    """What Courier said or did that stopped it."""
+    input_read: bool = False
+    """Whether every input was read to its end."""
+    throttle: Throttle | None = None
+    """The run's throttle, for the progress line: its pace and concurrency."""
+    failing_targets: dict[str, str] = field(default_factory=dict)
+    """Targets given up in the run (`health.TargetWatch`), and why."""
+
+    def stop(self, reason: StopReason, detail: str = "") -> bool:
+        """Note the first reason the run stops; whether this was it."""
+        if self.stopped_by is not None:
+            return False
+        self.stopped_by = reason
+        self.stop_detail = detail
+        return True
 
 
 def retry_after_seconds(headers: Any, *, now: float | None = None) -> float | None:
@@ -113,32 +135,77 @@ class Backoff:
         return ceiling * (0.5 + self._rng() / 2)
 
 
-class RateLimiter:
-    """Starts at most ``rate`` requests per second, evenly spaced."""
-
-    def __init__(
-        self, rate: float | None, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep
-    ) -> None:
-        self._interval = 1 / rate if rate else 0.0
-        self._next = 0.0
-        self._clock = clock
-        self._sleep = sleep
-
-    async def acquire(self) -> None:
-        """Wait for the next start time."""
-        if not self._interval:
-            return
-        now = self._clock()
-        start = max(now, self._next)
-        self._next = start + self._interval
-        if start > now:
-            await self._sleep(start - now)
+Verdict = Literal["accepted", "refused", "unauthorized", "throttled", "retry"]
 
 
-def _accepted(request: Request, event: Event, status: int, attempts: int, body: bytes) -> RequestResult:
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """How one attempt ended: Courier's answer, or why none came."""
+
+    status: int | None
+    """The HTTP status; None when no answer came."""
+    detail: str
+    """Courier's message, or what went wrong on the way."""
+    reason: str
+    """``http_NNN``, ``network`` or ``timeout``."""
+    retry_after: float | None = None
+    reached: Literal["no", "maybe", "yes"] = "yes"
+    """Whether the request reached Courier: ``no`` when the connection could not even be made."""
+    body: bytes = b""
+
+    @property
+    def verdict(self) -> Verdict:
+        """What to do about it; the retry policy in one place.
+
+        2xx, and 409 (Courier has seen the key or the messageId), are acceptances; 401 and 403 mean
+        the key is refused and so will every request be; a 429 asks to slow down; no answer, 408 and
+        5xx may go better on another attempt; any other status (4xx, and 3xx: redirects are not
+        followed) refuses this request for good.
+        """
+        status = self.status
+        if status is None or status == 408 or status >= 500:
+            return "retry"
+        if 200 <= status < 300 or status == 409:
+            return "accepted"
+        if status == 429:
+            return "throttled"
+        return "unauthorized" if status in AUTH_STATUSES else "refused"
+
+    def key_state(self, before: KeyState) -> KeyState:
+        """What Courier holds under the key after this attempt, given what it held before.
+
+        An acceptance settles it. A 500 is Courier's own failure, which it stores for the key. A
+        refusal, a 429, a 503, a 408 or no connection at all say Courier did not act on this attempt,
+        and a refusal that it did not act on an earlier one either (it would have answered from its
+        store). Anything else (a timeout, a dropped connection, a gateway's 502 or 504) leaves it
+        unknown whether Courier acted.
+        """
+        status = self.status
+        if before in ("accepted", "stored_failure"):
+            return before
+        verdict = self.verdict
+        if verdict == "accepted":
+            return "accepted"
+        if status == 500:
+            return "stored_failure"
+        if verdict in ("refused", "unauthorized"):
+            return "unused"
+        if self.reached == "no" or status in (408, 429, 503):
+            return before
+        return "unknown"
+
+
+def _attempt_from(status: int, body: bytes, headers: Any) -> Attempt:
+    reason = f"http_{status}"
+    if 200 <= status < 300 or status == 409:
+        return Attempt(status, "", "", body=body)
+    return Attempt(status, _error_message(status, body), reason, retry_after_seconds(headers))
+
+
+def _accepted(request: Request, event: Event, attempt: Attempt, attempts: int) -> RequestResult:
     """A sent request, with the ``runId`` and ``requestId`` Courier's answer holds, if any."""
     try:
-        answer = orjson.loads(body)
+        answer = orjson.loads(attempt.body)
     except orjson.JSONDecodeError:
         answer = None
     ids = answer if isinstance(answer, dict) else {}
@@ -147,11 +214,12 @@ def _accepted(request: Request, event: Event, status: int, attempts: int, body: 
         request,
         event,
         "sent",
-        "duplicate" if status == 409 else "",
-        status,
+        "duplicate" if attempt.status == 409 else "",
+        attempt.status,
         attempts,
         run_id=run_id if isinstance(run_id, str) else None,
         request_id=request_id if isinstance(request_id, str) else None,
+        key_state="accepted",
     )
 
 
@@ -165,8 +233,35 @@ def _error_message(status: int, body: bytes) -> str:
     return f"HTTP {status}"
 
 
+class SendAbort(Exception):
+    """What must happen before a request goes out could not (the ledger could not note it)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Sending:
+    """Where one request is while it is being sent, so that a cut-off can still say what Courier may
+    hold under its key."""
+
+    __slots__ = ("attempts", "key_state", "in_flight")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.key_state: KeyState = "unused"
+        self.in_flight = False
+
+    def cut_off(self) -> KeyState:
+        """What Courier may hold under the key when the request is cut off where it is."""
+        if self.in_flight and self.key_state == "unused":
+            return "unknown"
+        return self.key_state
+
+
 class Sender:
-    """Sends one request until it is accepted, refused, or out of retries."""
+    """Sends one request until it is accepted, refused, or out of retries, through the run's throttle,
+    and tells the run's health watches how each attempt ended."""
 
     def __init__(
         self,
@@ -177,14 +272,18 @@ class Sender:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         rng: Callable[[], float] = random.random,
+        before_send: BeforeSend | None = None,
     ) -> None:
         self._session = session
         self._options = options
         self._stats = stats
+        self._before_send = before_send
         self._clock = clock
         self._sleep = sleep
         self._backoff = Backoff(options.backoff_initial, options.backoff_max, rng)
-        self._limiter = RateLimiter(options.rate, clock=clock, sleep=sleep) if options.rate else None
+        self.throttle = Throttle(concurrency=options.concurrency, rate=options.rate, clock=clock, sleep=sleep)
+        self.health = ApiHealth(options.give_up_after, clock=clock)
+        self.targets = TargetWatch()
         self._full_attempt = _attempt_timeout(options)
         self._expires = (0, "")
         self._urls: dict[str, URL] = {}
@@ -198,83 +297,156 @@ class Sender:
             self._expires = (second, moment.strftime("%Y-%m-%dT%H:%M:%SZ"))
         return self._expires[1]
 
-    async def send(self, request: Request, event: Event, stop: asyncio.Event) -> RequestResult:
-        """Post a request, retrying what may succeed later, every attempt with the same Idempotency-Key."""
-        options = self._options
-        started = self._clock()
+    def _url(self, request: Request) -> URL:
         url = self._urls.get(request.url)
         if url is None:
             if len(self._urls) >= URL_CACHE:
                 self._urls.clear()
             url = self._urls[request.url] = URL(request.url, encoded=True)
+        return url
+
+    async def send(
+        self, request: Request, event: Event, stop: asyncio.Event, sending: Sending | None = None
+    ) -> RequestResult:
+        """Post a request, retrying what may succeed later, every attempt with the same Idempotency-Key."""
+        options = self._options
+        sending = sending or Sending()
+        label = request.target.label
+        failing = self.targets.failing.get(label)
+        if failing is not None:
+            return RequestResult(
+                request,
+                event,
+                "skipped",
+                "target_failing",
+                detail=f"{label} refuses every request: {failing}",
+            )
+        if self._before_send is not None:
+            try:
+                await self._before_send(request, event)
+            except Exception as exc:
+                raise SendAbort(exc) from exc
+        started = self._clock()
+        url = self._url(request)
         headers = {"Idempotency-Key": request.idempotency_key}
         if options.idempotency_ttl is not None:
             headers[EXPIRATION_HEADER] = self._expiration(options.idempotency_ttl)
-        attempt = 0
-        status: int | None = None
-        detail = ""
-        while True:
-            if self._limiter is not None:
-                await self._limiter.acquire()
-            if stop.is_set():
-                return RequestResult(
-                    request, event, "not_attempted", "stopped", status, attempt, detail=detail
-                )
-            left = options.request_deadline - (self._clock() - started)
-            if left <= 0:
-                detail = f"{detail}; past the {options.request_deadline:g}s limit per request"
-                return RequestResult(request, event, "failed", "deadline", status, attempt, detail=detail)
-            attempt += 1
-            retry_after: float | None = None
-            # The session's timeout, unless less time than a whole attempt is left of the request's.
-            timeout = (
-                self._full_attempt if left >= options.attempt_timeout else aiohttp.ClientTimeout(total=left)
+        retries = 0
+        last: Attempt | None = None
+
+        def ended(outcome: Literal["failed", "not_attempted"], reason: str, detail: str) -> RequestResult:
+            status = None if last is None else last.status
+            return RequestResult(
+                request,
+                event,
+                outcome,
+                reason,
+                status,
+                sending.attempts,
+                detail=detail,
+                key_state=sending.key_state,
             )
+
+        while True:
+            begun = await self.throttle.acquire(stop)
+            if begun is None:
+                return ended("not_attempted", "stopped", "" if last is None else last.detail)
+            left = options.request_deadline - (begun - started)
+            if left <= 0:
+                self.throttle.release()
+                detail = "" if last is None else last.detail
+                return ended(
+                    "failed",
+                    "deadline",
+                    f"{detail}; past the {options.request_deadline:g}s limit per request",
+                )
+            sending.attempts += 1
+            sending.in_flight = True
             try:
-                async with self._session.post(
-                    url, data=request.body, headers=headers, allow_redirects=False, timeout=timeout
-                ) as response:
-                    status = response.status
-                    body = await response.read()
-                    answer_headers = response.headers
-            except TimeoutError:
-                reason, detail = "timeout", f"no answer within {timeout.total:g}s"
-            except aiohttp.ClientError as exc:
-                reason, detail = "network", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                last = await self._attempt(url, request, headers, left)
+            finally:
+                sending.in_flight = False
+                self.throttle.release()
+            sending.key_state = last.key_state(sending.key_state)
+            verdict = last.verdict
+            if verdict == "accepted":
+                self.health.answered()
+                self.throttle.accepted()
+                self.targets.accepted(label)
+                return _accepted(request, event, last, sending.attempts)
+            if verdict in ("refused", "unauthorized"):
+                self.health.answered()
+                if verdict == "unauthorized":
+                    if self._stats.stop("unauthorized", last.detail):
+                        stop.set()
+                    return ended("failed", "unauthorized", last.detail)
+                if last.status is not None and self.targets.refused(
+                    label, event.user_id or "", last.status, last.detail
+                ):
+                    self._stats.failing_targets[label] = last.detail
+                return ended("failed", last.reason, last.detail)
+            self.health.failed(id(sending), begun, last.detail)
+            if verdict == "throttled":
+                self.throttle.throttled(begun, last.retry_after)
+                if self.throttle.gate_wait() > options.give_up_after:
+                    self.give_up(stop, f"Courier asked to wait {self.throttle.gate_wait():.0f}s (429)")
+                delay = 0.0  # the throttle's gate holds the next attempt
             else:
-                if 200 <= status < 300 or status == 409:
-                    # 409: Courier has seen this key or messageId: it was accepted before.
-                    return _accepted(request, event, status, attempt, body)
-                reason, detail = f"http_{status}", _error_message(status, body)
-                if status in AUTH_STATUSES:
-                    return RequestResult(
-                        request, event, "failed", "unauthorized", status, attempt, detail=detail
-                    )
-                if status not in RETRY_STATUSES and status < 500:  # other 4xx, and 3xx: never followed
-                    return RequestResult(request, event, "failed", reason, status, attempt, detail=detail)
-                retry_after = retry_after_seconds(answer_headers)
-            if attempt > options.max_retries:
-                detail = f"{detail}; gave up after {attempt} attempts"
-                return RequestResult(request, event, "failed", reason, status, attempt, detail=detail)
-            delay = retry_after if retry_after is not None else self._backoff.delay(attempt - 1)
+                if self.health.gave_up:
+                    self.give_up(stop, last.detail)
+                if not self.health.down:  # the API answers others: this request is the trouble
+                    if retries >= options.max_retries:
+                        return ended(
+                            "failed", last.reason, f"{last.detail}; gave up after {sending.attempts} attempts"
+                        )
+                    retries += 1
+                delay = (
+                    last.retry_after
+                    if last.retry_after is not None
+                    else self._backoff.delay(sending.attempts - 1)
+                )
             if self._clock() + delay - started > options.request_deadline:
-                detail = f"{detail}; the next retry would pass the {options.request_deadline:g}s limit"
-                return RequestResult(request, event, "failed", reason, status, attempt, detail=detail)
+                return ended(
+                    "failed",
+                    last.reason,
+                    f"{last.detail}; the next retry would pass the {options.request_deadline:g}s limit",
+                )
             self._stats.retries += 1
-            await _sleep_unless_stopped(self._sleep, delay, stop)
+            if delay > 0 and await sleep_unless_stopped(self._sleep, delay, stop):
+                return ended("not_attempted", "stopped", last.detail)
+
+    def give_up(self, stop: asyncio.Event, failure: str) -> None:
+        """Stop the run: Courier has failed too long with no answer (exit 75, to be resumed later)."""
+        seconds = self.health.failing_for()
+        if self._stats.stop("unavailable", f"no answer from Courier for {seconds:.0f}s: {failure}"):
+            stop.set()
+
+    async def _attempt(self, url: URL, request: Request, headers: dict[str, str], left: float) -> Attempt:
+        """One POST, with the session's timeout unless less time than a whole attempt is left."""
+        options = self._options
+        timeout = self._full_attempt if left >= options.attempt_timeout else aiohttp.ClientTimeout(total=left)
+        try:
+            async with self._session.post(
+                url, data=request.body, headers=headers, allow_redirects=False, timeout=timeout
+            ) as response:
+                return _attempt_from(response.status, await response.read(), response.headers)
+        except aiohttp.ConnectionTimeoutError:
+            return Attempt(
+                None,
+                f"could not connect within {timeout.connect or timeout.total:g}s",
+                "timeout",
+                reached="no",
+            )
+        except TimeoutError:
+            return Attempt(None, f"no answer within {timeout.total:g}s", "timeout", reached="maybe")
+        except aiohttp.ClientConnectorError as exc:
+            return Attempt(None, _describe(exc), "network", reached="no")
+        except aiohttp.ClientError as exc:
+            return Attempt(None, _describe(exc), "network", reached="maybe")
 
 
-async def _sleep_unless_stopped(sleep: Sleep, seconds: float, stop: asyncio.Event) -> None:
-    """Sleep, but wake at once when the run stops."""
-    if stop.is_set():
-        return
-    sleeping = asyncio.ensure_future(sleep(seconds))
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({sleeping, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        sleeping.cancel()
-        stopping.cancel()
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _attempt_timeout(options: DeliveryOptions) -> aiohttp.ClientTimeout:
@@ -414,27 +586,41 @@ class Dispatcher:
             if stop.is_set():
                 result = RequestResult(request, event, "not_attempted", "stopped")
             else:
+                sending = Sending()
                 in_flight.add(task)
                 try:
-                    result = await send(request, event, stop)
+                    result = await send(request, event, stop, sending)
                 except asyncio.CancelledError:
                     if self._aborted:
                         raise
-                    # The drain timed out: whether Courier got it is unknown; a replay's same key
-                    # makes that safe.
+                    # The drain timed out: whether Courier got a request in flight is unknown; the
+                    # ledger keeps it as such, and a resume sends it again under the same key.
                     result = RequestResult(
-                        request, event, "not_attempted", "stopped", detail="cut off by the stop"
+                        request,
+                        event,
+                        "not_attempted",
+                        "stopped",
+                        attempts=sending.attempts,
+                        detail="cut off by the stop",
+                        key_state=sending.cut_off(),
                     )
+                except SendAbort as exc:  # the ledger could not note the request: it is not sent
+                    self._fail_output(exc.error)
+                    result = RequestResult(request, event, "not_attempted", "stopped", detail=str(exc.error))
                 except Exception as exc:  # anything else ends this request as failed, never lost
                     detail = f"{type(exc).__name__}: {exc}"
-                    result = RequestResult(request, event, "failed", "error", detail=detail)
+                    result = RequestResult(
+                        request, event, "failed", "error", detail=detail, key_state=sending.cut_off()
+                    )
                 finally:
                     in_flight.discard(task)
-                if result.reason == "unauthorized" and self._stats.stopped_by is None:
-                    self._stats.stopped_by = "unauthorized"
-                    self._stats.auth_detail = result.detail
-                    stop.set()
             self._end(job, result)
+
+    def _fail_output(self, error: Exception) -> None:
+        """An output failed (stdout closed, the ledger unwritable): stop, keep what was read, then raise."""
+        if self.output_error is None:
+            self.output_error = error
+        self._stop.set()
 
     def _start(self, job: _Job | None) -> None:
         self._ready.append(job)
@@ -455,10 +641,8 @@ class Dispatcher:
             self._busy.discard(job.recipient)
         try:
             self._finish(job.state, result)
-        except Exception as exc:  # an output failed (stdout closed): stop, keep what was read, then raise
-            if self.output_error is None:
-                self.output_error = exc
-            self._stop.set()
+        except Exception as exc:
+            self._fail_output(exc)
         self._open -= 1
         room = self._room
         if room is not None and self._open <= self._refill_at:
@@ -497,6 +681,8 @@ class _Reader:
         self._room = threading.Semaphore(8)
         self._stopping = threading.Event()
         self._error: BaseException | None = None
+        self.finished = False
+        """Whether the outcomes were read to their end."""
         self._thread = threading.Thread(target=self._run, name="segroute-reader", daemon=True)
         self._thread.start()
 
@@ -535,6 +721,7 @@ class _Reader:
         if batch is self._DONE:
             if self._error is not None:
                 raise self._error
+            self.finished = True
             return None
         return batch
 
@@ -545,6 +732,8 @@ class _Reader:
         while not self._queue.empty():
             batch = self._queue.get_nowait()
             self._room.release()
+            if batch is self._DONE:
+                self.finished = self._error is None
             left.extend(batch)
         return left
 
@@ -557,11 +746,14 @@ class _InlineReader:
     def __init__(self, outcomes: Iterable[Outcome | Note], *, size: int) -> None:
         self._items = iter(outcomes)
         self._size = size
+        self.finished = False
+        """Whether the outcomes were read to their end."""
 
     async def next_batch(self, stop: asyncio.Event) -> list[Outcome | Note] | None:
         """The next few items; None at the end."""
         await asyncio.sleep(0)  # answers that came in are handled first
         batch = list(itertools.islice(self._items, self._size))
+        self.finished = not batch
         return batch or None
 
     def stop(self) -> list[Outcome | Note]:
@@ -584,6 +776,7 @@ async def deliver(
     stats: DeliveryStats | None = None,
     streaming: bool = False,
     read_inline: bool = False,
+    before_send: BeforeSend | None = None,
     sleep: Sleep = asyncio.sleep,
     clock: Clock = time.monotonic,
 ) -> DeliveryStats:
@@ -594,12 +787,18 @@ async def deliver(
     long (files read in order: not stdin, not a sort, not day folders skipped wholesale).
     Setting ``stop`` ends reading; requests in flight get ``options.drain_timeout`` seconds, and
     everything read but not sent ends as ``not_attempted``. An error from an output callback (stdout
-    closed, say) stops the run the same way, then is raised.
+    closed, say) stops the run the same way, then is raised. So does Courier failing with no answer
+    for ``options.give_up_after`` seconds (``stats.stopped_by`` is then ``unavailable``).
+    ``before_send(request, event)`` runs before a request's first attempt (the ledger notes it there).
     """
     stats = stats or DeliveryStats()
-    sender = Sender(session, options, stats, clock=clock, sleep=sleep)
+    sender = Sender(session, options, stats, clock=clock, sleep=sleep, before_send=before_send)
+    stats.throttle = sender.throttle
     dispatcher = Dispatcher(sender, stats, stop, options=options, on_request=on_request, on_event=on_outcome)
-    watchdog = asyncio.create_task(_cut_off_after_stop(stop, dispatcher, options.drain_timeout))
+    watchdogs = (
+        asyncio.create_task(_cut_off_after_stop(stop, dispatcher, options.drain_timeout)),
+        asyncio.create_task(_watch_health(sender, stop)),
+    )
     reader: _Reader | _InlineReader
     if read_inline and not streaming:
         reader = _InlineReader(outcomes, size=INLINE_BATCH)
@@ -620,9 +819,11 @@ async def deliver(
         while not stop.is_set() and (batch := await reader.next_batch(stop)) is not None:
             await take(batch)
         await take(reader.stop())
+        stats.input_read = reader.finished
         await dispatcher.join()
     finally:
-        watchdog.cancel()
+        for watchdog in watchdogs:
+            watchdog.cancel()
         dispatcher.abort()  # only workers still running, when something above raised
     if dispatcher.output_error is not None:
         raise dispatcher.output_error
@@ -633,3 +834,15 @@ async def _cut_off_after_stop(stop: asyncio.Event, dispatcher: Dispatcher, drain
     await stop.wait()
     await asyncio.sleep(drain_timeout)
     dispatcher.cut_off()
+
+
+HEALTH_CHECK_EVERY = 0.5
+"""Seconds between looks at the API's health while attempts hang or wait."""
+
+
+async def _watch_health(sender: Sender, stop: asyncio.Event) -> None:
+    """Give up on an API that stays down even while no attempt ends (they hang, or wait to retry)."""
+    while not stop.is_set():
+        await asyncio.sleep(HEALTH_CHECK_EVERY)
+        if sender.health.gave_up:
+            sender.give_up(stop, sender.health.last_failure)

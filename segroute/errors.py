@@ -18,8 +18,12 @@ class ExitCode(enum.IntEnum):
     """At least one record was rejected or failed."""
     USAGE = 2
     """Bad command line, bad config, a named input that does not exist, no API key or a refused one."""
+    TEMPFAIL = 75
+    """Courier failed too long with no answer (EX_TEMPFAIL): try again later; a resume loses nothing."""
     INTERRUPTED = 130
-    """The run was stopped by SIGINT or SIGTERM."""
+    """The run was stopped by SIGINT (Ctrl-C): 128 + 2."""
+    TERMINATED = 143
+    """The run was stopped by SIGTERM: 128 + 15."""
 
 
 class SegrouteError(Exception):

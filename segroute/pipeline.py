@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import stat
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,7 +23,7 @@ from segroute.events import Event, Invalid, parse_event
 from segroute.routing import Router
 from segroute.selection import Selection, stable_hash
 from segroute.sources import BadRecord, Item, Note, Record
-from segroute.transform import Request, build_requests
+from segroute.transform import Request, build_requests, rekeyed
 
 DEDUPE_MEMORY = 20_000
 """messageIds held in memory for duplicate checks; older ones move to a temporary SQLite file."""
@@ -30,6 +31,9 @@ BLOOM_BYTES = 8 * 1024 * 1024
 """The filter in front of the spilled ids, a power of two: 64M bits with one probe each, 1.5% false
 positives at 1M ids and 14% at 10M (each costs one SQLite lookup, never a wrong answer)."""
 
+UNSENT_SKIPS = frozenset({"target_failing", "uncertain"})
+"""Skip reasons for events that should have gone out and did not: they are kept in the failure file
+and make the run exit 1."""
 MAX_UNLINKED_NAMES = 1000
 """Unlinked track event names a summary counts one by one."""
 
@@ -56,7 +60,8 @@ class Skipped(msgspec.Struct):  # made per event: a Struct is built in C, in hal
     message_id: str
     event: Event | None = None
     requests: tuple[Request, ...] = ()
-    """For ``already_sent``: the requests the ledger holds."""
+    """For ``already_sent``: the requests Courier accepted before; for ``uncertain``: those an earlier
+    run sent without learning what became of them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +77,29 @@ class Rejected:
 Outcome = Planned | Skipped | Rejected
 
 
+KeyState = Literal["accepted", "unused", "unknown", "stored_failure"]
+"""What Courier holds under a request's Idempotency-Key once the request ended:
+
+- ``accepted``: it accepted the request (2xx, or 409: seen before).
+- ``unused``: nothing that matters: the request never reached it, or it refused it (a 4xx) and
+  stores no answer for that; sending again under the same key is safe at any time.
+- ``unknown``: an attempt went out and no answer came that says what became of it (a timeout, a
+  dropped connection, a gateway's 502 or 504): Courier may have acted on it. Only the same key,
+  within its lifetime, makes sending again safe.
+- ``stored_failure``: it answered 500, which it keeps for the key and gives back to every repeat.
+"""
+
+
 class RequestResult(msgspec.Struct):  # made per event: a Struct is built in C, in half a dataclass's time
     """What became of one request that was to be sent."""
 
     request: Request
     event: Event
-    outcome: Literal["sent", "failed", "not_attempted"]
+    outcome: Literal["sent", "failed", "not_attempted", "skipped"]
     reason: str
     """``""``, or ``duplicate`` for a 409 (accepted before); ``http_NNN``, ``network``, ``timeout``,
-    ``unauthorized`` when failed; ``stopped`` when not attempted."""
+    ``deadline``, ``unauthorized`` when failed; ``stopped`` when not attempted; ``target_failing``
+    when skipped because its target refuses every request alike."""
     status: int | None = None
     """The last HTTP status, if any answer came."""
     attempts: int = 0
@@ -89,11 +108,17 @@ class RequestResult(msgspec.Struct):  # made per event: a Struct is built in C, 
     request_id: str | None = None
     """The ``requestId`` Courier gave an accepted request, when it gives one."""
     detail: str = ""
+    key_state: KeyState = "unused"
+    """What Courier holds under the request's key now (see `KeyState`)."""
+
+
+_OUTCOME_RANK = {"failed": 0, "not_attempted": 1, "skipped": 2, "sent": 3}
 
 
 @final
 class Delivered(msgspec.Struct):  # made per event: a Struct is built in C, in half a dataclass's time
-    """An event whose requests have all ended: sent, failed, or not attempted (the run stopped)."""
+    """An event whose requests have all ended: sent, failed, not attempted (the run stopped), or
+    skipped (their target was failing)."""
 
     event: Event
     results: tuple[RequestResult, ...]
@@ -101,14 +126,11 @@ class Delivered(msgspec.Struct):  # made per event: a Struct is built in C, in h
     """Requests of the event accepted in an earlier run, which were not sent again."""
 
     @property
-    def outcome(self) -> Literal["sent", "failed", "not_attempted"]:
-        """failed if any request failed, else not_attempted if any was not, else sent."""
+    def outcome(self) -> Literal["sent", "failed", "not_attempted", "skipped"]:
+        """The worst of its requests': failed, then not_attempted, then skipped, then sent."""
         if len(self.results) == 1:  # the usual event: one request
             return self.results[0].outcome
-        outcomes = {result.outcome for result in self.results}
-        if "failed" in outcomes:
-            return "failed"
-        return "not_attempted" if "not_attempted" in outcomes else "sent"
+        return min((result.outcome for result in self.results), key=_OUTCOME_RANK.__getitem__)
 
     @property
     def reason(self) -> str:
@@ -117,6 +139,41 @@ class Delivered(msgspec.Struct):  # made per event: a Struct is built in C, in h
             return self.results[0].reason
         outcome = self.outcome
         return next(result.reason for result in self.results if result.outcome == outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """What the ledger knows of a request from earlier runs."""
+
+    accepted: bool = False
+    """Courier accepted it."""
+    generation: int = 0
+    """Otherwise it was sent and did not end accepted: under the key of this generation, ..."""
+    expires_at: float = 0.0
+    """... which Courier may forget from this time on (seconds since the epoch) ..."""
+    stored_failure: bool = False
+    """... and which holds a 500, when True; else what became of it is unknown."""
+
+
+KEY_LIFETIME_MARGIN = 3600.0
+"""Seconds before a key's expiry after which sending under it again no longer counts as safe."""
+
+
+def resume(
+    prior: Prior | None, *, now: float, resend_uncertain: bool
+) -> int | Literal["accepted", "uncertain"]:
+    """How to send a request again given what the ledger knows of it: the key generation to send it
+    under, or ``accepted`` (never again), or ``uncertain`` (an earlier run sent it and never learned
+    what Courier did, and its key may have expired: sending it again could notify twice)."""
+    if prior is None:
+        return 0
+    if prior.accepted:
+        return "accepted"
+    if prior.stored_failure:
+        return prior.generation + 1  # the old key would only give back Courier's stored 500
+    if now < prior.expires_at - KEY_LIFETIME_MARGIN or resend_uncertain:
+        return prior.generation  # the same key: Courier acts on it once, or answers from its store
+    return "uncertain"
 
 
 class SeenIds:
@@ -262,7 +319,8 @@ def plan(
     order: Literal["input", "timestamp"] = "input",
     limit: int | None = None,
     shard: tuple[int, int] | None = None,
-    already_sent: Callable[[str], bool] | None = None,
+    prior: Callable[[str], Prior | None] | None = None,
+    resend_uncertain: bool = False,
 ) -> Iterator[Outcome | Note]:
     """Turn what the sources read into outcomes, one per record; notes pass through.
 
@@ -273,10 +331,13 @@ def plan(
     the one that goes.
 
     ``shard`` (K, N) keeps the K-th of N shares (from 1), partitioned by user, and skips the rest as
-    ``other_shard``. ``already_sent(key)`` tells requests Courier accepted in an earlier run (the
-    ledger): they are not sent again, and an event with nothing left is skipped as ``already_sent``.
+    ``other_shard``. ``prior(key)`` tells what an earlier run did with a request (the ledger): what
+    Courier accepted is not sent again (an event with nothing left is skipped as ``already_sent``),
+    and the rest goes out under the key `resume` picks. An event with a request an earlier run sent
+    without learning what Courier did with it, under a key Courier may have forgotten, is skipped as
+    ``uncertain`` unless ``resend_uncertain``.
     """
-    planner = _Planner(router, base_url, already_sent)
+    planner = _Planner(router, base_url, prior, resend_uncertain)
     if order == "input" and limit is None:  # the usual run: each event planned as it is selected
         stream = _select(items, selection, shard, planner.outcome)
         outcomes = cast(Iterator[Outcome | Note], stream)
@@ -355,13 +416,20 @@ def _route(
 
 
 class _Planner:
-    """Each event's outcome: dedupe, route, build the requests, leave out what the ledger holds."""
+    """Each event's outcome: dedupe, route, build the requests, and resume from what the ledger holds."""
 
-    def __init__(self, router: Router, base_url: str, sent: Callable[[str], bool] | None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        base_url: str,
+        prior: Callable[[str], Prior | None] | None,
+        resend_uncertain: bool,
+    ) -> None:
         self._route = router.route
         self._base_url = base_url
         self._seen = SeenIds()
-        self._sent = sent
+        self._prior = prior
+        self._resend_uncertain = resend_uncertain
 
     def outcome(self, event: Event) -> Outcome:
         if not self._seen.add(event.message_id):
@@ -373,18 +441,36 @@ class _Planner:
             requests = build_requests(event, targets, self._base_url)
         except ValueError as exc:
             return Rejected(event.origin, "too_deep", str(exc), event.data)
-        sent = self._sent
-        if sent is not None:
-            if len(requests) == 1:  # the usual event: one request, no generator to make
-                if sent(requests[0].idempotency_key):
-                    return Skipped(event.origin, "already_sent", event.message_id, event, requests)
-                return Planned(event, requests)
-            done = tuple(request for request in requests if sent(request.idempotency_key))
-            if len(done) == len(requests):
-                return Skipped(event.origin, "already_sent", event.message_id, event, done)
-            if done:
-                return Planned(event, tuple(r for r in requests if r not in done), done)
-        return Planned(event, requests)
+        if self._prior is None:
+            return Planned(event, requests)
+        return self._resume(event, requests, self._prior)
+
+    def _resume(
+        self, event: Event, requests: tuple[Request, ...], prior: Callable[[str], Prior | None]
+    ) -> Outcome:
+        """Leave out what Courier accepted in an earlier run; send the rest under the key each may go
+        out under; hold the whole event back when any of its requests is uncertain."""
+        to_send: list[Request] = []
+        done: list[Request] = []
+        uncertain: list[Request] = []
+        now = time.time()
+        for request in requests:
+            known = prior(request.idempotency_key)
+            if known is None:  # the usual request: never sent before
+                to_send.append(request)
+                continue
+            how = resume(known, now=now, resend_uncertain=self._resend_uncertain)
+            if how == "accepted":
+                done.append(request)
+            elif how == "uncertain":
+                uncertain.append(request)
+            else:
+                to_send.append(rekeyed(request, event.message_id, how))
+        if uncertain:
+            return Skipped(event.origin, "uncertain", event.message_id, event, tuple(uncertain))
+        if not to_send:
+            return Skipped(event.origin, "already_sent", event.message_id, event, tuple(done))
+        return Planned(event, tuple(to_send), tuple(done))
 
     def close(self) -> None:
         self._seen.close()
@@ -438,8 +524,8 @@ class Summary:
 
     @property
     def targets(self) -> Counter[tuple[str, str]]:
-        """(target label, request outcome: planned, sent, failed, not_attempted or already_sent) ->
-        requests."""
+        """(target label, request outcome: planned, sent, failed, not_attempted, skipped, already_sent or
+        uncertain) -> requests."""
         counts = Counter(self._targets)
         for label, count in self._planned_to.items():
             counts[label, "planned"] += count
@@ -489,6 +575,11 @@ class Summary:
                     unlinked[name] += 1
                 elif len(unlinked) < MAX_UNLINKED_NAMES:
                     unlinked[name] = 1
+            if reason == "uncertain":
+                for request in outcome.requests:
+                    key = request.target.label, "uncertain"
+                    targets[key] = targets.get(key, 0) + 1
+                return
             done = outcome.requests
         else:
             key = "rejected", outcome.reason
@@ -513,5 +604,9 @@ class Summary:
 
     @property
     def exit_code(self) -> ExitCode:
-        """0 when all was planned, sent or deliberately skipped; 1 when anything was rejected or failed."""
-        return ExitCode.FAILED if self.count("rejected") or self.count("failed") else ExitCode.OK
+        """0 when all was planned, sent or deliberately skipped; 1 when anything was rejected or failed,
+        or held back though it should go out (`UNSENT_SKIPS`)."""
+        outcomes = self.outcomes
+        unsent = any(kind == "skipped" and reason in UNSENT_SKIPS for kind, reason in outcomes)
+        bad = any(kind in ("rejected", "failed") for kind, _ in outcomes)
+        return ExitCode.FAILED if bad or unsent else ExitCode.OK

@@ -6,6 +6,8 @@ nothing to say, and output for scripts, never load it (50 ms of start-up).
 
 from __future__ import annotations
 
+import collections
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, TextIO
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from segroute.config import Link
     from segroute.events import Event
     from segroute.pipeline import Planned, Rejected, RequestResult, Summary
+    from segroute.runner import Progress
     from segroute.sources import Note
     from segroute.transform import Request
 
@@ -194,7 +197,9 @@ _REQUEST_COLUMNS = {
     "sent": "sent",
     "failed": "failed",
     "not_attempted": "not sent",
+    "skipped": "skipped",
     "already_sent": "sent before",
+    "uncertain": "uncertain",
 }
 
 
@@ -218,22 +223,119 @@ def _targets_table(summary: Summary) -> Table:
 
 
 def show_files(
-    console: Console, failed_written: int | None, failed: object, report: object, *, unwritable: int = 0
+    console: Console,
+    failed_written: int | None,
+    failed: object,
+    report: object,
+    *,
+    unwritable: int = 0,
+    replay: str | None = None,
 ) -> None:
-    """Where the failure file and the report went."""
+    """Where the failure file and the report went; how to replay the failure file, when every input
+    was read (else the file holds only part of what did not go out: `show_stop` says how to resume)."""
     from rich.text import Text
 
     if unwritable:
         console.print(Text(f"{failed}: {unwritable:,} events nested too deeply to write back were left out"))
     if failed is not None and failed_written is not None:
-        what = (
-            "no events"
-            if failed_written == 0
-            else f"{failed_written:,} event{'s' if failed_written != 1 else ''}"
-        )
-        console.print(Text(f"{failed}: {what} that did not go out; replay with: segroute send {failed}"))
+        plural = "" if failed_written == 1 else "s"
+        if failed_written == 0:
+            console.print(Text(f"{failed}: no events that did not go out"))
+        elif replay is not None:
+            console.print(
+                Text(f"{failed}: {failed_written:,} event{plural} that did not go out; replay with: {replay}")
+            )
+        else:
+            console.print(
+                Text(
+                    f"{failed}: {failed_written:,} event{plural} read that did not go out; the input was "
+                    "not read to its end, so resume with the same command (below) rather than this file"
+                )
+            )
     if report is not None:
         console.print(Text(f"{report}: the report of this run"))
+
+
+_STOPPED_BY = {
+    "SIGINT": "stopped by Ctrl-C (SIGINT)",
+    "SIGTERM": "stopped by SIGTERM",
+    "unavailable": "stopped: Courier is not answering",
+}
+
+
+def show_stop(
+    console: Console,
+    stopped_by: str,
+    detail: str,
+    *,
+    read: int,
+    input_read: bool,
+    resume: str,
+    stdin: bool,
+    ledger: bool,
+) -> None:
+    """Why a run stopped before the end, how much of the input it read, and the command that resumes."""
+    from rich.text import Text
+
+    why = _STOPPED_BY.get(stopped_by, f"stopped ({stopped_by})")
+    if detail:
+        why += f" ({detail})"
+    if input_read:
+        reading = f"every input was read ({read:,} records)"
+    else:
+        reading = f"{read:,} records read; the rest of the input was not read"
+    console.print(Text(display_name(f"{why}: {reading}."), style="bold"))
+    if stdin:
+        again = "pipe the same events into the same command again"
+    else:
+        again = "run the same command again"
+    if ledger:
+        how = f"To resume, {again}: the ledger leaves out what Courier accepted"
+    else:
+        how = (
+            f"To resume, {again}. There is no ledger (--no-ledger): what went out goes out again, and "
+            "Courier acts on it only once while it keeps its Idempotency-Keys (24 hours)"
+        )
+    if stopped_by == "unavailable":
+        how = "Try again later. " + how
+    console.print(Text(display_name(f"{how}:\n  {resume}")))
+
+
+def show_uncertain(console: Console, events: int, ledger: object, *, resume: str) -> None:
+    """Why events were held back as uncertain, and what to do about them."""
+    from rich.text import Text
+
+    plural = "s" if events != 1 else ""
+    console.print(
+        Text(
+            display_name(
+                f"warning: {events:,} event{plural} held back (uncertain): an earlier run sent their "
+                "requests and was killed before Courier's answer was recorded, and their Idempotency-Keys "
+                "may have expired, so sending them again could notify someone twice. List them: segroute "
+                f"ledger unsettled --ledger {ledger}; send them anyway: {resume} --resend-uncertain"
+            ),
+            style="yellow",
+        )
+    )
+
+
+def show_failing_targets(console: Console, failing: Mapping[str, str]) -> None:
+    """Targets the run stopped sending to, and why."""
+    for label, refusal in sorted(failing.items()):
+        show_message(
+            console,
+            display_name(
+                f"{label}: stopped sending to it: {refusal} to every recipient; its other requests were "
+                "skipped (target_failing) and are in the failure file. Check the link, then replay them"
+            ),
+        )
+
+
+def show_warning(console: Console, message: str) -> None:
+    """``warning: <message>``."""
+    from rich.text import Text
+
+    console.print(Text(f"warning: {message}", style="yellow"))
 
 
 def show_ledger_line(console: Console, path: object, recorded: int, *, dry_run: bool) -> None:
@@ -308,6 +410,33 @@ def result_record(result: RequestResult) -> dict[str, object]:
 
 PLAIN_PROGRESS_EVERY = 10.0
 """Seconds between progress lines when stderr is not a terminal."""
+RATE_WINDOW = 5.0
+"""Seconds over which the progress line measures the current rate."""
+MAX_SHOWN = 20
+"""Lines shown for each input and reason (rejections) or target and reason (failures); the counts,
+the report and the failure file hold all of them."""
+_LINE_SUFFIX = re.compile(r":\d+(\[\d+\])?$")
+
+
+def input_of(origin: str) -> str:
+    """The input an origin names, without its line (and item)."""
+    return _LINE_SUFFIX.sub("", origin)
+
+
+class _Shown:
+    """Counts lines of one kind, to show only the first MAX_SHOWN of each."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def shown(self, kind: str) -> bool:
+        """Count a line of this kind; whether it is among the first MAX_SHOWN."""
+        count = self._counts[kind] = self._counts.get(kind, 0) + 1
+        return count <= MAX_SHOWN
+
+    def unshown(self) -> list[tuple[str, int]]:
+        """Each kind with lines left out, and how many."""
+        return [(kind, count - MAX_SHOWN) for kind, count in self._counts.items() if count > MAX_SHOWN]
 
 
 class RunDisplay:
@@ -340,6 +469,10 @@ class RunDisplay:
             self._live = Live(console=err(), auto_refresh=False, transient=True)
             self._live.start()
         self._last_line = time.monotonic()
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+        """(time, requests done) over the last RATE_WINDOW seconds, for the current rate."""
+        self._problems = _Shown()
+        self._given_up: set[str] = set()
 
     def request(self, planned: Planned) -> None:
         """A planned request, in a dry run."""
@@ -350,53 +483,77 @@ class RunDisplay:
 
     def result(self, result: RequestResult) -> None:
         """A request that ended: a line on stdout when asked, written through at once (a flush costs
-        little beside a request); a line on stderr when it failed."""
+        little beside a request); a line on stderr when it failed, for the first MAX_SHOWN of each
+        target and reason; a line when a target is given up."""
         if self._requests is not None:
             self._requests.result(result)
             self._requests.flush()
         if result.outcome == "failed":
-            from rich.text import Text
+            if self._problems.shown(f"failed ({result.reason}) for {result.request.target.label}"):
+                from rich.text import Text
 
-            self._err().print(
-                Text(
-                    display_name(
-                        f"{result.event.origin}: failed ({result.reason}): {result.detail} "
-                        f"[{result.request.method} {result.request.url}]"
+                self._err().print(
+                    Text(
+                        display_name(
+                            f"{result.event.origin}: failed ({result.reason}): {result.detail} "
+                            f"[{result.request.method} {result.request.url}]"
+                        )
                     )
                 )
+        elif result.reason == "target_failing" and result.request.target.label not in self._given_up:
+            self._given_up.add(result.request.target.label)
+            show_message(
+                self._err(),
+                display_name(f"{result.detail}: its requests from now on are skipped (target_failing)"),
             )
 
     def rejected(self, rejected: Rejected) -> None:
-        """A rejected record: one line naming where it was read."""
-        show_rejected(self._err(), rejected)
+        """A rejected record: one line naming where it was read, for the first MAX_SHOWN of each input
+        and reason."""
+        if self._problems.shown(f"rejected ({rejected.reason}) in {input_of(rejected.origin)}"):
+            show_rejected(self._err(), rejected)
 
     def note(self, note: Note) -> None:
         """A note about an input, unless quiet."""
         if not self._quiet:
             show_note(self._err(), note)
 
-    def progress(self, read: int, done: int, failed: int, retries: int, seconds: float) -> None:
+    def progress(self, progress: Progress) -> None:
         """A live line on a terminal; otherwise a plain line every PLAIN_PROGRESS_EVERY seconds."""
         if self._quiet:
             return
         from rich.text import Text
 
-        rate = done / seconds if seconds > 0 else 0.0
+        now = time.monotonic()
+        samples = self._samples
+        samples.append((now, progress.done))
+        while len(samples) > 2 and samples[1][0] <= now - RATE_WINDOW:
+            samples.popleft()
+        first_time, first_done = samples[0]
+        rate = (progress.done - first_done) / (now - first_time) if now > first_time else 0.0
         line = (
-            f"read {read:,} events · {done:,} requests done ({rate:,.0f}/s) · "
-            f"{failed:,} failed · {retries:,} retries"
+            f"read {progress.read:,} events · {progress.done:,} requests done · {rate:,.0f}/s · "
+            f"{progress.failed:,} failed · {progress.retries:,} retries"
         )
+        if progress.throttled:
+            pace = "" if progress.pace is None else f", at most {progress.pace:,.0f}/s"
+            line += (
+                f" · throttled by Courier ({progress.throttled:,} × 429): "
+                f"{progress.concurrency} of {progress.max_concurrency} in flight{pace}"
+            )
         if self._live is not None:
             self._live.update(Text(line), refresh=True)
-        elif time.monotonic() - self._last_line >= PLAIN_PROGRESS_EVERY:
-            self._last_line = time.monotonic()
+        elif now - self._last_line >= PLAIN_PROGRESS_EVERY:
+            self._last_line = now
             self._err().print(Text(f"progress: {line}"))
 
     def close(self) -> None:
-        """Stop the live line and flush stdout."""
+        """Stop the live line, say how many problem lines were left out, and flush stdout."""
         if self._live is not None:
             self._live.stop()
             self._live = None
+        for kind, count in self._problems.unshown():
+            show_message(self._err(), display_name(f"... and {count:,} more {kind}"))
         if self._requests is not None:
             self._requests.flush()
         self._stdout.flush()

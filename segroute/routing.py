@@ -39,6 +39,9 @@ SKIP_REASONS = {
     "limit": "past --limit, with --order timestamp (every event was read to sort them)",
     "already_sent": "every request of the event was accepted by Courier in an earlier run (the ledger)",
     "other_shard": "another shard's share (--shard K/N), partitioned by user",
+    "uncertain": "an earlier run sent a request of it and was stopped before Courier's answer was "
+    "recorded, and the request's Idempotency-Key may have expired: sent only with --resend-uncertain",
+    "target_failing": "its target refused every request alike, so segroute stopped sending to it",
 }
 
 

@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
+from segroute.events import Event
 from segroute.inventory import Inventory
-from segroute.ledger import Ledger
+from segroute.ledger import DEFAULT_KEY_LIFETIME, Ledger
 from segroute.pipeline import Delivered, Outcome, Planned, Rejected, RequestResult, Summary, plan
 from segroute.report import FailedWriter, ProblemLog, build_report, check_writable, write_report
 from segroute.routing import Router
 from segroute.selection import Selection
 from segroute.sources import Note, iter_items
+from segroute.transform import Request
 
 if TYPE_CHECKING:
     import asyncio
@@ -47,11 +49,29 @@ class Display(Protocol):
     def note(self, note: Note) -> None:
         """Something about an input that is not a record."""
 
-    def progress(self, read: int, done: int, failed: int, retries: int, seconds: float) -> None:
+    def progress(self, progress: Progress) -> None:
         """How far a send has come."""
 
     def close(self) -> None:
         """The run's output is complete."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a send has come, for the progress line."""
+
+    read: int
+    done: int
+    failed: int
+    retries: int
+    seconds: float
+    throttled: int = 0
+    """429s so far; while there are none, the run goes as fast as it was asked to."""
+    concurrency: int = 0
+    """Requests allowed in flight now, and at most."""
+    max_concurrency: int = 0
+    pace: float | None = None
+    """Requests a second allowed now, if that is limited."""
 
 
 @dataclass
@@ -74,6 +94,9 @@ class RunOptions:
     """(K, N): the K-th of N shares of the events, by user."""
     ledger_path: Path | None = None
     """The delivery ledger; None for none. A send creates it; a dry run reads it if it exists."""
+    resend_uncertain: bool = False
+    """Send requests an earlier run sent without learning Courier's answer, even when their keys may
+    have expired (`pipeline.resume`)."""
 
 
 @dataclass
@@ -82,8 +105,17 @@ class RunResult:
 
     summary: Summary
     seconds: float
-    stopped_by: Literal["signal", "unauthorized"] | None = None
-    auth_detail: str = ""
+    stopped_by: str | None = None
+    """Why the run stopped before the end: ``SIGINT``, ``SIGTERM``, ``unauthorized`` (Courier refused
+    the key), ``unavailable`` (Courier failed too long with no answer); None when it ran to the end."""
+    stop_detail: str = ""
+    """What Courier said or did that stopped it."""
+    input_read: bool = True
+    """Whether every input was read to its end."""
+    failing_targets: dict[str, str] = field(default_factory=dict)
+    """Targets the run stopped sending to, and the refusal that made it."""
+    throttled: int = 0
+    """429s Courier answered."""
     failed_written: int | None = None
     failed_unwritable: int = 0
     report_path: Path | None = None
@@ -124,10 +156,9 @@ class _Outputs:
             self._failed.add(outcome)
 
     def result(self, result: RequestResult) -> None:
-        if result.outcome == "sent":
-            if self._ledger is not None:
-                self._ledger.record(self._base_url, result)
-        else:  # what did not go out is kept for the report
+        if self._ledger is not None:
+            self._ledger.record(self._base_url, result)
+        if result.outcome != "sent":  # what did not go out is kept for the report
             self.problems.add_result(result)
         self._display.result(result)
 
@@ -137,7 +168,7 @@ def run(
     display: Display,
     *,
     stdin: BinaryIO | None,
-    on_signal: Callable[[int], None] = lambda count: None,
+    on_signal: Callable[[int, str], None] = lambda count, name: None,
 ) -> RunResult:
     """Read, route and print or send; write the failure file and the report; return what happened."""
     for option, path in (("--failed", options.failed_path), ("--report", options.report_path)):
@@ -165,12 +196,14 @@ def run(
     try:
         outcomes = _outcomes(options, stdin, ledger)
         if options.dry_run:
+            signals: list[str] = []
             try:
-                with _sigterm_as_interrupt():
+                with _sigterm_as_interrupt(signals):
                     for outcome in outcomes:
                         outputs.outcome(outcome)
             except KeyboardInterrupt:
-                result.stopped_by = "signal"
+                result.stopped_by = signals[0] if signals else "SIGINT"
+                result.input_read = False
         else:
             import asyncio  # only to send: a dry run starts without it
 
@@ -218,9 +251,9 @@ def _outcomes(options: RunOptions, stdin: BinaryIO | None, ledger: Ledger | None
     selection = options.selection
     skip_day = selection.skip_day if selection.since is not None else None
     items = iter_items(options.inputs, stdin=stdin, skip_day=skip_day)
-    already_sent = None
+    prior = None
     if ledger is not None:
-        already_sent = functools.partial(ledger.accepted, options.base_url)
+        prior = functools.partial(ledger.prior, options.base_url)
     return plan(
         items,
         Router(options.config),
@@ -229,7 +262,8 @@ def _outcomes(options: RunOptions, stdin: BinaryIO | None, ledger: Ledger | None
         order=options.order,
         limit=options.limit,
         shard=options.shard,
-        already_sent=already_sent,
+        prior=prior,
+        resend_uncertain=options.resend_uncertain,
     )
 
 
@@ -239,7 +273,7 @@ def take_inventory(options: RunOptions, *, stdin: BinaryIO | None) -> Inventory:
     inventory = Inventory()
     ledger = _open_ledger(options)
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt([]):
             for outcome in _outcomes(options, stdin, ledger):
                 if isinstance(outcome, Note):
                     inventory.notes += 1
@@ -271,10 +305,12 @@ def _short_gil_slices() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """In a dry run, SIGTERM stops like Ctrl-C does, so the counts are still shown."""
+def _sigterm_as_interrupt(signals: list[str]) -> Iterator[None]:
+    """In a dry run, SIGTERM stops like Ctrl-C does, so the counts are still shown; ``signals`` gets
+    the name of the one that came."""
 
     def interrupt(signum: int, frame: object) -> None:
+        signals.append("SIGTERM")
         raise KeyboardInterrupt
 
     try:
@@ -304,7 +340,7 @@ async def _send(
     outputs: _Outputs,
     display: Display,
     result: RunResult,
-    on_signal: Callable[[int], None],
+    on_signal: Callable[[int, str], None],
     ledger: Ledger | None,
 ) -> None:
     import asyncio
@@ -316,33 +352,49 @@ async def _send(
     stats = delivery.DeliveryStats()
     signals = 0
 
-    def stop_on_signal() -> None:
+    def stop_on_signal(signum: signal.Signals) -> None:
         nonlocal signals
         signals += 1
-        if stats.stopped_by is None:
-            stats.stopped_by = "signal"
+        stats.stop("SIGTERM" if signum == signal.SIGTERM else "SIGINT")
         stop.set()
-        on_signal(signals)
+        on_signal(signals, signum.name)
 
     loop = asyncio.get_running_loop()
     installed = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(signum, stop_on_signal)
+            loop.add_signal_handler(signum, stop_on_signal, signum)
             installed.append(signum)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no support
             pass
 
     def show_progress() -> None:
-        seconds = time.monotonic() - stats.started
-        display.progress(stats.read, stats.requests_done, stats.failed, stats.retries, seconds)
+        throttle = stats.throttle
+        display.progress(
+            Progress(
+                stats.read,
+                stats.requests_done,
+                stats.failed,
+                stats.retries,
+                time.monotonic() - stats.started,
+                throttled=0 if throttle is None else throttle.throttled_count,
+                concurrency=0 if throttle is None else throttle.concurrency,
+                max_concurrency=0 if throttle is None else throttle.max_concurrency,
+                pace=None if throttle is None else throttle.rate,
+            )
+        )
 
     async def tick() -> None:
         while True:
             await asyncio.sleep(PROGRESS_INTERVAL)
             show_progress()
-            if ledger is not None:
-                ledger.flush_if_due()
+
+    before_send = None
+    if ledger is not None:
+        ttl = options.delivery.idempotency_ttl or DEFAULT_KEY_LIFETIME
+
+        async def before_send(request: Request, event: Event) -> None:
+            await asyncio.wrap_future(ledger.intend(options.base_url, request, event, key_lifetime=ttl))
 
     ticker = asyncio.create_task(tick())
     try:
@@ -359,11 +411,15 @@ async def _send(
                 # One event never takes long to read from files in input order; a sort or a
                 # --since that skips day folders can, and then the loop must stay free for Ctrl-C.
                 read_inline=options.order == "input" and options.selection.since is None,
+                before_send=before_send,
             )
     finally:
         ticker.cancel()
         for signum in installed:
             loop.remove_signal_handler(signum)
+        result.stopped_by = stats.stopped_by
+        result.stop_detail = stats.stop_detail
+        result.input_read = stats.input_read
+        result.failing_targets = dict(stats.failing_targets)
+        result.throttled = stats.throttle.throttled_count if stats.throttle is not None else 0
     show_progress()
-    result.stopped_by = stats.stopped_by
-    result.auth_detail = stats.auth_detail

@@ -44,24 +44,48 @@ class Request(msgspec.Struct):  # made per event: a Struct is built in C, in hal
     body: bytes
     idempotency_key: str
     target: Target
+    generation: int = 0
+    """Which of the request's keys it carries: 0, unless Courier stored a failure (a 500) under an
+    earlier one (see `rekeyed`)."""
+    first_key: str = ""
+    """Its generation-0 key when it carries a later one; the ledger files it under that key."""
+
+    @property
+    def ledger_key(self) -> str:
+        """The key the ledger knows the request by, whichever generation it carries."""
+        return self.first_key or self.idempotency_key
 
 
-def idempotency_key(message_id: str, method: str, path: str) -> str:
-    """``sr1-`` + the first 32 hex digits of SHA-256 over ``"<messageId>\\n<METHOD> <path>"``.
+def idempotency_key(message_id: str, method: str, path: str, generation: int = 0) -> str:
+    """``sr1-`` + the first 32 hex digits of SHA-256 over ``"<messageId>\\n<METHOD> <path>"``, with
+    ``"\\n<generation>"`` after it for a generation past 0.
 
     The same on every run and every machine for the same event and target, whatever the base URL.
     """
-    return _key(message_id.encode(), _after_id(method, path))
+    return _key(message_id.encode(), _after_id(method, path, generation))
 
 
-def _after_id(method: str, path: str) -> bytes:
+def _after_id(method: str, path: str, generation: int = 0) -> bytes:
     """What a key hashes after the messageId."""
-    return f"\n{method} {path}".encode()
+    suffix = f"\n{generation}" if generation else ""
+    return f"\n{method} {path}{suffix}".encode()
 
 
 def _key(message_id: bytes, after_id: bytes) -> str:
     digest: str = _sha256(message_id + after_id).hexdigest()
     return IDEMPOTENCY_KEY_PREFIX + digest[:32]
+
+
+def rekeyed(request: Request, message_id: str, generation: int) -> Request:
+    """The request under its key of another generation. Courier keeps a key's first answer, a 500
+    too, and gives it back to every repeat: a request it failed that way goes out again under a new
+    key, which no earlier run used."""
+    if generation == request.generation:
+        return request
+    key = idempotency_key(message_id, request.method, request.path, generation)
+    return msgspec.structs.replace(
+        request, idempotency_key=key, generation=generation, first_key=request.ledger_key
+    )
 
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,28 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     match: Callable[[Received], bool] = lambda _: True
+    message: str = "Service Unavailable"
+
+
+class TokenBucket:
+    """A rate limit as APIs keep one: ``rate`` requests a second, bursts of up to ``burst``."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._clock = clock
+        self._last = clock()
+
+    def take(self) -> bool:
+        """Whether a request may pass now."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
 
 class FakeCourier:
@@ -63,7 +86,13 @@ class FakeCourier:
         """The requests the application acted on, in the order it did."""
         self.stored: dict[str, tuple[int, bytes]] = {}
         self.rejected_recipients: set[str] = set()
+        self.failing_recipients: set[str] = set()
+        """Recipients whose requests the application fails with a 500, which Courier stores under the
+        key like any first answer."""
         self.faults: list[Fault] = []
+        self.limit: TokenBucket | None = None
+        """A rate limit in front of everything: 429 with ``Retry-After: 1`` above it."""
+        self.throttled = 0
         self.lock = threading.Lock()
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -77,8 +106,9 @@ class FakeCourier:
     def fault(
         self, kind: Literal["status", "delay", "drop", "drop_after"], times: int = 1, **kwargs: Any
     ) -> None:
-        """Script the edge: ``status`` answers with a status, ``delay`` answers late, ``drop`` closes the
-        connection before the application sees the request, ``drop_after`` once it has acted."""
+        """Script the edge: ``status`` answers with a status (and ``message``), ``delay`` answers late,
+        ``drop`` closes the connection before the application sees the request, ``drop_after`` once it
+        has acted."""
         with self.lock:
             self.faults.append(Fault(kind, times, **kwargs))
 
@@ -94,10 +124,17 @@ class FakeCourier:
         received = Received(request.method, request.raw_path, dict(request.headers), await request.read())
         with self.lock:
             self.received.append(received)
+            limited = self.limit is not None and not self.limit.take()
+            if limited:
+                self.throttled += 1
+        if limited:
+            body = json.dumps({"message": "Too Many Requests", "type": "rate_limit_error"}).encode()
+            return web.Response(status=429, body=body, headers={"Retry-After": "1"})
         fault = self._take_fault(received)
         if fault is not None:
             if fault.kind == "status":
-                body = json.dumps({"message": "Service Unavailable", "type": "api_error"}).encode()
+                kind = "api_error" if fault.status >= 500 else "invalid_request_error"
+                body = json.dumps({"message": fault.message, "type": kind}).encode()
                 return web.Response(status=fault.status, body=body, headers=fault.headers)
             if fault.kind == "delay":
                 await asyncio.sleep(fault.seconds)
@@ -139,6 +176,10 @@ class FakeCourier:
                 return 400, json.dumps(
                     {"message": f"invalid recipient {recipient}", "type": "invalid_request_error"}
                 ).encode()
+            if recipient in self.failing_recipients:
+                failure = (500, b'{"message": "Internal Server Error", "type": "api_error"}')
+                self.stored[received.key] = failure
+                return failure
             self.acted[received.key] += 1
             self.acted_order.append(received)
             response = (200, json.dumps(answer).encode())

@@ -293,11 +293,18 @@ def test_bad_input_gets_a_clear_line_and_exit_1(content: bytes, message: str) ->
     assert jsonl(result)[-1]["origin"] == "good.json:1"
 
 
-def test_empty_file_is_a_note_not_an_error() -> None:
+def test_empty_file_is_a_note_and_a_run_that_reads_nothing_fails_unless_allowed() -> None:
     Path("empty.json").write_bytes(b"")
     result = invoke("send", "empty.json", "--dry-run")
-    assert result.exit_code == 0
+    assert result.exit_code == 1
     assert "empty.json: note: empty: holds no events" in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "warning: no records read from empty.json: nothing to send. An empty folder may be an unfinished "
+        "copy; pass --allow-empty when an empty input is expected"
+    )
+    allowed = invoke("send", "empty.json", "--dry-run", "--allow-empty")
+    assert allowed.exit_code == 0
+    assert "warning" not in allowed.stderr
 
 
 def test_missing_input_is_a_usage_error() -> None:
@@ -441,6 +448,7 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal(monkeypatch: pytest.
 
     monkeypatch.setattr(render, "PLAIN_PROGRESS_EVERY", 0.0)
     monkeypatch.setenv("COURIER_API_KEY", API_KEY)
+    config_with_link()
     server = FakeCourier()
     server.start()
     try:
@@ -592,8 +600,10 @@ def test_a_stopped_dry_run_still_shows_the_counts(tmp_path: Path, signum: signal
         proc.send_signal(signum)  # stdin is still open: segroute is waiting for more
         err = proc.stderr.read().decode()
         proc.wait(timeout=30)
-    assert proc.returncode == 130
+    assert proc.returncode == (143 if signum == signal.SIGTERM else 130)
     assert ["planned", "1"] in [line.split() for line in err.splitlines()]
+    assert f"stopped by {'SIGTERM' if signum == signal.SIGTERM else 'Ctrl-C (SIGINT)'}: 1 records read" in err
+    assert "To resume, pipe the same events into the same command again" in err
     assert "Traceback" not in err
 
 

@@ -26,7 +26,6 @@ from segroute.delivery import (
     WINDOW_PER_WORKER,
     Backoff,
     DeliveryOptions,
-    RateLimiter,
     deliver,
     open_session,
     retry_after_seconds,
@@ -34,6 +33,7 @@ from segroute.delivery import (
 from segroute.pipeline import RequestResult, plan
 from segroute.routing import Router
 from segroute.sources import Record
+from segroute.throttle import Throttle
 from tests.courier_server import API_KEY, FakeCourier, Received
 
 runner = CliRunner()
@@ -243,14 +243,21 @@ def test_a_409_counts_as_delivered(courier: FakeCourier) -> None:
     assert ["sent", "duplicate", "1"] in [line.split() for line in result.stderr.splitlines()]
 
 
-def test_retries_run_out(courier: FakeCourier) -> None:
-    courier.fault("status", times=100, status=503, headers={"Retry-After": "0"})
+def test_retries_run_out_for_one_request_while_the_api_answers_others(courier: FakeCourier) -> None:
+    courier.fault(
+        "status",
+        times=100,
+        status=503,
+        headers={"Retry-After": "0"},
+        match=lambda r: r.path == "/profiles/u1",
+    )
     write_events([identify(1, "u1"), identify(2, "u2")])
     result = send(courier, "events.jsonl", "--max-retries", "2", "--failed", "failed.jsonl")
     assert result.exit_code == 1
-    assert len(courier.received) == 6
+    assert [r.path for r in courier.received].count("/profiles/u1") == 3
     assert "failed (http_503): HTTP 503: Service Unavailable; gave up after 3 attempts" in result.stderr
-    assert len(Path("failed.jsonl").read_text().splitlines()) == 2
+    assert [json.loads(line)["userId"] for line in Path("failed.jsonl").read_text().splitlines()] == ["u1"]
+    assert_each_key_acted_on_once(courier, 1)
 
 
 def test_a_401_stops_the_run_and_nothing_is_lost(
@@ -356,9 +363,9 @@ def test_ctrl_c_on_a_slow_server_stops_cleanly(courier: FakeCourier, tmp_path: P
         proc.wait(timeout=60)
     assert json.loads(first)["outcome"] == "sent"
     assert proc.returncode == 130, err
-    assert b"stopping: no more events are read" in err
+    assert b"stopping (SIGINT): no more events are read" in err
     report = json.loads(Path("report.json").read_text())
-    assert report["stopped_by"] == "signal"
+    assert report["stopped_by"] == "SIGINT"
     sent = report["totals"]["sent"]
     assert report["totals"]["not_attempted"] >= 1
     assert sent + report["totals"]["not_attempted"] == report["read"] < 5000
@@ -402,11 +409,12 @@ def test_rate_limiter_spaces_starts_evenly() -> None:
         waits.append(seconds)
         now[0] += seconds
 
-    limiter = RateLimiter(4.0, clock=lambda: now[0], sleep=fake_sleep)
+    limiter = Throttle(concurrency=8, rate=4.0, clock=lambda: now[0], sleep=fake_sleep)
 
     async def start_five() -> None:
         for _ in range(5):
             await limiter.acquire()
+            limiter.release()
 
     asyncio.run(start_five())
     assert waits == [0.25, 0.25, 0.25, 0.25]
@@ -431,7 +439,7 @@ def test_sigterm_stops_like_ctrl_c_and_a_second_ctrl_c_quits_at_once(
             proc.send_signal(signum)
             time.sleep(0.2)
         _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err
+    assert proc.returncode == (143 if signals[0] == signal.SIGTERM else 130), err
     # One stop drains in-flight requests (2 s here) and writes the report; the second quits before that.
     assert Path("report.json").exists() is (len(signals) == 1)
 
@@ -449,9 +457,11 @@ def test_retry_after_beats_the_computed_backoff(courier: FakeCourier) -> None:
     write_events([identify(1, "u1")])
     waits: list[float] = []
     ended: list[Any] = []
+    now = [1000.0]
 
     async def record_sleep(seconds: float) -> None:
         waits.append(seconds)
+        now[0] += seconds
 
     async def main() -> None:
         options = DeliveryOptions(backoff_initial=0.5, backoff_max=8.0)
@@ -465,6 +475,7 @@ def test_retry_after_beats_the_computed_backoff(courier: FakeCourier) -> None:
                 on_outcome=ended.append,
                 on_request=lambda _: None,
                 sleep=record_sleep,
+                clock=lambda: now[0],
             )
 
     asyncio.run(main())

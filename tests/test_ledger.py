@@ -206,7 +206,7 @@ def test_sigint_mid_way_then_a_rerun_sends_only_the_rest_each_key_acted_on_once(
         code, err = run.finish()
     assert code == 130, err
     first = report("first.json")
-    assert first["stopped_by"] == "signal"
+    assert first["stopped_by"] == "SIGINT"
     assert first["totals"]["not_attempted"] >= 1
     assert integrity(ledger) == "ok"
     recorded = ledger_keys(ledger)
@@ -220,7 +220,7 @@ def test_sigint_mid_way_then_a_rerun_sends_only_the_rest_each_key_acted_on_once(
     finally:
         opened.close()
     assert last is not None
-    assert (last["stopped_by"], last["counts"]) == ("signal", first["totals"])
+    assert (last["stopped_by"], last["counts"]) == ("SIGINT", first["totals"])
 
     clear_faults(courier)
     start = received_so_far(courier)
@@ -313,7 +313,7 @@ def test_sigint_while_retrying_a_503_then_a_rerun_acts_on_each_key_once(
         code, err = run.finish()
     assert code == 130, err
     first = report("first.json")
-    assert first["stopped_by"] == "signal"
+    assert first["stopped_by"] == "SIGINT"
     assert first["retries"] >= 1
     assert "failed" not in first["totals"]  # a retry cut short is not attempted, not failed
     assert first["totals"]["not_attempted"] >= 1
