@@ -532,7 +532,9 @@ def _command_line(ctx: typer.Context, inputs: list[str], replace: dict[str, obje
             words.append(flag)
             continue
         for item in value if isinstance(value, list | tuple) else [value]:
-            words += [flag, str(item.value if isinstance(item, enum.Enum) else item)]
+            if isinstance(item, enum.Enum):
+                item = item.value
+            words += [flag, f"{item:g}" if isinstance(item, float) else str(item)]
     return shlex.join(words)
 
 

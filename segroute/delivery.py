@@ -418,7 +418,7 @@ class Sender:
     def give_up(self, stop: asyncio.Event, failure: str) -> None:
         """Stop the run: Courier has failed too long with no answer (exit 75, to be resumed later)."""
         seconds = self.health.failing_for()
-        if self._stats.stop("unavailable", f"no answer from Courier for {seconds:.0f}s: {failure}"):
+        if self._stats.stop("unavailable", f"for {seconds:.0f}s; the last: {failure}"):
             stop.set()
 
     async def _attempt(self, url: URL, request: Request, headers: dict[str, str], left: float) -> Attempt:

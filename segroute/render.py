@@ -259,7 +259,7 @@ def show_files(
 _STOPPED_BY = {
     "SIGINT": "stopped by Ctrl-C (SIGINT)",
     "SIGTERM": "stopped by SIGTERM",
-    "unavailable": "stopped: Courier is not answering",
+    "unavailable": "stopped: Courier failed every attempt",
 }
 
 
@@ -298,7 +298,8 @@ def show_stop(
         )
     if stopped_by == "unavailable":
         how = "Try again later. " + how
-    console.print(Text(display_name(f"{how}:\n  {resume}")))
+    console.print(Text(display_name(f"{how}:")))
+    console.print(Text(display_name(f"  {resume}")))
 
 
 def show_uncertain(console: Console, events: int, ledger: object, *, resume: str) -> None:

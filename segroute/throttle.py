@@ -157,7 +157,7 @@ class Throttle:
         self.throttled_count += 1
         now = self._clock()
         self._gate = max(self._gate, now + (DEFAULT_PAUSE if retry_after is None else retry_after))
-        if started < self._decreased:
+        if started <= self._decreased:
             return  # already slowed down for the burst this attempt belongs to
         self._decreased = now
         # What went through since the gate last opened is the best guess of Courier's limit (what
