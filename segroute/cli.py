@@ -870,6 +870,23 @@ def ledger_export(ledger: LedgerOption = None, config: ConfigOption = None) -> N
             sys.stdout.flush()
 
 
+@ledger_app.command("unsettled")
+def ledger_unsettled(ledger: LedgerOption = None, config: ConfigOption = None) -> None:
+    """Requests sent and not known to be accepted, as JSONL on stdout, oldest first: "uncertain" ones
+    (a run was killed before Courier's answer was recorded) and "stored_failure" ones (Courier
+    answered 500; the next run sends them under a new key).
+
+    Example: segroute ledger unsettled > unsettled.jsonl
+    """
+    from segroute.ledger import Ledger
+
+    with _boundary():
+        with Ledger(_ledger_path(ledger, config), create=False) as opened:
+            for entry in opened.unsettled():
+                sys.stdout.buffer.write(render.jsonl_line(entry))
+            sys.stdout.flush()
+
+
 @ledger_app.command("merge")
 def ledger_merge(
     output: Annotated[Path, typer.Argument(help="The ledger to merge into; created if missing.")],

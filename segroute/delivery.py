@@ -385,7 +385,7 @@ class Sender:
                 ):
                     self._stats.failing_targets[label] = last.detail
                 return ended("failed", last.reason, last.detail)
-            self.health.failed(id(sending), begun, last.detail)
+            self.health.failed(event.user_id, begun, last.detail)
             if verdict == "throttled":
                 self.throttle.throttled(begun, last.retry_after)
                 if self.throttle.gate_wait() > options.give_up_after:

@@ -25,8 +25,9 @@ class ApiHealth:
 
     An answer is anything that ends a request: an acceptance, or a refusal of it (a 4xx). A failure
     is what a retry may mend: no connection, a timeout, a 5xx, 408 or 429. While failures come and no
-    answer, the API is failing; once two different requests have failed in a row, it is *down*: the
-    failures are the API's, not the requests', and do not use up their retries. Failing for
+    answer, the API is failing; once requests to two different recipients have failed in a row, it is
+    *down*: the failures are the API's, not the requests', and do not use up their retries. (One
+    recipient's requests failing alone, at the end of a run say, are that recipient's trouble.) Failing for
     ``give_up_after`` seconds, it has *given up*: the run stops, to be resumed later.
     """
 
@@ -38,7 +39,7 @@ class ApiHealth:
         self._failing_since: float | None = None
         """When the first attempt that failed since the last answer started."""
         self._failed: set[Hashable] = set()
-        """Requests that failed since the last answer (two are enough to know)."""
+        """Recipients whose requests failed since the last answer (two are enough to know)."""
         self.last_failure = ""
         """What the latest failure was, for the message that says why the run stopped."""
 
@@ -47,17 +48,17 @@ class ApiHealth:
         self._failing_since = None
         self._failed.clear()
 
-    def failed(self, request: Hashable, started: float, failure: str) -> None:
-        """An attempt of ``request`` that started at ``started`` failed."""
+    def failed(self, recipient: Hashable, started: float, failure: str) -> None:
+        """An attempt of a request to ``recipient`` that started at ``started`` failed."""
         if self._failing_since is None:
             self._failing_since = started
         if len(self._failed) < 2:
-            self._failed.add(request)
+            self._failed.add(recipient)
         self.last_failure = failure
 
     @property
     def down(self) -> bool:
-        """Whether different requests keep failing with no answer between them."""
+        """Whether requests to different recipients keep failing with no answer between them."""
         return len(self._failed) >= 2
 
     def failing_for(self) -> float:

@@ -12,7 +12,17 @@ import orjson
 from segroute import __version__
 from segroute._json import dumps
 from segroute.errors import UsageError
-from segroute.pipeline import NOT_JSON, Delivered, Outcome, Rejected, RequestResult, Summary
+from segroute.events import Event
+from segroute.pipeline import (
+    NOT_JSON,
+    UNSENT_SKIPS,
+    Delivered,
+    Outcome,
+    Rejected,
+    RequestResult,
+    Skipped,
+    Summary,
+)
 from segroute.routing import SKIP_REASONS
 
 MAX_LISTED_PROBLEMS = 1000
@@ -34,13 +44,19 @@ class FailedWriter:
         """Events nested too deeply to write back as JSON: counted, not kept."""
 
     def add(self, outcome: Outcome | Delivered) -> None:
-        """Keep the event if it did not go out: failed, not attempted, or rejected but still JSON."""
+        """Keep the event if it did not go out: failed, not attempted, skipped though it should have
+        gone (`UNSENT_SKIPS`), or rejected but still JSON."""
         if isinstance(outcome, Delivered):
             if outcome.outcome != "sent":
-                event = outcome.event
-                self._write(event.text if event.text is not None else event.data)
+                self._write_event(outcome.event)
+        elif isinstance(outcome, Skipped):
+            if outcome.reason in UNSENT_SKIPS and outcome.event is not None:
+                self._write_event(outcome.event)
         elif isinstance(outcome, Rejected) and outcome.value is not NOT_JSON:
             self._write(outcome.value)
+
+    def _write_event(self, event: Event) -> None:
+        self._write(event.text if event.text is not None else event.data)
 
     def _write(self, value: Any) -> None:
         """One line: a text as read (bytes) as it is, a parsed value as compact JSON."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -43,6 +44,12 @@ def _many(client: Any) -> None:
 def _ledger_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test's ledger lives in its own tmp_path, never beside a config in the repository."""
     monkeypatch.setenv("SEGROUTE_LEDGER", str(tmp_path / "segroute-ledger.sqlite3"))
+
+
+@pytest.fixture
+def ledger() -> Path:
+    """The ledger a send uses by default here: $SEGROUTE_LEDGER, which `_ledger_in_tmp` sets."""
+    return Path(os.environ["SEGROUTE_LEDGER"])
 
 
 @pytest.fixture(scope="session")

@@ -225,7 +225,7 @@ def test_repeated_failures_show_twenty_lines_then_a_count(courier: FakeCourier) 
 # --- the watches themselves -----------------------------------------------------------------------
 
 
-def test_api_health_is_down_only_when_different_requests_fail_with_no_answer_between() -> None:
+def test_api_health_is_down_only_when_different_recipients_fail_with_no_answer_between() -> None:
     now = [0.0]
     health = ApiHealth(30.0, clock=lambda: now[0])
     health.failed("a", 0.0, "HTTP 503")

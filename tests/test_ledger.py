@@ -44,12 +44,6 @@ NEVER_SEEN = "did not finish (killed, or still running)"
 HOW_MADE = "(a send creates it; --ledger names another)"
 
 
-@pytest.fixture
-def ledger() -> Path:
-    """The ledger a send uses by default here: $SEGROUTE_LEDGER, which conftest points at tmp_path."""
-    return Path(os.environ["SEGROUTE_LEDGER"])
-
-
 # --- helpers ----------------------------------------------------------------------------------
 
 
