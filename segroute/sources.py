@@ -55,6 +55,10 @@ PLACEHOLDER_NAMES = frozenset({"dummy-object.txt"})
 SKIPPED_FOLDERS = frozenset({"__MACOSX"})
 """Folders in bundles that hold no events: the resource forks macOS's Finder adds to a zip."""
 ARCHIVE_ROOT = "segment-logs"
+MAX_NOT_TEXT_SHARE = 0.10
+"""The share of a stream's first chunk that may be bytes text never holds (NUL and other control
+bytes, invalid UTF-8) before the stream is taken for binary and not read: a text file with a stray
+NUL or a few Latin-1 bytes is still read line by line."""
 STDIN_NAME = "<stdin>"
 _WHITESPACE = b" \t\r\n"
 _NEWLINE = ord("\n")
@@ -83,8 +87,9 @@ class BadRecord:
 
     origin: str
     reason: str
-    """``invalid_json``, ``invalid_utf8``, ``too_large``, ``unreadable`` or ``unsafe`` (a bundle
-    member or a compressed stream refused as hostile)."""
+    """``invalid_json``, ``invalid_utf8``, ``binary`` (a whole input or member that is plainly not
+    text), ``too_large``, ``unreadable`` or ``unsafe`` (a bundle member or a compressed stream refused
+    as hostile)."""
     detail: str
 
 
@@ -98,6 +103,45 @@ class Note:
 
 
 Item = Record | BadRecord | Note
+
+
+def _binary(what: str) -> str:
+    return f"not Segment events (binary: {what}); not read"
+
+
+def _compressed(tool: str) -> str:
+    return (
+        f"{tool}-compressed data: segroute reads gzip; decompress it first, "
+        f"e.g. {tool} -dc FILE | segroute send -"
+    )
+
+
+BINARY_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", _binary("PNG image")),
+    (b"\xff\xd8\xff", _binary("JPEG image")),
+    (b"GIF87a", _binary("GIF image")),
+    (b"GIF89a", _binary("GIF image")),
+    (b"%PDF-", _binary("PDF document")),
+    (b"RIFF", _binary("RIFF media: a WebP image, WAV sound or AVI video")),
+    (b"\x7fELF", _binary("ELF executable")),
+    (b"\xfe\xed\xfa\xce", _binary("Mach-O executable")),
+    (b"\xce\xfa\xed\xfe", _binary("Mach-O executable")),
+    (b"\xfe\xed\xfa\xcf", _binary("Mach-O executable")),
+    (b"\xcf\xfa\xed\xfe", _binary("Mach-O executable")),
+    (b"\xca\xfe\xba\xbe", _binary("Mach-O universal executable or Java class")),
+    (b"MZ", _binary("Windows executable")),
+    (b"SQLite format 3\x00", _binary("SQLite database")),
+    (b"PAR1", _binary("Parquet file")),
+    (b"7z\xbc\xaf\x27\x1c", _binary("7z archive")),
+    (b"BZh", _compressed("bzip2")),
+    (b"\xfd7zXZ\x00", _compressed("xz")),
+    (b"\x28\xb5\x2f\xfd", _compressed("zstd")),
+)
+"""What a stream that starts with a known signature is: the detail of its one ``binary`` record."""
+# Every byte but the control bytes text never holds (C0 but tab, LF, CR, FF, VT, backspace and
+# escape): deleting these from a chunk leaves its control bytes to count. DEL is not counted: JSON
+# writers leave it unescaped in strings, so counting it could call valid JSON binary.
+_TEXT_BYTES = bytes(sorted(set(range(256)) - set(range(0x20)) | set(b"\t\n\r\f\v\b\x1b")))
 
 
 class _Readable(Protocol):
@@ -505,6 +549,10 @@ def _iter_content(head: bytes, stream: _Readable, name: str, cursor: _Cursor) ->
         detail = "UTF-16 text (PowerShell's '>' writes it): convert it to UTF-8; the file is not read"
         yield BadRecord(_at(name, 1), "invalid_utf8", detail)
         return
+    binary = _not_text(head)
+    if binary is not None:
+        yield BadRecord(name, "binary", binary)
+        return
     head = head.removeprefix(UTF8_BOM)
     # Leading blank lines are counted, not kept, however many there are.
     while not head.strip(_WHITESPACE):
@@ -528,6 +576,44 @@ def _iter_content(head: bytes, stream: _Readable, name: str, cursor: _Cursor) ->
         yield from _ValueReader(head, stream, name, cursor, document=True).items()
     else:
         yield from _iter_ndjson(_Prefixed(head, stream), name, cursor)
+
+
+def _not_text(head: bytes) -> str | None:
+    """Why a stream that starts with ``head`` is plainly not text, as the detail of its one
+    ``binary`` record; None when it is read as text."""
+    for signature, detail in BINARY_SIGNATURES:
+        if head.startswith(signature):
+            return detail
+    # NUL bytes at the start are not counted: a crash or a writer that preallocates leaves a file
+    # zeros first and good events after; and only zeros are left to the reader, whose check refuses
+    # a compression bomb of them.
+    sample = head.lstrip(b"\x00")
+    if not sample:
+        return None
+    controls = len(sample.translate(None, _TEXT_BYTES))
+    # Not final: a character cut at the end of the head is left unread, not counted as invalid.
+    try:
+        codecs.utf_8_decode(sample, "strict", False)
+        invalid = 0
+    except UnicodeDecodeError:
+        text, read = codecs.utf_8_decode(sample, "ignore", False)
+        invalid = read - len(text.encode("utf-8"))
+    share = (controls + invalid) / len(sample)
+    if share <= MAX_NOT_TEXT_SHARE:
+        return None
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    if min(even, odd) * 10 < max(even, odd) and max(even, odd) * 5 > len(sample):
+        return _binary(
+            "every other byte is NUL, as in UTF-16 text without a byte order mark: convert that to UTF-8"
+        )
+    counted = f"{share:.0%} of its first {len(sample):,} bytes"
+    if len(sample) < len(head):
+        counted = f"{share:.0%} of the {len(sample):,} bytes after the NUL bytes it starts with"
+    if not controls:  # text in Latin-1 or another legacy encoding, perhaps
+        return _binary(f"{counted} are not UTF-8")
+    if (even + odd) * 2 > controls + invalid:
+        return _binary(f"{counted} are not text, mostly NUL bytes")
+    return _binary(f"{counted} are not text")
 
 
 def _is_document(head: bytes, *, eof: bool) -> bool | None:

@@ -312,3 +312,20 @@ def test_dot_slash_names_hidden_members_and_macos_forks(tmp_path: Path) -> None:
     items = read(path)
     assert problems(items) == [] and notes(items) == []
     assert [item.origin for item in items if isinstance(item, Record)] == [f"{path}!./logs/events.jsonl:1"]
+
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90wS\xde"
+"""The PNG signature and a 1x1 image's header chunk: what every PNG starts with."""
+
+
+def test_a_png_in_a_bundle_is_one_record_naming_the_member(tmp_path: Path) -> None:
+    path = tmp_path / "export.tar"
+    path.write_bytes(tar_bytes({"a.jsonl": EVENT, "logs/chart.png": PNG, "b.jsonl": EVENT}))
+    items = read(path)
+    assert problems(items) == [
+        (f"{path}!logs/chart.png", "binary", "not Segment events (binary: PNG image); not read")
+    ]
+    assert [item.origin for item in items if isinstance(item, Record)] == [
+        f"{path}!a.jsonl:1",
+        f"{path}!b.jsonl:1",
+    ]

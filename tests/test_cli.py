@@ -280,6 +280,10 @@ def test_no_config_here_is_a_note_and_tracks_are_unlinked() -> None:
             "bad.json:1: rejected (missing_user): neither 'userId' nor 'anonymousId'",
         ),
         (b'"just a string"\n', "bad.json:1: rejected (not_object): not a JSON object but a string"),
+        (
+            b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,
+            "bad.json: rejected (binary): not Segment events (binary: PNG image); not read",
+        ),
     ],
 )
 def test_bad_input_gets_a_clear_line_and_exit_1(content: bytes, message: str) -> None:

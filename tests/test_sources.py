@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
 import json
+import lzma
 import os
+import random
+import sqlite3
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from segroute.errors import InputError
 from segroute.sources import (
+    BINARY_SIGNATURES,
     CHUNK_BYTES,
     MAX_LINE_BYTES,
     BadRecord,
@@ -509,3 +516,215 @@ def test_names_that_are_not_utf8_or_hold_control_characters_are_shown_escaped(tm
         out.write(b'{"n":2}')
     origins = [item.origin for item in iter_items([str(tmp_path)])]
     assert origins == [f"{tmp_path}/bad\\xff.json:1", f"{tmp_path}/new\\nline.json:1"]
+
+
+# --- files that are not text ------------------------------------------------------------------------
+
+
+def png_image(width: int = 360, height: int = 280) -> bytes:
+    """A real PNG: noisy RGB pixels, so it holds every byte value, as photos do."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    noise = random.Random(1)
+    rows = b"".join(b"\x00" + noise.randbytes(3 * width) for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+PNG_DETAIL = "not Segment events (binary: PNG image); not read"
+
+
+def test_a_png_is_one_binary_record_however_it_arrives(tmp_path: Path) -> None:
+    png = png_image()
+    assert len(png) > CHUNK_BYTES
+    assert read_bytes(png, "photo.json") == [BadRecord("photo.json", "binary", PNG_DETAIL)]
+    assert read_bytes(gzip.compress(png), "photo.gz") == [BadRecord("photo.gz", "binary", PNG_DETAIL)]
+    assert list(iter_items(["-"], stdin=io.BytesIO(png))) == [BadRecord("<stdin>", "binary", PNG_DETAIL)]
+    (tmp_path / "a.png").write_bytes(png)
+    (tmp_path / "b.jsonl").write_bytes(b'{"n":1}\n')
+    assert list(iter_items([str(tmp_path)])) == [
+        BadRecord(f"{tmp_path}/a.png", "binary", PNG_DETAIL),
+        Record(f"{tmp_path}/b.jsonl:1", {"n": 1}, 7, b'{"n":1}'),
+    ]
+
+
+class RandomStream(io.RawIOBase):
+    """Endless random bytes (seeded) that counts the bytes handed out."""
+
+    def __init__(self) -> None:
+        self.random = random.Random(7)
+        self.handed_out = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self.random.randbytes(size if size > 0 else CHUNK_BYTES)
+        self.handed_out += len(data)
+        return data
+
+
+def test_random_bytes_are_one_binary_record_and_the_rest_is_not_read() -> None:
+    data = random.Random(7).randbytes(1024 * 1024)
+    detail = "not Segment events (binary: 53% of its first 262,144 bytes are not text); not read"
+    assert read_bytes(data) == [BadRecord("in.json", "binary", detail)]
+    stream = RandomStream()
+    assert list(iter_stream(stream, "endless")) == [BadRecord("endless", "binary", detail)]
+    assert stream.handed_out == CHUNK_BYTES
+    # NUL bytes at the start are not counted.
+    assert read_bytes(b"\x00" * 1000 + data) == [
+        BadRecord(
+            "in.json",
+            "binary",
+            "not Segment events (binary: 53% of the 261,144 bytes after the NUL bytes it starts with are "
+            "not text); not read",
+        )
+    ]
+
+
+def sqlite_database(tmp_path: Path) -> bytes:
+    path = tmp_path / "events.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("create table events (body text)")
+    db.close()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01", "JPEG image"),
+        (b"GIF89a\x01\x00\x01\x00\x80\x00\x00", "GIF image"),
+        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n", "PDF document"),
+        (b"RIFF\x24\x00\x00\x00WEBPVP8 ", "RIFF media: a WebP image, WAV sound or AVI video"),
+        (b"\x7fELF\x02\x01\x01\x00", "ELF executable"),
+        (b"\xcf\xfa\xed\xfe\x07\x00\x00\x01", "Mach-O executable"),
+        (b"MZ\x90\x00\x03\x00\x00\x00", "Windows executable"),
+        (b"PAR1\x15\x04\x15\x10", "Parquet file"),
+        (b"7z\xbc\xaf\x27\x1c\x00\x04", "7z archive"),
+    ],
+)
+def test_known_binary_signatures(content: bytes, what: str) -> None:
+    # Followed by text, to show the signature alone decides.
+    data = content + ndjson([{"type": "track", "n": n} for n in range(100)])
+    assert read_bytes(data) == [
+        BadRecord("in.json", "binary", f"not Segment events (binary: {what}); not read")
+    ]
+
+
+def test_a_sqlite_database_is_one_binary_record(tmp_path: Path) -> None:
+    detail = "not Segment events (binary: SQLite database); not read"
+    assert read_bytes(sqlite_database(tmp_path)) == [BadRecord("in.json", "binary", detail)]
+
+
+@pytest.mark.parametrize(
+    ("compress", "tool"),
+    [
+        (bz2.compress, "bzip2"),
+        (lzma.compress, "xz"),
+        (lambda data: b"\x28\xb5\x2f\xfd\x24\x00" + data, "zstd"),  # a zstd frame's magic number
+    ],
+)
+def test_other_compressions_say_how_to_read_them(compress: Any, tool: str) -> None:
+    events = ndjson([{"type": "track", "n": n} for n in range(100)])
+    detail = (
+        f"{tool}-compressed data: segroute reads gzip; decompress it first, "
+        f"e.g. {tool} -dc FILE | segroute send -"
+    )
+    assert read_bytes(compress(events), "e.jsonl.x") == [BadRecord("e.jsonl.x", "binary", detail)]
+
+
+def test_the_signature_table_has_one_entry_per_prefix() -> None:
+    prefixes = [prefix for prefix, _ in BINARY_SIGNATURES]
+    assert len(prefixes) == len(set(prefixes))
+    # None of them can start JSON text or a gzip stream.
+    assert not any(prefix[:1] in b" \t\r\n{[\xef\x1f" for prefix in prefixes)
+
+
+def test_utf16_without_a_byte_order_mark_and_nul_heavy_data() -> None:
+    utf16 = '{"type": "track", "event": "Signed Up"}\n'.encode("utf-16-le") * 20
+    assert read_bytes(utf16) == [
+        BadRecord(
+            "in.json",
+            "binary",
+            "not Segment events (binary: every other byte is NUL, as in UTF-16 text without a byte order "
+            "mark: convert that to UTF-8); not read",
+        )
+    ]
+    sparse = (b"\x01" + b"\x00" * 7) * 1000
+    assert read_bytes(sparse) == [
+        BadRecord(
+            "in.json",
+            "binary",
+            "not Segment events (binary: 100% of its first 8,000 bytes are not text, mostly NUL bytes); "
+            "not read",
+        )
+    ]
+
+
+def test_text_in_a_legacy_encoding_is_named_as_not_utf8() -> None:
+    line = '{"type": "track", "event": "Вход", "properties": {"город": "Москва"}}\n'.encode("cp1251")
+    assert read_bytes(line * 50) == [
+        BadRecord(
+            "in.json",
+            "binary",
+            "not Segment events (binary: 21% of its first 3,500 bytes are not UTF-8); not read",
+        )
+    ]
+
+
+@pytest.mark.parametrize("zeros", [4 * 1024, 100 * 1024, 300 * 1024])
+def test_zeros_a_crash_left_before_good_events_are_not_binary(zeros: int) -> None:
+    events = [{"type": "track", "event": "Signed Up", "userId": f"u{n}", "n": n} for n in range(3000)]
+    good = ndjson(events)
+    assert len(good) > 200 * 1024
+    items = read_bytes(b"\x00" * zeros + good)
+    # The zeros and the first event are one line; every other line is read.
+    assert items[0] == BadRecord("in.json:1", "invalid_json", "not valid JSON: Expecting value (column 1)")
+    assert records(items) == [(f"in.json:{n + 1}", event) for n, event in enumerate(events) if n]
+
+
+class Pieces(io.RawIOBase):
+    """Hands out its data in the pieces given, then in reads of the size asked."""
+
+    def __init__(self, *pieces: bytes) -> None:
+        self.pieces = list(pieces)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1, /) -> bytes:
+        if len(self.pieces) > 1:
+            return self.pieces.pop(0)
+        rest = self.pieces[0] if self.pieces else b""
+        data, self.pieces = rest[: size if size >= 0 else None], [rest[size:]] if size >= 0 else []
+        return data
+
+
+def test_a_character_cut_at_the_end_of_the_first_read_is_not_invalid() -> None:
+    line = '{"type":"track","price":"€5"}\n'.encode()
+    cut = line.index("€".encode()) + 1
+    # The first read holds 27 bytes, the last 1 the start of a 3-byte character: 4% if counted.
+    items = list(iter_stream(Pieces(line[:cut], line[cut:]), "piped"))
+    assert items == [Record("piped:1", {"type": "track", "price": "€5"}, len(line) - 1, line[:-1])]
+    head = '{"€":"€"}'.encode()
+    items = list(iter_stream(Pieces(head[:2], head[2:]), "piped"))
+    assert records(items) == [("piped:1", {"€": "€"})]
+
+
+@settings(max_examples=150, deadline=None)
+@given(events=events_strategy, first_read=st.integers(1, 200))
+# JSON writers leave DEL unescaped: a string of them is still JSON text.
+@example(events=[{"type": "track", "s": "\x7f" * 40}], first_read=200)
+def test_json_events_are_never_binary(events: list[dict[str, Any]], first_read: int) -> None:
+    data = b"".join(json.dumps(event, ensure_ascii=False).encode() + b"\n" for event in events)
+    # However the first read cuts the text, even inside a character.
+    items = list(iter_stream(Pieces(data[:first_read], data[first_read:]), "in.json"))
+    assert [value for _, value in records(items)] == events
