@@ -138,6 +138,13 @@ BINARY_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x28\xb5\x2f\xfd", _compressed("zstd")),
 )
 """What a stream that starts with a known signature is: the detail of its one ``binary`` record."""
+ZIP_DOCUMENTS: tuple[tuple[bytes, str], ...] = (
+    (b"[Content_Types].xml", "a Word/Excel/PowerPoint document (Office Open XML)"),
+    (b"mimetype", "an OpenDocument file or EPUB book"),
+    (b"META-INF/MANIFEST.MF", "a Java archive (JAR)"),
+    (b"META-INF/", "a Java archive (JAR)"),
+)
+"""Zip files that are documents, not bundles, by the name of their first member."""
 # Every byte but the control bytes text never holds (C0 but tab, LF, CR, FF, VT, backspace and
 # escape): deleting these from a chunk leaves its control bytes to count. DEL is not counted: JSON
 # writers leave it unescaped in strings, so counting it could call valid JSON binary.
@@ -459,9 +466,18 @@ def _bundle_kind(head: bytes) -> str | None:
     """``tar`` or ``zip`` when a stream's first bytes start a bundle, else None."""
     if head[TAR_MAGIC_OFFSET : TAR_MAGIC_OFFSET + 5] == b"ustar":
         return "tar"
-    if head.startswith(ZIP_MAGICS):
+    if head.startswith(ZIP_MAGICS) and _zip_document(head) is None:
         return "zip"
     return None
+
+
+def _zip_document(head: bytes) -> str | None:
+    """What a zip is when its first member names it a document (docx, odt, epub, jar), else None."""
+    if not head.startswith(ZIP_MAGICS[0]):
+        return None
+    # The first local file header is at offset 0: the name's length at 26, the name from 30.
+    name = head[30 : 30 + int.from_bytes(head[26:28], "little")]
+    return next((what for first, what in ZIP_DOCUMENTS if name == first), None)
 
 
 def _read_head(stream: _Readable) -> bytes:
@@ -584,6 +600,9 @@ def _not_text(head: bytes) -> str | None:
     for signature, detail in BINARY_SIGNATURES:
         if head.startswith(signature):
             return detail
+    document = _zip_document(head)
+    if document is not None:
+        return f"{document}, not a bundle of events; not read"
     # NUL bytes at the start are not counted: a crash or a writer that preallocates leaves a file
     # zeros first and good events after; and only zeros are left to the reader, whose check refuses
     # a compression bomb of them.

@@ -329,3 +329,46 @@ def test_a_png_in_a_bundle_is_one_record_naming_the_member(tmp_path: Path) -> No
         f"{path}!a.jsonl:1",
         f"{path}!b.jsonl:1",
     ]
+
+
+def document(first: str, kind: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """A zip laid out as an office suite or a JDK writes it: ``first`` is its first member."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", kind) as bundle:
+        bundle.writestr(first, "application/vnd.oasis.opendocument.text" if first == "mimetype" else "<x/>")
+        bundle.writestr("word/document.xml", "<w:document/>")
+        bundle.writestr("events.jsonl", EVENT)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("first", "what"),
+    [
+        ("[Content_Types].xml", "a Word/Excel/PowerPoint document (Office Open XML)"),
+        ("mimetype", "an OpenDocument file or EPUB book"),
+        ("META-INF/MANIFEST.MF", "a Java archive (JAR)"),
+        ("META-INF/", "a Java archive (JAR)"),
+    ],
+)
+def test_zip_documents_are_not_bundles(tmp_path: Path, first: str, what: str) -> None:
+    path = tmp_path / "report.zip"
+    path.write_bytes(document(first))
+    detail = f"{what}, not a bundle of events; not read"
+    assert read(path) == [BadRecord(str(path), "binary", detail)]
+    # Inside a bundle and on stdin too.
+    outer = tmp_path / "outer.tar"
+    outer.write_bytes(tar_bytes({"report.docx": document(first), "b.jsonl": EVENT}))
+    items = read(outer)
+    assert problems(items) == [(f"{outer}!report.docx", "binary", detail)]
+    assert len(values(items)) == 1
+    assert read("-", stdin=document(first)) == [BadRecord("<stdin>", "binary", detail)]
+
+
+def test_a_zip_whose_first_member_is_events_is_a_bundle(tmp_path: Path) -> None:
+    path = tmp_path / "events.zip"
+    path.write_bytes(zip_bytes({"events.jsonl": EVENT, "[Content_Types].xml": b"<x/>"}))
+    items = read(path)
+    assert len(values(items)) == 1
+    assert problems(items) == [
+        (f"{path}![Content_Types].xml:1", "invalid_json", "not valid JSON: Expecting value (column 1)")
+    ]
