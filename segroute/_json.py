@@ -3,7 +3,8 @@
 msgspec reads: it is the fastest reader that keeps integers of any size exact (orjson reads those
 past 64 bits as floats). What msgspec refuses, orjson reads again, to say why in plainer words, or
 to take the little msgspec refuses and orjson does not (nesting past Python's recursion limit); text
-orjson takes that may hold a big integer is read once more with the standard library.
+orjson takes that may hold a big integer is read once more with the standard library. An integer
+longer than Python converts (4,300 digits unless configured) is refused with `IntegerTooLongError`.
 
 orjson writes. It cannot write integers past 64 bits, and writes at most 255 levels of nesting, so
 such values are written by the standard library.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any
 
 import msgspec
@@ -29,13 +31,22 @@ JSONDecodeError = orjson.JSONDecodeError
 _decode = msgspec.json.Decoder().decode
 
 
+class IntegerTooLongError(ValueError):
+    """JSON text that holds an integer with more digits than Python converts (its int-to-str limit)."""
+
+
 def loads(text: bytes | str) -> Any:
-    """Parse JSON text; a ValueError (`JSONDecodeError` for anything orjson refuses) when it can't."""
+    """Parse JSON text; a ValueError (`JSONDecodeError` for anything orjson refuses) when it can't,
+    `IntegerTooLongError` when it is JSON but holds an integer too long to read."""
     try:
         return _decode(text)
     except (ValueError, RecursionError):  # msgspec.DecodeError is a ValueError; so are encoding errors
         pass
-    value = orjson.loads(text)
+    try:
+        value = orjson.loads(text)
+    except JSONDecodeError:
+        _refuse_long_integers(text)  # orjson reads such an integer as infinity, and says that
+        raise
     try:
         if isinstance(text, bytes):
             if _NINETEEN_DIGITS in text.translate(_DIGITS_TO_ZERO) and _MAYBE_BIG_INT_BYTES.search(text):
@@ -45,6 +56,32 @@ def loads(text: bytes | str) -> Any:
     except RecursionError:
         raise ValueError("nested too deeply to read its big integers exactly") from None
     return value
+
+
+def _refuse_long_integers(text: bytes | str) -> None:
+    """Raise `IntegerTooLongError` when the text is JSON that holds an integer longer than Python
+    converts; the standard library would raise a ValueError that no reader expects."""
+    limit = sys.get_int_max_str_digits()
+    if not limit:
+        return  # no limit: every integer converts
+    run = f"(?<![0-9])[0-9]{{{limit + 1}}}"  # tried only where a run of digits starts: linear
+    if (re.search(run.encode(), text) if isinstance(text, bytes) else re.search(run, text)) is None:
+        return
+    longest = 0
+
+    def measure(digits: str) -> int:
+        nonlocal longest
+        longest = max(longest, len(digits.lstrip("-")))
+        return 0
+
+    try:
+        json.loads(text, parse_int=measure)
+    except (ValueError, RecursionError):
+        return  # not JSON for another reason, which is what to say
+    if longest > limit:
+        raise IntegerTooLongError(
+            f"holds an integer of {longest:,} digits; segroute reads integers of up to {limit:,} digits"
+        )
 
 
 def dumps(value: Any, *, sort_keys: bool = False) -> bytes:

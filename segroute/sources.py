@@ -66,6 +66,15 @@ _CR = ord("\r")
 _JSON_WHITESPACE = " \t\r\n"
 
 
+def _skip_int(digits: str) -> int:
+    return 0
+
+
+_SCANNER = json.JSONDecoder(parse_int=_skip_int)
+"""The standard library's reader, used only to find where a value ends or why it is not JSON: it
+leaves integers unconverted, so one too long for Python to convert does not stop it."""
+
+
 @final
 class Record(msgspec.Struct):  # made per event: a Struct is built in C, in half a dataclass's time
     """One JSON value read from an input."""
@@ -660,6 +669,8 @@ def _is_document(head: bytes, *, eof: bool) -> bool | None:
 def _parses(line: bytes) -> bool:
     try:
         _json.loads(line)
+    except _json.IntegerTooLongError:
+        return True  # JSON, refused only for what it holds: a line of its own all the same
     except ValueError:
         return False
     return True
@@ -728,6 +739,8 @@ def _iter_ndjson(stream: _Readable, name: str, cursor: _Cursor) -> Iterator[Item
 
 def _bad_json(origin: str, text: bytes | str, exc: ValueError) -> BadRecord:
     """Why a text is not JSON, as plainly as the standard library can say it."""
+    if isinstance(exc, _json.IntegerTooLongError):
+        return BadRecord(origin, "too_large", str(exc))
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -736,7 +749,7 @@ def _bad_json(origin: str, text: bytes | str, exc: ValueError) -> BadRecord:
     if ESCAPED_BYTE.search(text):
         return BadRecord(origin, "invalid_utf8", "not valid UTF-8")
     try:
-        json.loads(text)
+        _SCANNER.decode(text)
     except json.JSONDecodeError as error:
         where = f"line {error.lineno}, column {error.colno}" if error.lineno > 1 else f"column {error.colno}"
         return BadRecord(origin, "invalid_json", f"not valid JSON: {error.msg} ({where})")
@@ -790,7 +803,6 @@ class _ValueReader:
         # the values before it are still read and the value that holds it is named.
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
         self._bad_utf8: int | None = None
-        self._scanner = json.JSONDecoder()
         self._text = ""
         self._pos = 0
         self._counted = 0
@@ -857,7 +869,7 @@ class _ValueReader:
         want = CHUNK_BYTES
         while True:
             try:
-                _, end = self._scanner.raw_decode(self._text, self._pos)
+                _, end = _SCANNER.raw_decode(self._text, self._pos)
             except json.JSONDecodeError:
                 if len(self._text) - self._pos > MAX_DOCUMENT_CHARS or not self._fill(want):
                     return None
@@ -874,6 +886,8 @@ class _ValueReader:
             try:
                 return Record(origin, _json.loads(text), len(text))
             except ValueError as exc:
+                if isinstance(exc, _json.IntegerTooLongError):
+                    self._yielded = True  # a whole JSON value was read: it is a document after all
                 return _bad_json(origin, text, exc)
 
     def _broken(self) -> BadRecord:
@@ -887,7 +901,7 @@ class _ValueReader:
             detail = f"a JSON value over {mib} MiB; write one event per line (NDJSON) instead"
             return BadRecord(origin, "too_large", f"{detail}; the rest of the file is not read")
         try:
-            json.loads(rest)
+            _SCANNER.decode(rest)
         except json.JSONDecodeError as error:
             line = self._line + error.lineno - 1
             detail = f"not valid JSON: {error.msg} (line {line}, column {error.colno})"

@@ -281,6 +281,11 @@ def test_no_config_here_is_a_note_and_tracks_are_unlinked() -> None:
         ),
         (b'"just a string"\n', "bad.json:1: rejected (not_object): not a JSON object but a string"),
         (
+            b'{"type":"track","event":"Signed Up","userId":"u","n":' + b"9" * 5000 + b"}\n",
+            "bad.json:1: rejected (too_large): holds an integer of 5,000 digits; segroute reads integers "
+            "of up to 4,300 digits",
+        ),
+        (
             b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,
             "bad.json: rejected (binary): not Segment events (binary: PNG image); not read",
         ),
@@ -510,6 +515,27 @@ def test_big_integers_go_out_exactly() -> None:
     result = invoke("send", "e.jsonl", "--dry-run", "-q")
     assert result.exit_code == 0
     assert '"n":18446744073709551616' in result.stdout
+
+
+def test_integers_of_4300_digits_go_out_exactly_and_longer_ones_are_rejected() -> None:
+    config_with_link()
+    longest, long = "9" * 4300, "9" * 5000
+    line = '{"type":"track","event":"Signed Up","userId":%s,"n":%s}'  # noqa: UP031
+    Path("e.jsonl").write_text(f"{line % (longest, longest)}\n{line % ('1', long)}\n{line % (long, '1')}\n")
+    Path("e.json").write_text(f"[{line % (longest, '-' + '9' * 4299)}, {line % ('1', long)}]")
+    result = invoke("send", "e.jsonl", "e.json", "--dry-run", "-o", "jsonl")
+    assert result.exit_code == 1
+    too_long = "holds an integer of 5,000 digits; segroute reads integers of up to 4,300 digits"
+    assert result.stderr.splitlines()[:3] == [
+        f"e.jsonl:2: rejected (too_large): {too_long}",
+        f"e.jsonl:3: rejected (too_large): {too_long}",
+        f"e.json:1[1]: rejected (too_large): {too_long}",
+    ]
+    requests = jsonl(result)
+    assert [request["origin"] for request in requests] == ["e.jsonl:1", "e.json:1[0]"]
+    assert [request["body"]["recipient"] for request in requests] == [longest, longest]
+    assert requests[0]["body"]["data"]["n"] == int(longest)
+    assert requests[1]["body"]["data"]["n"] == -int("9" * 4299)
 
 
 def test_empty_link_words_are_usage_errors() -> None:

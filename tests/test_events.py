@@ -222,6 +222,14 @@ def test_numeric_user_id_becomes_a_string(user_id: int | float, text: str) -> No
     assert event.data["userId"] == user_id
 
 
+def test_the_longest_integers_read_make_ids_and_derived_ids() -> None:
+    # The readers refuse longer ones (past Python's 4,300-digit limit), so none gets this far.
+    longest = int("9" * 4300)
+    event = valid({"type": "track", "event": "E", "userId": longest, "properties": {"n": -longest}})
+    assert event.user_id == "9" * 4300
+    assert DERIVED_PATTERN.fullmatch(event.message_id)
+
+
 def test_numeric_message_id_becomes_a_string() -> None:
     assert valid({"type": "track", "event": "E", "userId": "u", "messageId": 99}).message_id == "99"
 

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from segroute import _json
 from segroute.errors import InputError
 from segroute.sources import (
     BINARY_SIGNATURES,
@@ -728,3 +729,98 @@ def test_json_events_are_never_binary(events: list[dict[str, Any]], first_read: 
     # However the first read cuts the text, even inside a character.
     items = list(iter_stream(Pieces(data[:first_read], data[first_read:]), "in.json"))
     assert [value for _, value in records(items)] == events
+
+
+# --- integers too long to read ----------------------------------------------------------------------
+
+LONG = "9" * 5000
+"""Past Python's int-to-str limit (4,300 digits): it cannot be converted, so it is refused."""
+LONGEST = "9" * 4300
+"""The longest integer Python converts: read exactly."""
+TOO_LONG = "holds an integer of 5,000 digits; segroute reads integers of up to 4,300 digits"
+
+
+def event_text(n: str, key: str = "n") -> str:
+    return '{"type":"track","event":"E","userId":"u","%s":%s}' % (key, n)  # noqa: UP031
+
+
+def shapes(n: str) -> dict[str, bytes]:
+    """An event holding the integer ``n``, then an event holding 2, in every shape; gzip'd too."""
+    first, second = event_text(n), event_text("2")
+    pretty = json.dumps({"type": "track", "n": 0}, indent=2).replace("0", n)
+    plain = {
+        "ndjson": f"{first}\n{second}\n",
+        "array": f"[\n{first},\n{second}\n]",
+        "batch": f'{{"batch": [{first}, {second}], "sentAt": "x"}}\n{event_text("3")}\n',
+        "pretty": f"{pretty}\n{json.dumps({'n': 2}, indent=2)}",
+        "user_id": f"{event_text(n, 'userId')}\n{second}\n",
+    }
+    data = {shape: text.encode() for shape, text in plain.items()}
+    return data | {f"{shape}.gz": gzip.compress(text) for shape, text in data.items()}
+
+
+SHAPES = sorted(shapes("1"))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_an_integer_too_long_to_read_is_one_too_large_record(shape: str) -> None:
+    items = read_bytes(shapes(LONG)[shape])
+    kind = shape.removesuffix(".gz")
+    if kind == "batch":  # the body is one JSON text: it is the record refused, the next line is read
+        assert items == [
+            BadRecord("in.json:1", "too_large", TOO_LONG),
+            Record("in.json:2", json.loads(event_text("3")), len(event_text("3")), event_text("3").encode()),
+        ]
+        return
+    origin = {"array": "in.json:2[0]"}.get(kind, "in.json:1")
+    assert items[0] == BadRecord(origin, "too_large", TOO_LONG)
+    assert [value.get("n") for _, value in records(items)] == [2]
+    assert len(items) == 2
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_integers_of_4300_digits_are_read_exactly(shape: str) -> None:
+    items = read_bytes(shapes(LONGEST)[shape])
+    assert all(isinstance(item, Record) for item in items)
+    first = records(items)[0][1]
+    assert first.get("userId" if shape.startswith("user_id") else "n") == int(LONGEST)
+
+
+def test_lines_holding_too_long_integers_are_still_lines() -> None:
+    # Were they not JSON, a file that starts with them would be taken for one pretty-printed
+    # document, and its events would lose the text they were read as.
+    data = f"{event_text(LONG)}\n{event_text(LONG)}\n{event_text('3')}\n".encode()
+    assert read_bytes(data) == [
+        BadRecord("in.json:1", "too_large", TOO_LONG),
+        BadRecord("in.json:2", "too_large", TOO_LONG),
+        Record("in.json:3", json.loads(event_text("3")), len(event_text("3")), event_text("3").encode()),
+    ]
+    assert read_bytes(event_text(LONG).encode()) == [BadRecord("in.json:1", "too_large", TOO_LONG)]
+
+
+def test_invalid_json_holding_a_too_long_integer_says_what_is_invalid() -> None:
+    line = '{"n": %s, }' % LONG  # noqa: UP031
+    assert read_bytes(f"{line}\n".encode()) == [
+        BadRecord(
+            "in.json:1",
+            "invalid_json",
+            "not valid JSON: Expecting property name enclosed in double quotes (column 5009)",
+        )
+    ]
+    assert read_bytes(f"[{line}]".encode())[0] == BadRecord(
+        "in.json:1",
+        "invalid_json",
+        "not valid JSON: Expecting property name enclosed in double quotes (line 1, column 5009); "
+        "the rest of the file is not read",
+    )
+
+
+def test_loads_refuses_a_too_long_integer_with_its_own_error() -> None:
+    for text in (f'{{"n":{LONG}}}', f"[-{LONG}]", LONG):
+        with pytest.raises(_json.IntegerTooLongError, match=f"^{TOO_LONG}$"):
+            _json.loads(text.encode())
+        with pytest.raises(ValueError):
+            _json.loads(text)
+    assert _json.loads(f'{{"n":{LONGEST}}}'.encode()) == {"n": int(LONGEST)}
+    # A string of digits is no integer.
+    assert _json.loads(f'{{"n":"{LONG}"}}') == {"n": LONG}
