@@ -21,6 +21,9 @@ MAX_EVENT_BYTES = 32 * 1024
 _MAYBE_TOO_LARGE = MAX_EVENT_BYTES // 4
 """Characters of JSON text past which a value may be over MAX_EVENT_BYTES (UTF-8: up to 4 bytes each)."""
 DERIVED_ID_PREFIX = "sr-"
+UNSAFE_IDS = (".", "..")
+"""Ids refused: in a request path, servers and proxies resolve them as a step along the path (the
+official Courier SDK refuses them too)."""
 
 
 @final
@@ -82,6 +85,9 @@ def parse_event(record: Record) -> Event | Invalid:
             )
         if user_id is None and _identifier(value.get("anonymousId")) in (None, False):
             return Invalid(record.origin, "missing_user", "neither 'userId' nor 'anonymousId'", value)
+    if user_id in UNSAFE_IDS:
+        detail = f"userId {user_id!r} would name another URL path"
+        return Invalid(record.origin, "unsafe_id", detail, value)
     message_id = value.get("messageId")
     if type(message_id) is not str or not message_id:
         try:

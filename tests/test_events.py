@@ -137,6 +137,19 @@ def test_missing_user(ids: dict[str, Any]) -> None:
     assert invalid({"type": "page", **ids}).reason == "missing_user"
 
 
+@pytest.mark.parametrize("user_id", [".", ".."])
+@pytest.mark.parametrize("kind", ["track", "identify", "page"])
+def test_a_user_id_that_would_name_another_url_path_is_unsafe(user_id: str, kind: str) -> None:
+    result = invalid({"type": kind, "event": "E", "userId": user_id, "anonymousId": "a", "traits": {}})
+    assert (result.reason, result.detail) == ("unsafe_id", f"userId {user_id!r} would name another URL path")
+
+
+@pytest.mark.parametrize("user_id", ["...", "./", "a/..", " ..", ".a", 0.5])
+def test_user_ids_with_dots_that_name_no_other_path_are_valid(user_id: str | float) -> None:
+    event = valid({"type": "track", "event": "E", "userId": user_id})
+    assert event.user_id == str(user_id)
+
+
 @pytest.mark.parametrize("traits", [["email"], "a@b.c", 3])
 def test_invalid_traits(traits: Any) -> None:
     assert invalid({"type": "identify", "userId": "u", "traits": traits}).reason == "invalid_traits"
