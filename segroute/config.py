@@ -38,6 +38,11 @@ class Link(BaseModel):
     brand: str | None = Field(default=None, min_length=1)
     """The brand the automation runs with; none by default, as Courier's Segment integration does."""
 
+    @field_validator("automation")
+    @classmethod
+    def _check_automation(cls, value: str) -> str:
+        return check_automation(value)
+
 
 class Config(BaseModel):
     """The whole of segroute.toml."""
@@ -63,6 +68,14 @@ class Config(BaseModel):
         for link in self.links:
             grouped.setdefault(link.event, []).append(link)
         return {event: tuple(links) for event, links in grouped.items()}
+
+
+def check_automation(value: str) -> str:
+    """An automation ID or alias as given; ValueError for ``.`` and ``..``, which in the request path
+    servers and proxies would resolve as a step along it, to another endpoint."""
+    if value in (".", ".."):
+        raise ValueError(f"must not be {value!r}: it would name another URL path")
+    return value
 
 
 def check_api_url(value: str) -> str:
@@ -209,6 +222,10 @@ def make_link(event: str, automation: str, brand: str | None) -> Link:
     for name, value in (("EVENT", event), ("AUTOMATION", automation), ("--brand", brand)):
         if value is not None and not value.strip():
             raise UsageError(f"{name} is empty")
+    try:
+        check_automation(automation)
+    except ValueError as exc:
+        raise UsageError(f"AUTOMATION {exc}") from None
     return Link(event=event, automation=automation, brand=brand)
 
 

@@ -551,6 +551,21 @@ def test_empty_link_words_are_usage_errors() -> None:
     assert result.stderr.startswith("error: AUTOMATION is empty")
 
 
+def test_linking_an_automation_that_would_name_another_url_path_is_refused() -> None:
+    result = invoke("link", "A", "..")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == "error: AUTOMATION must not be '..': it would name another URL path\n"
+    assert not Path("segroute.toml").exists()
+    config_with_link("A", "x")
+    before = Path("segroute.toml").read_bytes()
+    result = invoke("link", "B", ".", "--brand", "b")
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "error: AUTOMATION must not be '.': it would name another URL path\n",
+    )
+    assert Path("segroute.toml").read_bytes() == before
+
+
 def test_a_user_id_that_would_name_another_url_path_is_rejected() -> None:
     config_with_link()
     write_events(

@@ -19,11 +19,12 @@ from segroute.config import (
     add_link,
     config_path,
     load_config,
+    make_link,
     remove_links,
     resolve_api_url,
     save_config,
 )
-from segroute.errors import ConfigError, ExitCode
+from segroute.errors import ConfigError, ExitCode, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -146,6 +147,30 @@ def test_empty_brand_is_an_error(cfg: Path) -> None:
     message = config_error(cfg, '[[links]]\nevent = "A"\nautomation = "a"\nbrand = ""\n')
     [problem] = problems(message)
     assert problem.startswith("links[0].brand: ")
+
+
+@pytest.mark.parametrize("automation", [".", ".."])
+def test_an_automation_that_would_name_another_url_path_is_an_error(cfg: Path, automation: str) -> None:
+    message = config_error(
+        cfg,
+        f'[[links]]\nevent = "A"\nautomation = "a"\n\n[[links]]\nevent = "B"\nautomation = "{automation}"\n',
+    )
+    assert message.startswith(f"{cfg}: invalid config:\n")
+    assert problems(message) == [
+        f"links[1].automation: Value error, must not be {automation!r}: it would name another URL path"
+    ]
+    with pytest.raises(UsageError) as info:
+        make_link("A", automation, None)
+    assert str(info.value) == f"AUTOMATION must not be {automation!r}: it would name another URL path"
+
+
+def test_automations_with_dots_that_name_no_other_path_are_valid(cfg: Path) -> None:
+    text = "".join(
+        f'[[links]]\nevent = "A"\nautomation = "{name}"\n' for name in ("...", "a.b", "../x", ".x")
+    )
+    loaded = load_config(write(cfg, text), must_exist=True)
+    assert [link.automation for link in loaded.config.links] == ["...", "a.b", "../x", ".x"]
+    assert make_link("A", "...", None) == Link(event="A", automation="...")
 
 
 def test_every_problem_is_listed(cfg: Path) -> None:
