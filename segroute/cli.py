@@ -489,6 +489,8 @@ def send(
                 result.stopped_by,
                 result.stop_detail,
                 read=result.summary.read,
+                read_bytes=result.read_bytes,
+                total_bytes=result.total_bytes,
                 input_read=result.input_read,
                 resume=resume,
                 stdin="-" in names,

@@ -263,12 +263,37 @@ _STOPPED_BY = {
 }
 
 
+def size(count: int) -> str:
+    """Bytes as a person reads them: 512 B, 8.6 KB, 36 MB, 1.2 GB."""
+    amount = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if amount < 1000 or unit == "GB":
+            break
+        amount /= 1000
+    if unit == "B":
+        return f"{count} B"
+    return f"{amount:.1f} {unit}" if amount < 10 else f"{amount:,.0f} {unit}"
+
+
+def how_much_read(read: int, read_bytes: int, total_bytes: int | None) -> str:
+    """``48 of about 200,000 records (8.6 KB of 36 MB)``, as far as it is known."""
+    records = "record" if read == 1 else "records"
+    if total_bytes is None:
+        return f"{read:,} {records} (from stdin)"
+    if not read_bytes or read_bytes >= total_bytes:
+        return f"{read:,} {records} ({size(read_bytes)} of {size(total_bytes)})"
+    estimate = round(read * total_bytes / read_bytes, -2 if read * total_bytes / read_bytes > 1000 else 0)
+    return f"{read:,} of about {int(estimate):,} records ({size(read_bytes)} of {size(total_bytes)})"
+
+
 def show_stop(
     console: Console,
     stopped_by: str,
     detail: str,
     *,
     read: int,
+    read_bytes: int,
+    total_bytes: int | None,
     input_read: bool,
     resume: str,
     stdin: bool,
@@ -283,7 +308,7 @@ def show_stop(
     if input_read:
         reading = f"every input was read ({read:,} records)"
     else:
-        reading = f"{read:,} records read; the rest of the input was not read"
+        reading = f"read {how_much_read(read, read_bytes, total_bytes)}; the rest was not read"
     console.print(Text(display_name(f"{why}: {reading}."), style="bold"))
     if stdin:
         again = "pipe the same events into the same command again"
@@ -536,6 +561,9 @@ class RunDisplay:
             f"read {progress.read:,} events · {progress.done:,} requests done · {rate:,.0f}/s · "
             f"{progress.failed:,} failed · {progress.retries:,} retries"
         )
+        if progress.total_bytes:
+            share = min(1.0, progress.read_bytes / progress.total_bytes)
+            line += f" · {share:.0%} of {size(progress.total_bytes)} read"
         if progress.throttled:
             pace = "" if progress.pace is None else f", at most {progress.pace:,.0f}/s"
             line += (

@@ -22,7 +22,7 @@ from segroute.pipeline import Delivered, Outcome, Planned, Rejected, RequestResu
 from segroute.report import FailedWriter, ProblemLog, build_report, check_writable, write_report
 from segroute.routing import Router
 from segroute.selection import Selection
-from segroute.sources import Note, iter_items
+from segroute.sources import Note, ReadMeter, iter_items
 from segroute.transform import Request
 
 if TYPE_CHECKING:
@@ -72,6 +72,10 @@ class Progress:
     max_concurrency: int = 0
     pace: float | None = None
     """Requests a second allowed now, if that is limited."""
+    read_bytes: int = 0
+    """Bytes of the inputs read so far ..."""
+    total_bytes: int | None = None
+    """... of this many; None when one input is stdin."""
 
 
 @dataclass
@@ -116,6 +120,10 @@ class RunResult:
     """Targets the run stopped sending to, and the refusal that made it."""
     throttled: int = 0
     """429s Courier answered."""
+    read_bytes: int = 0
+    """Bytes of the inputs read when the run ended ..."""
+    total_bytes: int | None = None
+    """... of this many; None when one input is stdin."""
     failed_written: int | None = None
     failed_unwritable: int = 0
     report_path: Path | None = None
@@ -194,7 +202,9 @@ def run(
             shard = f"{options.shard[0]}/{options.shard[1]}" if options.shard else None
             ledger.start_run(api_url=options.base_url, inputs=options.inputs, shard=shard)
     try:
-        outcomes = _outcomes(options, stdin, ledger)
+        meter = ReadMeter(options.inputs)
+        result.total_bytes = meter.total
+        outcomes = _outcomes(options, stdin, ledger, meter)
         if options.dry_run:
             signals: list[str] = []
             try:
@@ -209,7 +219,8 @@ def run(
 
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 with _short_gil_slices():
-                    runner.run(_send(options, outcomes, outputs, display, result, on_signal, ledger))
+                    runner.run(_send(options, outcomes, outputs, display, result, on_signal, ledger, meter))
+        result.read_bytes = meter.position
     finally:
         try:
             if ledger is not None:
@@ -247,10 +258,12 @@ def _open_ledger(options: RunOptions) -> Ledger | None:
     return Ledger(path)
 
 
-def _outcomes(options: RunOptions, stdin: BinaryIO | None, ledger: Ledger | None) -> Iterator[Outcome | Note]:
+def _outcomes(
+    options: RunOptions, stdin: BinaryIO | None, ledger: Ledger | None, meter: ReadMeter | None = None
+) -> Iterator[Outcome | Note]:
     selection = options.selection
     skip_day = selection.skip_day if selection.since is not None else None
-    items = iter_items(options.inputs, stdin=stdin, skip_day=skip_day)
+    items = iter_items(options.inputs, stdin=stdin, skip_day=skip_day, meter=meter)
     prior = None
     if ledger is not None:
         prior = functools.partial(ledger.prior, options.base_url)
@@ -342,6 +355,7 @@ async def _send(
     result: RunResult,
     on_signal: Callable[[int, str], None],
     ledger: Ledger | None,
+    meter: ReadMeter,
 ) -> None:
     import asyncio
 
@@ -381,6 +395,8 @@ async def _send(
                 concurrency=0 if throttle is None else throttle.concurrency,
                 max_concurrency=0 if throttle is None else throttle.max_concurrency,
                 pace=None if throttle is None else throttle.rate,
+                read_bytes=meter.position,
+                total_bytes=meter.total,
             )
         )
 

@@ -232,12 +232,14 @@ class _Gunzip:
 
 
 class _Cursor:
-    """The line a reader has reached, so a read error can name it."""
+    """The line a reader has reached, so a read error can name it, and the bytes of text read up to
+    it, so a meter can tell how far the reading has come."""
 
-    __slots__ = ("line",)
+    __slots__ = ("line", "consumed")
 
     def __init__(self) -> None:
         self.line = 0
+        self.consumed = 0
 
 
 def check_inputs(inputs: Iterable[str]) -> None:
@@ -256,38 +258,83 @@ def archive_day(parts: Iterable[str]) -> int | None:
     return None
 
 
+class ReadMeter:
+    """How far the reading of the inputs has come, in bytes of the files as they are on disk (gzip'd
+    ones too), for the progress line and the message of a run that stopped early."""
+
+    def __init__(self, inputs: Iterable[str]) -> None:
+        self.total = _size_of(inputs)
+        """The inputs' bytes; None when one is stdin."""
+        self._done = 0
+        self._reading: _Reading | None = None
+
+    @property
+    def position(self) -> int:
+        """Bytes read so far, to the line the readers have reached where that is known."""
+        reading = self._reading
+        return self._done + (0 if reading is None else reading.position())
+
+
+def _size_of(inputs: Iterable[str]) -> int | None:
+    total = 0
+    for name in inputs:
+        if name == "-":
+            return None
+        path = Path(name)
+        try:
+            if path.is_dir():
+                for folder, _, files in os.walk(path):
+                    total += sum(os.path.getsize(os.path.join(folder, file)) for file in files)
+            else:
+                total += path.stat().st_size
+        except OSError:
+            continue  # it is named as unreadable when it is read
+    return total
+
+
 def iter_items(
     inputs: Iterable[str],
     *,
     stdin: BinaryIO | None = None,
     skip_day: Callable[[int], bool] | None = None,
+    meter: ReadMeter | None = None,
 ) -> Iterator[Item]:
     """Read every input in order: files, directories (recursively, sorted), and ``-`` for stdin.
 
     ``skip_day(day_ms)`` says which day folders of a segment-logs tree (in folders and in bundles)
-    cannot hold a wanted event; they are not read, and a note counts them.
+    cannot hold a wanted event; they are not read, and a note counts them. ``meter`` follows how far
+    the reading has come.
     """
     for name in inputs:
         reading = _Reading(skip_day)
-        if name == "-":
-            if stdin is None:
-                raise InputError("'-' names stdin, but stdin is closed")
-            yield from iter_stream(stdin, STDIN_NAME, reading=reading)
-            continue
-        path = Path(name)
-        if path.is_dir():
-            if (day := archive_day(Path(os.path.abspath(path)).parts)) is not None and reading.skips(day):
-                yield reading.pruned_note(display_name(name))
-                continue
-            for entry in _walk(path, reading):
-                if isinstance(entry, BadRecord):
-                    yield entry
-                else:
-                    yield from _iter_file(entry, reading)
-            if reading.pruned:
-                yield reading.pruned_note(display_name(name))
+        if meter is not None:
+            meter._reading = reading
+        yield from _iter_input(name, reading, stdin)
+        if meter is not None:
+            meter._done += reading.raw
+            meter._reading = None
+
+
+def _iter_input(name: str, reading: _Reading, stdin: BinaryIO | None) -> Iterator[Item]:
+    if name == "-":
+        if stdin is None:
+            raise InputError("'-' names stdin, but stdin is closed")
+        yield from iter_stream(stdin, STDIN_NAME, reading=reading)
+        return
+    path = Path(name)
+    if not path.is_dir():
+        yield from _iter_file(path, reading)
+        return
+    if (day := archive_day(Path(os.path.abspath(path)).parts)) is not None and reading.skips(day):
+        yield reading.pruned_note(display_name(name))
+        return
+    for entry in _walk(path, reading):
+        if isinstance(entry, BadRecord):
+            yield entry
         else:
-            yield from _iter_file(path, reading)
+            yield from _iter_file(entry, reading)
+    if reading.pruned:
+        yield reading.pruned_note(display_name(name))
 
 
 @dataclass
@@ -301,6 +348,22 @@ class _Reading:
     """Bytes produced by decompressing anything inside it."""
     pruned: set[int] = field(default_factory=set)
     """Day folders left unread since the last note about them."""
+    cursor: _Cursor | None = None
+    """The cursor of the stream being read at the top of the input (a file of a folder, say)."""
+    stream_raw: int = 0
+    stream_expanded: int = 0
+    """``raw`` and ``expanded`` when that stream began."""
+
+    def position(self) -> int:
+        """Bytes of the input read so far: to the line reached in a stream of text, compressed or not;
+        else (a bundle, a JSON array) as far as the readers have read ahead."""
+        cursor = self.cursor
+        if cursor is None or not cursor.consumed:
+            return self.raw
+        raw = self.raw - self.stream_raw
+        expanded = self.expanded - self.stream_expanded
+        within = cursor.consumed if not expanded else raw * min(1.0, cursor.consumed / expanded)
+        return self.stream_raw + min(raw, int(within))
 
     def skips(self, day: int) -> bool:
         """Whether a day folder is left unread; counts it once."""
@@ -436,6 +499,8 @@ def iter_stream(
     top = reading is None or depth == 0
     reading = reading or _Reading(None)
     cursor = _Cursor()
+    if top:
+        reading.cursor, reading.stream_raw, reading.stream_expanded = cursor, reading.raw, reading.expanded
     counted = _Counted(_Available(stream), reading if top else None)
     source: _Readable = counted
     layers: list[_Gunzip] = []
@@ -698,6 +763,7 @@ def _iter_lines(stream: _Readable, cursor: _Cursor) -> Iterator[bytes | None]:
             continue
         head = parts[0]
         cursor.line += 1
+        cursor.consumed += pending_size + len(head)
         # Each line here still ends in its newline: one byte over MAX_LINE_BYTES.
         if too_long or pending_size + len(head) > MAX_LINE_BYTES + 1:
             yield None
@@ -706,10 +772,12 @@ def _iter_lines(stream: _Readable, cursor: _Cursor) -> Iterator[bytes | None]:
         too_long = False
         for line in parts[1:]:
             cursor.line += 1
+            cursor.consumed += len(line)
             yield line if len(line) <= MAX_LINE_BYTES + 1 else None
         pending, pending_size = ([tail], len(tail)) if tail else ([], 0)
     if pending or too_long:
         cursor.line += 1
+        cursor.consumed += pending_size
         yield None if too_long else b"".join(pending)
 
 

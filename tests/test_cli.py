@@ -658,7 +658,8 @@ def test_a_stopped_dry_run_still_shows_the_counts(tmp_path: Path, signum: signal
         proc.wait(timeout=30)
     assert proc.returncode == (143 if signum == signal.SIGTERM else 130)
     assert ["planned", "1"] in [line.split() for line in err.splitlines()]
-    assert f"stopped by {'SIGTERM' if signum == signal.SIGTERM else 'Ctrl-C (SIGINT)'}: 1 records read" in err
+    how = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C (SIGINT)"
+    assert f"stopped by {how}: read 1 record (from stdin); the rest was not read." in err
     assert "To resume, pipe the same events into the same command again" in err
     assert "Traceback" not in err
 

@@ -53,3 +53,19 @@ def test_jsonl_lines_are_exactly_the_request_records(
         # The body is the bytes to be sent, as they are, and each record is one line.
         assert b',"body":' + request.body + b',"origin":' in line
         assert line.endswith(b"}\n") and line.count(b"\n") == 1
+
+
+def test_sizes_and_how_much_was_read_read_as_a_person_reads_them() -> None:
+    from segroute.render import how_much_read, size
+
+    assert [size(n) for n in (0, 999, 8_600, 36_000_000, 46_355_560, 1_234_000_000)] == [
+        "0 B",
+        "999 B",
+        "8.6 KB",
+        "36 MB",
+        "46 MB",
+        "1.2 GB",
+    ]
+    assert how_much_read(48, 8_600, 36_000_000) == "48 of about 200,900 records (8.6 KB of 36 MB)"
+    assert how_much_read(1, 0, None) == "1 record (from stdin)"
+    assert how_much_read(7, 700, 700) == "7 records (700 B of 700 B)"

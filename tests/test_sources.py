@@ -28,6 +28,7 @@ from segroute.sources import (
     BadRecord,
     Item,
     Note,
+    ReadMeter,
     Record,
     check_inputs,
     iter_items,
@@ -824,3 +825,33 @@ def test_loads_refuses_a_too_long_integer_with_its_own_error() -> None:
     assert _json.loads(f'{{"n":{LONGEST}}}'.encode()) == {"n": int(LONGEST)}
     # A string of digits is no integer.
     assert _json.loads(f'{{"n":"{LONG}"}}') == {"n": LONG}
+
+
+# --- how far the reading has come ----------------------------------------------------------------
+
+
+def test_the_meter_follows_the_reading_to_the_line_plain_gzipped_and_across_inputs(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"type": "track", "event": "E", "userId": f"u{n}", "pad": "x" * 90}) + "\n"
+        for n in range(4000)
+    ]
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(lines))
+    packed = tmp_path / "packed.jsonl.gz"
+    packed.write_bytes(gzip.compress("".join(lines).encode()))
+    meter = ReadMeter([str(plain), str(packed)])
+    assert meter.total == plain.stat().st_size + packed.stat().st_size
+    items = iter_items([str(plain), str(packed)], meter=meter)
+    for _ in range(1000):
+        next(items)
+    # A quarter of the first file's lines: a quarter of its bytes, however far ahead it was read.
+    assert meter.position == len("".join(lines[:1000]))
+    for _ in range(3000 + 2000):
+        next(items)
+    # Half of the gzip'd file's lines: about half of its compressed bytes.
+    assert (
+        abs(meter.position - plain.stat().st_size - packed.stat().st_size / 2) < packed.stat().st_size * 0.1
+    )
+    assert list(items)  # the rest
+    assert meter.position == meter.total
+    assert ReadMeter(["-", str(plain)]).total is None
