@@ -4,28 +4,31 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import signal
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
 
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 from segroute.cli import app
 from segroute.health import ApiHealth, TargetWatch
 from tests.courier_server import FakeCourier, Received
 
 # _isolated: the delivery tests' autouse fixture (a tmp folder with their config and API key).
-from tests.test_delivery import _isolated, checkout, identify, send, write_events  # noqa: F401
+from tests.test_delivery import _isolated, checkout, identify, segroute_send, send, write_events  # noqa: F401
 
 runner = CliRunner()
 
 
-def resume_command(result: Result) -> list[str]:
+def resume_command(stderr: str) -> list[str]:
     """The command a stopped run says resumes it, as arguments to segroute."""
-    lines = result.stderr.splitlines()
+    lines = stderr.splitlines()
     index = next(n for n, line in enumerate(lines) if "To resume" in line)
     words = shlex.split(lines[index + 1])
     assert words[:2] == ["segroute", "send"]
@@ -82,7 +85,7 @@ def test_a_dead_url_stops_the_run_with_exit_75_and_the_command_that_resumes(cour
     assert "Try again later. To resume, run the same command again" in result.stderr
     # The command goes where this run went, with the same ledger; the failure file is not offered
     # as the way to resume, since the input was not read to its end.
-    command = resume_command(result)
+    command = resume_command(result.stderr)
     assert command[command.index("--api-url") + 1] == dead
     assert command[command.index("--config") + 1] == "segroute.toml"
     assert "--ledger" in command
@@ -109,7 +112,7 @@ def test_only_5xx_stops_with_75_then_the_resume_command_sends_the_rest_once(cour
     assert "failed" not in report["totals"]  # waited for the API: no request used up its retries
     before = set(courier.acted)
     outage.end()
-    again = runner.invoke(app, resume_command(first))
+    again = runner.invoke(app, resume_command(first.stderr))
     assert again.exit_code == 0, again.stderr
     assert len(courier.acted) == 600 and set(courier.acted.values()) == {1}
     assert before < set(courier.acted)
@@ -256,3 +259,65 @@ def test_target_watch_needs_the_same_refusal_from_different_recipients_and_no_su
     for user in ("u1", "u2", "u3", "u4"):
         assert not working.refused("profile merge", user, 400, "HTTP 400: bad")
     assert working.failing == {}
+
+
+# --- stopped from outside, and runs that would do nothing -------------------------------------------
+
+
+def test_sigterm_while_reading_tells_how_far_it_read_and_the_command_that_resumes(
+    courier: FakeCourier, tmp_path: Path
+) -> None:
+    courier.fault("delay", times=10**6, seconds=0.02)
+    write_events([identify(n, f"u{n}") for n in range(1000)])
+    command = [
+        *segroute_send("events.jsonl", "--api-url", courier.url, "--concurrency", "4"),
+        *("--failed", "failed.jsonl"),
+    ]
+    with subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ), cwd=tmp_path
+    ) as proc:
+        while len(courier.acted_keys()) < 20:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    stderr = err.decode()
+    assert proc.returncode == 143, stderr
+    assert re.search(
+        r"stopped by SIGTERM: read [\d,]+ of about [\d,]+ records \(.+\); the rest was not read", stderr
+    )
+    assert "failed.jsonl: " in stderr and "replay with" not in stderr  # the file holds only what was read
+    courier.faults.clear()
+    again = runner.invoke(app, resume_command(stderr))
+    assert again.exit_code == 0, again.stderr
+    assert len(courier.acted) == 1000 and set(courier.acted.values()) == {1}
+
+
+def test_a_real_send_with_no_config_is_refused_and_a_dry_run_notes_it(courier: FakeCourier) -> None:
+    Path("segroute.toml").unlink()
+    write_events([checkout(1, "u1"), identify(2, "u2")])
+    refused = send(courier, "events.jsonl")
+    assert refused.exit_code == 2
+    assert refused.stderr == (
+        f"error: no segroute.toml in {Path.cwd()}: a send without links skips every track event. Name the "
+        "config with -c PATH or $SEGROUTE_CONFIG, or create it here with: segroute link EVENT AUTOMATION "
+        "(an empty segroute.toml sends identify events only)\n"
+    )
+    assert courier.received == []
+    assert not Path(os.environ["SEGROUTE_LEDGER"]).exists()
+    dry = send(courier, "events.jsonl", "--dry-run", "-o", "jsonl")
+    assert dry.exit_code == 0
+    assert "note: no segroute.toml here, so no links: track events are skipped" in dry.stderr
+    Path("segroute.toml").write_text("")  # identify events only, on purpose
+    assert send(courier, "events.jsonl").exit_code == 0
+    assert [r.path for r in courier.received] == ["/profiles/u2"]
+
+
+def test_an_empty_folder_reads_nothing_and_fails_unless_that_is_allowed(courier: FakeCourier) -> None:
+    Path("half-synced").mkdir()
+    empty = send(courier, "half-synced")
+    assert empty.exit_code == 1
+    assert empty.stderr.splitlines()[-1] == (
+        "warning: no records read from half-synced: nothing to send. An empty folder may be an unfinished "
+        "copy; pass --allow-empty when an empty input is expected"
+    )
+    assert send(courier, "half-synced", "--allow-empty").exit_code == 0
