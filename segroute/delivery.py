@@ -11,7 +11,7 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,7 +37,7 @@ WINDOW_PER_WORKER = 4
 """Requests open per worker: enough queued that no worker waits for the reader."""
 
 Clock = Callable[[], float]
-BeforeSend = Callable[[Request, Event], Awaitable[None]]
+BeforeSend = Callable[[Request, Event], None]
 
 
 @dataclass(frozen=True)
@@ -323,7 +323,7 @@ class Sender:
             )
         if self._before_send is not None:
             try:
-                await self._before_send(request, event)
+                self._before_send(request, event)
             except Exception as exc:
                 raise SendAbort(exc) from exc
         started = self._clock()

@@ -1,19 +1,20 @@
 """The delivery ledger: what Courier accepted, and what was sent without an answer, so a replay
 resumes and never notifies anyone twice.
 
-An SQLite database in WAL mode, written on a thread of its own in batched transactions:
+Two files. The ledger proper, an SQLite database in WAL mode, keeps every request Courier accepted
+(2xx, or 409: seen before), committed in batches on a thread of its own within FLUSH_SECONDS; and the
+requests earlier runs sent without seeing them accepted (``pending``). Beside it, while a run sends,
+its journal (``<ledger>.intents``): before a request's first attempt, one line says it is about to
+go out and under which key (a write-ahead log, appended with one ``write`` and no fsync, as cheap as
+SQLite's own WAL); a line more when Courier refused it or never got it (forgotten), or answered 500
+(a failure Courier stores under the key: the next run must use another key).
 
-- Before a request's first attempt, its *intent* is committed (`intend`): the key it goes out under,
-  and when Courier may forget that key. Requests wait for it; requests starting together share one
-  commit.
-- When the request ends, its row is settled (`record`): an acceptance (2xx, or 409: seen before) moves
-  to ``requests``; a request Courier never got, or refused, is forgotten; one Courier answered 500
-  keeps its row, marked, because Courier stores that answer under the key and the next run must use
-  another key; one whose answer is unknown (a timeout, a dropped connection) keeps its row as it is.
+When the run ends, or when the ledger is next opened after a ``kill -9``, the journal is folded in:
+its requests that are neither accepted nor forgotten become ``pending``, and the journal goes. So a
+resume knows exactly which requests are uncertain (sent, answer never recorded): it sends them again
+under the same key while Courier still holds it, and holds them back after that. A kill loses at most
+the acceptances of the last FLUSH_SECONDS, which are then among the uncertain.
 
-So after a ``kill -9`` the ledger holds every acceptance committed up to FLUSH_SECONDS before, and
-names exactly the requests that were in flight or whose acceptance was not committed: a resume sends
-them again under the same key while Courier still holds it, and holds them back after that.
 Entries are scoped by API base URL (in `config.check_api_url`'s spelling), so the US and EU regions,
 or a test server, never stand in for one another.
 """
@@ -21,14 +22,15 @@ or a test server, never stand in for one another.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +45,9 @@ DEFAULT_NAME = "segroute-ledger.sqlite3"
 SCHEMA_VERSION = 2
 FLUSH_ROWS = 500
 FLUSH_SECONDS = 0.02
-"""Settled requests are committed when FLUSH_ROWS of them wait or the oldest has waited this long,
-whichever comes first, and at once with an intent that a request waits for."""
+"""Acceptances are committed when FLUSH_ROWS of them wait or the oldest has waited this long,
+whichever comes first."""
+JOURNAL_SUFFIX = ".intents"
 DEFAULT_KEY_LIFETIME = 24 * 3600.0
 """How long Courier keeps an Idempotency-Key unless asked for longer (x-idempotency-expiration)."""
 NO_TARGET = "(profile)"
@@ -84,7 +87,7 @@ _VERSION_2 = (
     # The key a request went out under, when it is not its first (`transform.rekeyed`).
     "ALTER TABLE requests ADD COLUMN sent_key TEXT",
     # Requests sent whose end is not known to be an acceptance or nothing: in flight, unanswered,
-    # or answered 500. `key` is the request's first key, as in `requests`.
+    # or answered 500. `key` is the request's first key, as in `requests`. Few rows at a time.
     """
 CREATE TABLE pending (
     api_url TEXT NOT NULL,
@@ -100,6 +103,11 @@ CREATE TABLE pending (
     run INTEGER,
     PRIMARY KEY (api_url, key)
 ) WITHOUT ROWID""",
+    # An acceptance settles the request in the statement that records it: never both at once.
+    """
+CREATE TRIGGER settled AFTER INSERT ON requests BEGIN
+    DELETE FROM pending WHERE api_url = NEW.api_url AND key = NEW.key;
+END""",
 )
 
 
@@ -119,22 +127,29 @@ def _from_json(columns: int) -> str:
 
 _ISO = "strftime('%Y-%m-%dT%H:%M:%fZ', json_extract(value, '$[{n}]'), 'unixepoch')"
 """A time given as seconds since the epoch, written as `_now` writes it."""
-_KEYS_IN = "(api_url, key) IN (SELECT " + _from_json(2) + ")"
-_WRITES = {
-    "intend": "INSERT OR REPLACE INTO pending SELECT "
-    + _from_json(7).replace(" FROM json_each(?)", ", ")
-    + _ISO.format(n=7)
-    + ", json_extract(value, '$[8]'), 0, json_extract(value, '$[9]') FROM json_each(?)",
-    "fail": "UPDATE pending SET stored_failure = 1 WHERE " + _KEYS_IN,
-    "accept": "INSERT OR IGNORE INTO requests (api_url, key, target, message_id, recipient, status, "
+_ACCEPT = (
+    "INSERT OR IGNORE INTO requests (api_url, key, target, message_id, recipient, status, "
     "courier_run_id, courier_request_id, accepted_at, run, sent_key) SELECT "
     + _from_json(8).replace(" FROM json_each(?)", ", ")
     + _ISO.format(n=8)
-    + ", json_extract(value, '$[9]'), json_extract(value, '$[10]') FROM json_each(?)",
-    "forget": "DELETE FROM pending WHERE " + _KEYS_IN,
-}
-"""One statement per kind of write; a batch runs them in this order, which is the order a request's
-own writes come in (its intent first, its end last)."""
+    + ", json_extract(value, '$[9]'), json_extract(value, '$[10]') FROM json_each(?)"
+)
+_PENDING_COLUMNS = (
+    "api_url, key, sent_key, generation, target, message_id, recipient, sent_at, expires_at, "
+    "stored_failure, run"
+).split(", ")
+_UNSETTLED = (
+    # Rows of the pending table, sent_at as seconds since the epoch; rows Courier accepted since are
+    # left out.
+    "INSERT OR REPLACE INTO pending SELECT * FROM (SELECT "
+    + ", ".join(
+        (_ISO.format(n=n) if name == "sent_at" else f"json_extract(value, '$[{n}]')") + f" AS {name}"
+        for n, name in enumerate(_PENDING_COLUMNS)
+    )
+    + " FROM json_each(?)) AS new WHERE NOT EXISTS "
+    "(SELECT 1 FROM requests WHERE requests.api_url = new.api_url AND requests.key = new.key)"
+)
+_SETTLED = "DELETE FROM pending WHERE (api_url, key) IN (SELECT " + _from_json(2) + ")"
 
 
 def _now() -> str:
@@ -161,32 +176,91 @@ def _target(request: Request) -> str:
     return request.target.automation or "" if request.target.kind == "automation" else NO_TARGET
 
 
-@dataclass
-class _Batch:
-    """Writes committed together, and the future of their commit."""
+class Journal:
+    """A run's write-ahead log of what it sent: JSON lines appended beside the ledger, locked while
+    the run writes them, folded into the ledger when it is done (or by the next to open it, after
+    a kill), then removed."""
 
-    writes: dict[str, list[tuple[Any, ...]]] = field(default_factory=lambda: {kind: [] for kind in _WRITES})
-    size: int = 0
-    """Writes."""
-    ended: int = 0
-    """Requests whose end it records."""
-    since: float = 0.0
-    urgent: bool = False
-    """A request waits for it: commit it as soon as the thread is free."""
-    done: Future[None] = field(default_factory=Future)
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
 
-    def add(self, kind: str, row: tuple[Any, ...]) -> None:
-        if not self.size:
-            self.since = time.monotonic()
-        self.writes[kind].append(row)
-        self.size += 1
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
+
+    def open(self) -> None:
+        """Open for a run to append to; UsageError while another run has it."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(
+                f"ledger {str(self.path).removesuffix(JOURNAL_SUFFIX)}: another send is using it "
+                "(its journal is locked); wait for it, or give this one --ledger of its own"
+            ) from None
+        self._fd = fd
+
+    def write(self, entry: list[Any], ledger: Path) -> None:
+        """Append one line."""
+        assert self._fd is not None, "a run's journal is opened by start_run"
+        try:
+            os.write(self._fd, dumps(entry) + b"\n")
+        except OSError as exc:
+            raise LedgerError(
+                f"ledger {ledger}: cannot write {self.path}: {exc.strerror or exc}; the run stops"
+            ) from exc
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def fold_into(self, connection: sqlite3.Connection) -> None:
+        """Bring what the journal holds into the ledger and remove it: requests it sent and did not
+        see accepted or forgotten become pending rows. Left alone while a run holds it."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # a run is writing it, and folds it in itself when it ends
+            unsettled: dict[tuple[str, str], list[Any]] = {}
+            settled: set[tuple[str, str]] = set()
+            with open(fd, "rb", closefd=False) as lines:
+                for line in lines:
+                    try:
+                        kind, api_url, key, *rest = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut short by a kill: its request never went out
+                    if kind == "intend":
+                        unsettled[api_url, key] = [api_url, key, *rest]
+                        settled.discard((api_url, key))
+                    elif kind == "fail" and (api_url, key) in unsettled:
+                        unsettled[api_url, key][9] = 1
+                    elif kind == "forget":
+                        unsettled.pop((api_url, key), None)
+                        settled.add((api_url, key))
+            with _transaction(connection):
+                if settled:
+                    connection.execute(_SETTLED, (dumps(list(settled)).decode(),))
+                if unsettled:
+                    connection.execute(_UNSETTLED, (dumps(list(unsettled.values())).decode(),))
+            os.unlink(self.path)
+        finally:
+            os.close(fd)
 
 
 class Ledger:
-    """One ledger file: lookups from the thread that reads events; writes from the one that sends,
-    committed in batches, in order, on a thread of the ledger's own.
+    """One ledger file: lookups from the thread that reads events, writes from the one that sends.
 
     One connection behind a lock serves them all, so closing it can never race a lookup in flight.
+    Writes are kept in memory until a batch is committed; each batch is one statement a kind of
+    write, since every statement lets go of the GIL and must wait to get it back.
     """
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
@@ -207,18 +281,22 @@ class Ledger:
         self._lock = threading.Lock()
         """Guards the connection."""
         self._filter: tuple[str, bytearray, int] | None = None
+        self._unsettled: dict[str, Prior] = {}
         self._closed = False
-        self._batches = threading.Condition()
-        """Guards the batches below, and wakes the writing thread."""
-        self._open = _Batch()
-        self._sealed: list[_Batch] = []
-        self._tail: Future[None] | None = None
-        """The commit of the last batch sealed: once it is done, so is every one before it."""
-        self._writing = False
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._accepted: list[tuple[Any, ...]] = []
+        """Acceptances not committed yet."""
+        self._accepted_since = 0.0
         self._broken: LedgerError | None = None
-        """Why a batch could not be written; no later batch is written after it."""
+        """Why a batch could not be written; nothing is written after it."""
+        self._thread: ThreadPoolExecutor | None = None
+        self._written: Future[None] | None = None
+        """The last batch of acceptances handed to the thread."""
+        self._journal = Journal(Path(f"{path}{JOURNAL_SUFFIX}"))
+        try:
+            self._journal.fold_into(self._writer)
+        except sqlite3.Error as exc:
+            self._writer.close()
+            raise UsageError(f"ledger {path}: cannot fold in {self._journal.path}: {exc}") from exc
         self.run: int | None = None
         self.recorded = 0
         """Acceptances written by this process."""
@@ -241,6 +319,10 @@ class Ledger:
         """
         if self._filter is None or self._filter[0] != api_url:
             self._filter = (api_url, *self._load_filter(api_url))
+            self._unsettled = self._load_unsettled(api_url)
+        unsettled = self._unsettled.get(key)
+        if unsettled is not None:
+            return unsettled
         _, bits, mask = self._filter
         if mask == 0:
             return None
@@ -248,31 +330,19 @@ class Ledger:
         first, second = value & mask, (value >> 32) & mask
         if not (bits[first >> 3] & (1 << (first & 7)) and bits[second >> 3] & (1 << (second & 7))):
             return None
-        where = "WHERE api_url = ? AND key = ?"
         with self._lock:
-            accepted = self._writer.execute(f"SELECT 1 FROM requests {where}", (api_url, key)).fetchone()
-            pending = None
-            if accepted is None:
-                pending = self._writer.execute(
-                    f"SELECT generation, expires_at, stored_failure FROM pending {where}", (api_url, key)
-                ).fetchone()
-        if accepted is not None:
-            return Prior(accepted=True)
-        if pending is not None:
-            return Prior(generation=pending[0], expires_at=pending[1], stored_failure=bool(pending[2]))
-        return None
+            found = self._writer.execute(
+                "SELECT 1 FROM requests WHERE api_url = ? AND key = ?", (api_url, key)
+            ).fetchone()
+        return None if found is None else Prior(accepted=True)
 
     def _load_filter(self, api_url: str) -> tuple[bytearray, int]:
-        """A two-probe Bloom filter of the keys held for an API (16 bits a key: 1.4% false positives),
-        and its bit mask; an empty one (mask 0) when there are none."""
+        """A two-probe Bloom filter of the keys accepted for an API (16 bits a key: 1.4% false
+        positives), and its bit mask; an empty one (mask 0) when there are none."""
         with self._lock:
             keys = [
                 row[0]
-                for row in self._writer.execute(
-                    "SELECT key FROM requests WHERE api_url = ?1 UNION ALL "
-                    "SELECT key FROM pending WHERE api_url = ?1",
-                    (api_url,),
-                )
+                for row in self._writer.execute("SELECT key FROM requests WHERE api_url = ?", (api_url,))
             ]
         if not keys:
             return bytearray(), 0
@@ -284,10 +354,24 @@ class Ledger:
                 bits[bit >> 3] |= 1 << (bit & 7)
         return bits, mask
 
+    def _load_unsettled(self, api_url: str) -> dict[str, Prior]:
+        """The requests earlier runs sent to an API and did not see accepted, by first key: few, as a
+        rule (those in flight at a kill, and those Courier answered 500)."""
+        with self._lock:
+            rows = self._writer.execute(
+                "SELECT key, generation, expires_at, stored_failure FROM pending WHERE api_url = ?",
+                (api_url,),
+            ).fetchall()
+        return {
+            key: Prior(generation=g, expires_at=expires, stored_failure=bool(failed))
+            for key, g, expires, failed in rows
+        }
+
     # Writes: from the sending thread, committed on the ledger's.
 
     def start_run(self, *, api_url: str, inputs: list[str], shard: str | None) -> None:
-        """Record that a run began."""
+        """Record that a run began, and open its journal (refused while another run has it open)."""
+        self._journal.open()
         with self._lock, self._writing_to(), _transaction(self._writer):
             cursor = self._writer.execute(
                 "INSERT INTO runs (started_at, api_url, inputs, shard) VALUES (?, ?, ?, ?)",
@@ -295,11 +379,13 @@ class Ledger:
             )
         self.run = cursor.lastrowid
 
-    def intend(self, api_url: str, request: Request, event: Event, *, key_lifetime: float) -> Future[None]:
-        """Note that a request is about to go out under its key, which Courier keeps ``key_lifetime``
-        seconds; the future is done once that is committed (or failed, with a `LedgerError`)."""
+    def intend(self, api_url: str, request: Request, event: Event, *, key_lifetime: float) -> None:
+        """Note, before it goes out, that a request is sent under its key, which Courier keeps
+        ``key_lifetime`` seconds: one line in the journal, in the operating system's hands when
+        this returns, so a kill of this process cannot lose it."""
         now = time.time()
-        row = (
+        entry = [
+            "intend",
             api_url,
             request.ledger_key,
             request.idempotency_key,
@@ -307,118 +393,69 @@ class Ledger:
             _target(request),
             event.message_id,
             event.user_id,
-            now,  # formatted by SQLite, in C, when the batch is written
+            now,
             now + key_lifetime,
+            0,  # stored_failure
             self.run,
-        )
-        with self._batches:
-            self._raise_if_broken()
-            batch = self._open
-            batch.add("intend", row)
-            batch.urgent = True
-            if not self._writing:
-                self._seal()
-            self._start_thread()
-            self._batches.notify()
-            return batch.done
+        ]
+        self._journal.write(entry, self.path)
 
     def record(self, api_url: str, result: RequestResult) -> None:
-        """Note how a request ended: an acceptance is kept, a 500 marks its key as spent, a request
-        Courier never got or refused is forgotten, one whose answer is unknown stays as it was
-        intended. Committed with its batch."""
+        """Note how a request ended: an acceptance is kept (committed with its batch); a request
+        Courier never got or refused is forgotten, and one it answered 500 is marked (a journal line
+        each); one whose answer is unknown stays as it was intended."""
         request = result.request
-        key = (api_url, request.ledger_key)
-        writes: list[tuple[str, tuple[Any, ...]]]
         if result.outcome == "sent":
-            accepted = (
-                *key,
-                _target(request),
-                result.event.message_id,
-                result.event.user_id,
-                result.status,
-                result.run_id,
-                result.request_id,
-                time.time(),  # formatted by SQLite, in C, when the batch is written
-                self.run,
-                request.idempotency_key if request.first_key else None,
+            if not self._accepted:
+                self._accepted_since = time.monotonic()
+            self._accepted.append(
+                (
+                    api_url,
+                    request.ledger_key,
+                    _target(request),
+                    result.event.message_id,
+                    result.event.user_id,
+                    result.status,
+                    result.run_id,
+                    result.request_id,
+                    time.time(),  # formatted by SQLite, in C, when the batch is written
+                    self.run,
+                    request.idempotency_key if request.first_key else None,
+                )
             )
-            writes = [("accept", accepted), ("forget", key)]
-        elif result.key_state == "stored_failure":
-            writes = [("fail", key)]
-        elif result.key_state == "unused":
-            writes = [("forget", key)]
-        else:
-            return
-        with self._batches:
-            self._raise_if_broken()
-            batch = self._open
-            if not batch.size:
-                self._start_thread()
-                self._batches.notify()  # the thread times the new batch
-            for kind, row in writes:
-                batch.add(kind, row)
-            batch.ended += 1
-            if batch.ended >= FLUSH_ROWS:
-                self._seal()
-                self._batches.notify()
+            if len(self._accepted) >= FLUSH_ROWS:
+                self._write_accepted()
+        elif result.key_state in ("stored_failure", "unused") and self._journal.is_open:
+            kind = "fail" if result.key_state == "stored_failure" else "forget"
+            self._journal.write([kind, api_url, request.ledger_key], self.path)
 
-    def _seal(self) -> None:
-        """Hand the open batch to the thread (the caller holds ``_batches``)."""
-        if self._open.size:
-            self._sealed.append(self._open)
-            self._tail = self._open.done
-            self._open = _Batch()
+    def flush_if_due(self) -> None:
+        """Commit the acceptances noted if the oldest has waited FLUSH_SECONDS."""
+        if self._accepted and time.monotonic() - self._accepted_since >= FLUSH_SECONDS:
+            self._write_accepted()
 
-    def _raise_if_broken(self) -> None:
+    def _write_accepted(self) -> None:
+        """Hand the acceptances to the ledger's thread: nothing waits for them, and SQLite lets go of
+        the GIL while it writes, so the writing runs beside the sending."""
+        rows, self._accepted = self._accepted, []
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="segroute-ledger")
+        written, self._written = self._written, self._thread.submit(self._write, rows)
+        if written is not None and written.done():
+            written.result()  # raises what a batch before raised
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        """Write a batch of acceptances, whole or not at all; after a failure, nothing more."""
         if self._broken is not None:
             raise self._broken
-
-    def _start_thread(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._write_batches, name="segroute-ledger", daemon=True)
-            self._thread.start()
-
-    def _write_batches(self) -> None:
-        """The ledger's thread: commit sealed batches in order; seal the open one when it is urgent or
-        old enough; stop after the last one once the ledger closes."""
-        while True:
-            with self._batches:
-                while not self._sealed:
-                    batch = self._open
-                    if batch.size and (batch.urgent or time.monotonic() - batch.since >= FLUSH_SECONDS):
-                        self._seal()
-                        break
-                    if self._stopping and not batch.size:
-                        return
-                    self._batches.wait(FLUSH_SECONDS if batch.size else None)
-                batches, self._sealed = self._sealed, []
-                self._writing = True
-            error = self._commit(batches)
-            with self._batches:
-                self._writing = False
-                if error is not None and self._broken is None:
-                    self._broken = error
-            for batch in batches:
-                if error is None:
-                    batch.done.set_result(None)
-                else:
-                    batch.done.set_exception(error)
-
-    def _commit(self, batches: list[_Batch]) -> LedgerError | None:
-        """Write the batches in one transaction; the error that stopped them, if one did."""
-        if self._broken is not None:
-            return self._broken
         try:
             with self._lock, self._writing_to(), _transaction(self._writer):
-                for kind, statement in _WRITES.items():
-                    rows = [row for batch in batches for row in batch.writes[kind]]
-                    if rows:
-                        # Serialized here, in one C call: the statement reads them in C too.
-                        self._writer.execute(statement, (dumps(rows).decode(),))
+                # Serialized here, in one C call: the statement reads them in C too.
+                self._writer.execute(_ACCEPT, (dumps(rows).decode(),))
         except LedgerError as exc:
-            return exc
-        self.recorded += sum(len(batch.writes["accept"]) for batch in batches)
-        return None
+            self._broken = exc
+            raise
+        self.recorded += len(rows)
 
     @contextlib.contextmanager
     def _writing_to(self) -> Iterator[None]:
@@ -427,18 +464,15 @@ class Ledger:
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {self.path}: cannot write: {exc}; the run stops") from exc
 
-    def flush(self, *, wait: bool = True) -> None:
-        """Commit what was noted. With ``wait``, until it is committed. A batch that could not be
-        written raises LedgerError here, or at the next write after it."""
-        with self._batches:
-            self._raise_if_broken()
-            self._seal()
-            tail = self._tail
-            if self._sealed:
-                self._start_thread()
-                self._batches.notify()
-        if wait and tail is not None:
-            tail.result()
+    def flush(self) -> None:
+        """Commit every acceptance noted, and wait for it. A batch that could not be written raises
+        LedgerError here, or at the next write after it."""
+        if self._accepted:
+            self._write_accepted()
+        if self._written is not None:
+            self._written.result()
+        if self._broken is not None:
+            raise self._broken
 
     def end_run(self, *, counts: dict[str, int], stopped_by: str | None) -> None:
         """Commit what is left and record how the run ended."""
@@ -458,17 +492,18 @@ class Ledger:
         self.close()
 
     def close(self) -> None:
-        """Commit what is left and close."""
+        """Commit what is left, fold the journal in, and close."""
         if self._closed:
             return
         try:
             self.flush()
+            self._journal.close()
+            with self._lock, self._writing_to():
+                self._journal.fold_into(self._writer)
         finally:
-            with self._batches:
-                self._stopping = True
-                self._batches.notify()
+            self._journal.close()
             if self._thread is not None:
-                self._thread.join()
+                self._thread.shutdown()
             with self._lock:
                 self._closed = True
                 self._writer.close()
@@ -678,7 +713,7 @@ def merge(output: Path, inputs: Iterable[Path]) -> tuple[int, int]:
                     )
                     added_requests += cursor.rowcount  # rows inserted; those already held are ignored
                     connection.execute(
-                        "INSERT OR IGNORE INTO main.pending SELECT api_url, key, sent_key, generation, "
+                        "INSERT INTO main.pending SELECT api_url, key, sent_key, generation, "
                         "target, message_id, recipient, sent_at, expires_at, stored_failure, run + ? "
                         "FROM source.pending",
                         (offset,),

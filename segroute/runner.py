@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
 from segroute.events import Event
 from segroute.inventory import Inventory
-from segroute.ledger import DEFAULT_KEY_LIFETIME, Ledger
+from segroute.ledger import DEFAULT_KEY_LIFETIME, FLUSH_SECONDS, Ledger
 from segroute.pipeline import Delivered, Outcome, Planned, Rejected, RequestResult, Summary, plan
 from segroute.report import FailedWriter, ProblemLog, build_report, check_writable, write_report
 from segroute.routing import Router
@@ -198,10 +198,10 @@ def run(
     result = RunResult(outputs.summary, 0.0, problems=outputs.problems)
     if ledger is not None:
         result.ledger_path = ledger.path
-        if not options.dry_run:
+    try:
+        if ledger is not None and not options.dry_run:
             shard = f"{options.shard[0]}/{options.shard[1]}" if options.shard else None
             ledger.start_run(api_url=options.base_url, inputs=options.inputs, shard=shard)
-    try:
         meter = ReadMeter(options.inputs)
         result.total_bytes = meter.total
         outcomes = _outcomes(options, stdin, ledger, meter)
@@ -406,13 +406,21 @@ async def _send(
             show_progress()
 
     before_send = None
+    tasks = [tick()]
     if ledger is not None:
         ttl = options.delivery.idempotency_ttl or DEFAULT_KEY_LIFETIME
 
-        async def before_send(request: Request, event: Event) -> None:
-            await asyncio.wrap_future(ledger.intend(options.base_url, request, event, key_lifetime=ttl))
+        def before_send(request: Request, event: Event) -> None:
+            ledger.intend(options.base_url, request, event, key_lifetime=ttl)
 
-    ticker = asyncio.create_task(tick())
+        async def commit_acceptances() -> None:
+            while True:
+                await asyncio.sleep(FLUSH_SECONDS)
+                ledger.flush_if_due()
+
+        tasks.append(commit_acceptances())
+
+    timers = [asyncio.create_task(task) for task in tasks]
     try:
         async with delivery.open_session(options.api_key, options.delivery) as session:
             await delivery.deliver(
@@ -430,7 +438,8 @@ async def _send(
                 before_send=before_send,
             )
     finally:
-        ticker.cancel()
+        for timer in timers:
+            timer.cancel()
         for signum in installed:
             loop.remove_signal_handler(signum)
         result.stopped_by = stats.stopped_by

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -59,28 +59,40 @@ def expire_every_key(path: Path) -> None:
 # --- written ahead ------------------------------------------------------------------------------
 
 
-def test_every_request_is_in_the_ledger_before_it_reaches_courier(courier: FakeCourier, ledger: Path) -> None:
-    seen_ahead: list[bool] = []
-    lock = threading.Lock()
-
-    def noted(received: Received) -> bool:
-        # Read from another connection, as a resume after a kill would: only what is committed.
-        with contextlib.closing(sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)) as connection:
-            found = connection.execute("SELECT 1 FROM pending WHERE sent_key = ?", (received.key,)).fetchone()
-        with lock:
-            seen_ahead.append(found is not None)
-        return False  # no fault: the request goes on
-
-    courier.fault("delay", times=10**6, match=noted)
+def test_a_request_is_in_the_ledger_before_it_reaches_courier(courier: FakeCourier, ledger: Path) -> None:
+    """Killed the moment a request reaches Courier, the run leaves that request in the ledger as
+    uncertain: its intent was written before it went out."""
     write_events(
         [checkout(n, f"u{n % 9}") for n in range(60)] + [identify(n, f"u{n}") for n in range(60, 80)]
     )
-    result = send(courier, "events.jsonl", "--concurrency", "8")
-    assert result.exit_code == 0, result.stderr
-    assert len(seen_ahead) == 140 and all(seen_ahead)
-    # Once accepted, nothing is left pending.
+    victim: list[str] = []
+    pid: list[int] = []
+
+    def kill_on_arrival(received: Received) -> bool:
+        if victim or not pid or len(courier.received) < 30:  # called under the server's lock
+            return False
+        victim.append(received.key)
+        os.kill(pid[0], signal.SIGKILL)
+        return True  # and the connection is dropped: Courier never acts on it
+
+    courier.fault("drop", times=10**6, match=kill_on_arrival)
+    with background(courier, "first", "events.jsonl", "--concurrency", "8") as run:
+        pid.append(run.proc.pid)
+        code, _ = run.finish()
+    assert code == -signal.SIGKILL
+    assert Path(f"{ledger}.intents").exists()  # the killed run's journal
+    unsettled = pending(ledger)  # opening the ledger folds the journal in
+    assert not Path(f"{ledger}.intents").exists()
+    assert unsettled[victim[0]]["state"] == "uncertain"
+    recorded = ledger_keys(ledger)
+    assert set(unsettled).isdisjoint(recorded)
+    # Whatever reached Courier is accepted in the ledger or named as uncertain.
+    assert {r.key for r in courier.received} <= set(unsettled) | recorded
+    courier.faults.clear()
+    again = send(courier, "events.jsonl")
+    assert again.exit_code == 0, again.stderr
+    assert len(courier.acted) == 140 and set(courier.acted.values()) == {1}
     assert pending(ledger) == {}
-    assert len(ledger_keys(ledger)) == 140
 
 
 # --- killed -------------------------------------------------------------------------------------
@@ -269,3 +281,25 @@ def test_a_ledger_of_a_newer_version_is_refused(ledger: Path) -> None:
     shown = runner.invoke(app, ["ledger"])
     assert shown.exit_code == 2
     assert shown.stderr == f"error: ledger {ledger}: schema version 3; this segroute reads 2\n"
+
+
+def test_one_ledger_takes_one_send_at_a_time_and_can_be_looked_at_meanwhile(
+    courier: FakeCourier, ledger: Path
+) -> None:
+    courier.fault("delay", times=10**6, seconds=0.05)
+    write_events([identify(n, f"u{n}") for n in range(200)])
+    with background(courier, "first", "events.jsonl", "--concurrency", "2") as run:
+        wait_until(lambda: len(courier.acted_keys()) >= 5, "the first send under way")
+        second = send(courier, "events.jsonl")
+        shown = runner.invoke(app, ["ledger"])
+        assert Path(f"{ledger}.intents").exists()  # looked at, not folded in under the running send
+        run.proc.send_signal(signal.SIGINT)
+        code, _ = run.finish()
+    assert code == 130
+    assert second.exit_code == 2
+    assert second.stderr == (
+        f"error: ledger {ledger}: another send is using it (its journal is locked); wait for it, or give "
+        "this one --ledger of its own\n"
+    )
+    assert shown.exit_code == 0, shown.stderr
+    assert not Path(f"{ledger}.intents").exists()  # folded in by the run when it stopped

@@ -1,0 +1,69 @@
+"""Send rates of two segroute checkouts, measured in pairs: is a change within the noise?
+
+    python bench/pairs.py /path/to/other/checkout                # this checkout against that one
+    python bench/pairs.py OTHER --runs 5 --requests 20000 --latency-requests 4000
+
+Each row runs both checkouts in turns, ``--runs`` times, against the benchmark's endpoint (bench/
+server.js; it needs node) answering at once and answering 20 ms late, with the ledger on as by default;
+it prints the medians and every run, so a difference can be told from the spread of one side. Both
+checkouts run in this interpreter, with its packages: the other one through PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run import CONFIG, prepare_send, segroute_send, start_server  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("other", type=Path, help="the other checkout (its folder holding segroute/)")
+    parser.add_argument("--runs", type=int, default=5, help="runs of each side per row")
+    parser.add_argument("--requests", type=int, default=20_000, help="requests per run at once")
+    parser.add_argument("--latency-requests", type=int, default=4_000, help="requests per run with latency")
+    parser.add_argument("--latency-ms", type=int, default=20)
+    args = parser.parse_args()
+    here = str(Path(__file__).resolve().parent.parent)
+    sides = {"this": here, "other": str(args.other.resolve())}
+    rows = [(0, c, args.requests) for c in (1, 16, 64)]
+    rows += [(args.latency_ms, c, args.latency_requests) for c in (16, 64)]
+    print(f"this: {here}\nother: {sides['other']}\n")
+    print("| endpoint | concurrency | this (req/s) | other (req/s) | this / other | each run: this; other |")
+    print("|---|---:|---:|---:|---:|---|")
+    with tempfile.TemporaryDirectory(prefix="segroute-pairs-") as scratch:
+        folder = Path(scratch)
+        config = folder / "segroute.toml"
+        config.write_text(CONFIG)
+        for delay, concurrency, requests in rows:
+            send_path, _ = prepare_send(folder, requests)
+            server, url, _ = start_server(delay)
+            runs: dict[str, list[float]] = {"this": [], "other": []}
+            try:
+                for _ in range(args.runs):
+                    for side, path in sides.items():
+                        os.environ["PYTHONPATH"] = path
+                        runs[side].append(segroute_send(url, send_path, config, concurrency, folder))
+            finally:
+                server.terminate()
+                server.wait()
+            this, other = statistics.median(runs["this"]), statistics.median(runs["other"])
+            endpoint = f"{delay} ms" if delay else "at once"
+            each = "; ".join(", ".join(f"{x:,.0f}" for x in runs[side]) for side in sides)
+            print(
+                f"| {endpoint} | {concurrency} | {this:,.0f} | {other:,.0f} | {this / other:.3f} | {each} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
