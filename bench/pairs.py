@@ -32,11 +32,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000, help="requests per run at once")
     parser.add_argument("--latency-requests", type=int, default=4_000, help="requests per run with latency")
     parser.add_argument("--latency-ms", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 16, 64], help="at once")
+    parser.add_argument("--latency-concurrency", type=int, nargs="*", default=[16, 64], help="with latency")
     args = parser.parse_args()
     here = str(Path(__file__).resolve().parent.parent)
     sides = {"this": here, "other": str(args.other.resolve())}
-    rows = [(0, c, args.requests) for c in (1, 16, 64)]
-    rows += [(args.latency_ms, c, args.latency_requests) for c in (16, 64)]
+    rows = [(0, c, args.requests) for c in args.concurrency]
+    rows += [(args.latency_ms, c, args.latency_requests) for c in args.latency_concurrency]
     print(f"this: {here}\nother: {sides['other']}\n")
     print("| endpoint | concurrency | this (req/s) | other (req/s) | this / other | each run: this; other |")
     print("|---|---:|---:|---:|---:|---|")

@@ -13,9 +13,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, final
 
 import aiohttp
+import msgspec
 import orjson
 from yarl import URL
 
@@ -138,38 +139,39 @@ class Backoff:
 Verdict = Literal["accepted", "refused", "unauthorized", "throttled", "retry"]
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+def classify(status: int | None) -> Verdict:
+    """What an attempt's answer calls for (None: no answer came); the retry policy in one place.
+
+    2xx, and 409 (Courier has seen the key or the messageId), are acceptances; 401 and 403 mean the
+    key is refused and so will every request be; a 429 asks to slow down; no answer, 408 and 5xx may
+    go better on another attempt; any other status (4xx, and 3xx: redirects are not followed)
+    refuses this request for good.
+    """
+    if status is None or status == 408 or status >= 500:
+        return "retry"
+    if 200 <= status < 300 or status == 409:
+        return "accepted"
+    if status == 429:
+        return "throttled"
+    return "unauthorized" if status in AUTH_STATUSES else "refused"
+
+
+@final
+class Attempt(msgspec.Struct, frozen=True):
     """How one attempt ended: Courier's answer, or why none came."""
 
     status: int | None
     """The HTTP status; None when no answer came."""
-    detail: str
+    verdict: Verdict
+    """`classify`'s."""
+    detail: str = ""
     """Courier's message, or what went wrong on the way."""
-    reason: str
+    reason: str = ""
     """``http_NNN``, ``network`` or ``timeout``."""
     retry_after: float | None = None
     reached: Literal["no", "maybe", "yes"] = "yes"
     """Whether the request reached Courier: ``no`` when the connection could not even be made."""
     body: bytes = b""
-
-    @property
-    def verdict(self) -> Verdict:
-        """What to do about it; the retry policy in one place.
-
-        2xx, and 409 (Courier has seen the key or the messageId), are acceptances; 401 and 403 mean
-        the key is refused and so will every request be; a 429 asks to slow down; no answer, 408 and
-        5xx may go better on another attempt; any other status (4xx, and 3xx: redirects are not
-        followed) refuses this request for good.
-        """
-        status = self.status
-        if status is None or status == 408 or status >= 500:
-            return "retry"
-        if 200 <= status < 300 or status == 409:
-            return "accepted"
-        if status == 429:
-            return "throttled"
-        return "unauthorized" if status in AUTH_STATUSES else "refused"
 
     def key_state(self, before: KeyState) -> KeyState:
         """What Courier holds under the key after this attempt, given what it held before.
@@ -180,10 +182,9 @@ class Attempt:
         store). Anything else (a timeout, a dropped connection, a gateway's 502 or 504) leaves it
         unknown whether Courier acted.
         """
-        status = self.status
         if before in ("accepted", "stored_failure"):
             return before
-        verdict = self.verdict
+        verdict, status = self.verdict, self.status
         if verdict == "accepted":
             return "accepted"
         if status == 500:
@@ -196,10 +197,12 @@ class Attempt:
 
 
 def _attempt_from(status: int, body: bytes, headers: Any) -> Attempt:
-    reason = f"http_{status}"
-    if 200 <= status < 300 or status == 409:
-        return Attempt(status, "", "", body=body)
-    return Attempt(status, _error_message(status, body), reason, retry_after_seconds(headers))
+    verdict = classify(status)
+    if verdict == "accepted":
+        return Attempt(status, verdict, body=body)
+    return Attempt(
+        status, verdict, _error_message(status, body), f"http_{status}", retry_after_seconds(headers)
+    )
 
 
 def _accepted(request: Request, event: Event, attempt: Attempt, attempts: int) -> RequestResult:
@@ -348,7 +351,9 @@ class Sender:
             )
 
         while True:
-            begun = await self.throttle.acquire(stop)
+            begun = self.throttle.try_acquire()
+            if begun is None:
+                begun = await self.throttle.acquire(stop)
             if begun is None:
                 return ended("not_attempted", "stopped", "" if last is None else last.detail)
             left = options.request_deadline - (begun - started)
@@ -362,8 +367,18 @@ class Sender:
                 )
             sending.attempts += 1
             sending.in_flight = True
+            # The attempt inline, not in a coroutine of its own: each await inside it passes through
+            # every frame above it (see docs/benchmarks.md, sixth pass).
+            timeout = (
+                self._full_attempt if left >= options.attempt_timeout else aiohttp.ClientTimeout(total=left)
+            )
             try:
-                last = await self._attempt(url, request, headers, left)
+                async with self._session.post(
+                    url, data=request.body, headers=headers, allow_redirects=False, timeout=timeout
+                ) as response:
+                    last = _attempt_from(response.status, await response.read(), response.headers)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = _failed_attempt(exc, timeout)
             finally:
                 sending.in_flight = False
                 self.throttle.release()
@@ -421,28 +436,16 @@ class Sender:
         if self._stats.stop("unavailable", f"for {seconds:.0f}s; the last: {failure}"):
             stop.set()
 
-    async def _attempt(self, url: URL, request: Request, headers: dict[str, str], left: float) -> Attempt:
-        """One POST, with the session's timeout unless less time than a whole attempt is left."""
-        options = self._options
-        timeout = self._full_attempt if left >= options.attempt_timeout else aiohttp.ClientTimeout(total=left)
-        try:
-            async with self._session.post(
-                url, data=request.body, headers=headers, allow_redirects=False, timeout=timeout
-            ) as response:
-                return _attempt_from(response.status, await response.read(), response.headers)
-        except aiohttp.ConnectionTimeoutError:
-            return Attempt(
-                None,
-                f"could not connect within {timeout.connect or timeout.total:g}s",
-                "timeout",
-                reached="no",
-            )
-        except TimeoutError:
-            return Attempt(None, f"no answer within {timeout.total:g}s", "timeout", reached="maybe")
-        except aiohttp.ClientConnectorError as exc:
-            return Attempt(None, _describe(exc), "network", reached="no")
-        except aiohttp.ClientError as exc:
-            return Attempt(None, _describe(exc), "network", reached="maybe")
+
+def _failed_attempt(exc: aiohttp.ClientError | TimeoutError, timeout: aiohttp.ClientTimeout) -> Attempt:
+    """An attempt that got no answer: whether it may have reached Courier, and what went wrong."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        detail = f"could not connect within {timeout.connect or timeout.total:g}s"
+        return Attempt(None, "retry", detail, "timeout", reached="no")
+    if isinstance(exc, TimeoutError):
+        return Attempt(None, "retry", f"no answer within {timeout.total:g}s", "timeout", reached="maybe")
+    reached: Literal["no", "maybe"] = "no" if isinstance(exc, aiohttp.ClientConnectorError) else "maybe"
+    return Attempt(None, "retry", _describe(exc), "network", reached=reached)
 
 
 def _describe(exc: Exception) -> str:

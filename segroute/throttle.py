@@ -87,6 +87,17 @@ class Throttle:
         """Whether a 429 holds the pace or the concurrency below what was asked for."""
         return self.concurrency < self.max_concurrency or self.rate != self.max_rate
 
+    def try_acquire(self) -> float | None:
+        """The start time of an attempt that may start now, holding its slot; None when it must wait
+        (then `acquire`)."""
+        if self._in_flight < self.concurrency and not self.rate:
+            now = self._clock()
+            if now >= self._gate:
+                self._in_flight += 1
+                self._started.append(now)
+                return now
+        return None
+
     async def acquire(self, stop: asyncio.Event | None = None) -> float | None:
         """Wait until an attempt may start; the time it starts, or None when ``stop`` was set while
         waiting (the attempt does not start, and holds nothing)."""

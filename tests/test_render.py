@@ -18,7 +18,14 @@ from segroute.transform import CONTENT_TYPE, build_requests
 texts = st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20)
 
 
-@given(user=texts, origin=texts, message_id=texts, automation=texts, brand=st.none() | texts)
+@given(
+    # "." and ".." are no user ids: parse_event refuses them (unsafe_id).
+    user=texts.filter(lambda text: text not in (".", "..")),
+    origin=texts,
+    message_id=texts,
+    automation=texts,
+    brand=st.none() | texts,
+)
 def test_jsonl_lines_are_exactly_the_request_records(
     user: str, origin: str, message_id: str, automation: str, brand: str | None
 ) -> None:
