@@ -68,7 +68,7 @@ class DeliveryOptions:
     """Seconds of failures with no answer from Courier after which the run stops (exit 75)."""
 
 
-StopReason = Literal["SIGINT", "SIGTERM", "unauthorized", "unavailable", "ledger"]
+StopReason = Literal["SIGINT", "SIGTERM", "unauthorized", "unavailable"]
 
 
 @dataclass
@@ -182,11 +182,11 @@ class Attempt(msgspec.Struct, frozen=True):
         store). Anything else (a timeout, a dropped connection, a gateway's 502 or 504) leaves it
         unknown whether Courier acted.
         """
-        if before in ("accepted", "stored_failure"):
-            return before
         verdict, status = self.verdict, self.status
         if verdict == "accepted":
-            return "accepted"
+            return "accepted"  # after a 500 too: that one came from something in front of Courier
+        if before in ("accepted", "stored_failure"):
+            return before
         if status == 500:
             return "stored_failure"
         if verdict in ("refused", "unauthorized"):

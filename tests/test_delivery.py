@@ -624,3 +624,54 @@ def test_reading_waits_while_the_window_of_open_requests_is_full(courier: FakeCo
     # The window, a batch the reader takes in one turn, and the event being read.
     window = options.concurrency * WINDOW_PER_WORKER
     assert window < most_open <= window + INLINE_BATCH + 1
+
+
+# --- what an answer calls for, and what Courier then holds under the key ------------------------
+
+
+def test_the_retry_policy_in_one_table() -> None:
+    from segroute.delivery import classify
+
+    assert {status: classify(status) for status in (None, 200, 202, 302, 400, 401, 403, 404, 408, 409)} == {
+        None: "retry",
+        200: "accepted",
+        202: "accepted",
+        302: "refused",
+        400: "refused",
+        401: "unauthorized",
+        403: "unauthorized",
+        404: "refused",
+        408: "retry",
+        409: "accepted",
+    }
+    assert [classify(status) for status in (429, 500, 502, 503, 504)] == ["throttled"] + ["retry"] * 4
+
+
+def test_what_courier_holds_under_a_key_after_each_kind_of_attempt() -> None:
+    """Only a 500 means Courier stored a failure (a new key is safe); a dropped answer or a gateway's
+    502/504 leaves it unknown (only the same key is safe); a refusal or no connection means nothing."""
+    from segroute.delivery import Attempt, classify
+
+    def answer(status: int) -> Attempt:
+        return Attempt(status, classify(status))
+
+    no_connection = Attempt(None, "retry", reached="no")
+    no_answer = Attempt(None, "retry", reached="maybe")
+    assert answer(200).key_state("unused") == "accepted"
+    assert answer(500).key_state("unused") == "stored_failure"
+    assert answer(500).key_state("unknown") == "stored_failure"  # its stored answer is the 500
+    for status in (502, 504):
+        assert answer(status).key_state("unused") == "unknown"
+    assert no_answer.key_state("unused") == "unknown"
+    for before in ("unused", "unknown"):
+        # No connection, a 429, a 503, a 408: this attempt did not reach Courier's application.
+        for attempt in (no_connection, answer(429), answer(503), answer(408)):
+            assert attempt.key_state(before) == before
+    # A refusal answers for the key: an earlier attempt Courier had acted on would be answered from
+    # its store instead.
+    assert answer(400).key_state("unknown") == "unused"
+    assert answer(401).key_state("unknown") == "unused"
+    # Once settled, later attempts change nothing, but an acceptance: after a 500 it means that 500
+    # came from something in front of Courier, which stored nothing.
+    assert answer(502).key_state("stored_failure") == "stored_failure"
+    assert answer(200).key_state("stored_failure") == "accepted"
