@@ -125,8 +125,12 @@ def build_report(
     started: datetime.datetime,
     seconds: float,
     stopped_by: str | None,
+    stop_detail: str = "",
+    throttled: int = 0,
+    failing_targets: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The JSON report: counts per outcome and reason, per target, per HTTP status; retries and rates."""
+    """The JSON report: counts per outcome and reason, per target, per HTTP status; retries, 429s
+    and rates; why the run stopped early, and the targets it gave up."""
     outcomes: dict[str, dict[str, int]] = {}
     for (outcome, reason), count in sorted(summary.outcomes.items()):
         outcomes.setdefault(outcome, {})[reason or "ok"] = count
@@ -141,6 +145,7 @@ def build_report(
         "started_at": started.isoformat(timespec="seconds"),
         "duration_seconds": round(seconds, 3),
         "stopped_by": stopped_by,
+        "stop_detail": stop_detail,
         "read": summary.read,
         "totals": summary.totals(),
         "outcomes": outcomes,
@@ -148,6 +153,8 @@ def build_report(
         "http_statuses": {str(status): count for status, count in sorted(summary.statuses.items())},
         "requests": requests_done,
         "retries": summary.retries,
+        "throttled": throttled,
+        "failing_targets": failing_targets or {},
         "requests_per_second": round(requests_done / seconds, 1) if seconds > 0 else None,
         "skip_reasons": {
             reason: SKIP_REASONS[reason] for (kind, reason) in summary.outcomes if kind == "skipped"

@@ -244,6 +244,9 @@ def run(
             started=started_at,
             seconds=result.seconds,
             stopped_by=result.stopped_by,
+            stop_detail=result.stop_detail,
+            throttled=result.throttled,
+            failing_targets=result.failing_targets,
         )
         write_report(options.report_path, report)
         result.report_path = options.report_path

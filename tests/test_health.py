@@ -108,6 +108,7 @@ def test_only_5xx_stops_with_75_then_the_resume_command_sends_the_rest_once(cour
     assert first.exit_code == 75, first.stderr
     report = json.loads(Path("first.json").read_text())
     assert report["stopped_by"] == "unavailable"
+    assert report["stop_detail"].endswith("the last: HTTP 503: Service Unavailable")
     assert "HTTP 503: Service Unavailable" in first.stderr
     assert "failed" not in report["totals"]  # waited for the API: no request used up its retries
     before = set(courier.acted)

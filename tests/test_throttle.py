@@ -149,6 +149,7 @@ def test_against_a_token_bucket_every_request_goes_once_with_few_429s(courier: F
     report = json.loads(Path("r.json").read_text())
     assert report["totals"] == {"sent": count}
     assert courier.throttled >= 1  # the limit was met, and was a speed: nothing failed
+    assert report["throttled"] == courier.throttled
     assert len(courier.received) <= 1.2 * count
     assert len(courier.acted) == count and set(courier.acted.values()) == {1}
     assert report["http_statuses"] == {"200": count}
