@@ -176,14 +176,48 @@ def _target(request: Request) -> str:
     return request.target.automation or "" if request.target.kind == "automation" else NO_TARGET
 
 
+class _Unsettled:
+    """What a journal's lines add up to: the requests sent and neither accepted nor forgotten (the
+    rows `pending` is to hold), and the requests forgotten (whose earlier rows are to go)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], list[Any]] = {}
+        self.settled: set[tuple[str, str]] = set()
+
+    def add(self, entry: list[Any]) -> None:
+        """One journal line: ``["intend", api_url, key, ...the rest of the row]``, or a kind of end
+        (``fail``, ``forget``, or ``accept``, which is never written: the ledger keeps acceptances)
+        with the api_url and key."""
+        kind, api_url, key = entry[:3]
+        if kind == "intend":
+            self.rows[api_url, key] = entry[1:]
+            self.settled.discard((api_url, key))
+        elif kind == "fail" and (api_url, key) in self.rows:
+            self.rows[api_url, key][9] = 1  # stored_failure
+        elif kind in ("forget", "accept"):
+            self.rows.pop((api_url, key), None)
+            if kind == "forget":
+                self.settled.add((api_url, key))
+
+    def write_into(self, connection: sqlite3.Connection) -> None:
+        """Make the ledger's pending rows say what the lines said, in one transaction."""
+        with _transaction(connection):
+            if self.settled:
+                connection.execute(_SETTLED, (dumps(list(self.settled)).decode(),))
+            if self.rows:
+                connection.execute(_UNSETTLED, (dumps(list(self.rows.values())).decode(),))
+
+
 class Journal:
     """A run's write-ahead log of what it sent: JSON lines appended beside the ledger, locked while
-    the run writes them, folded into the ledger when it is done (or by the next to open it, after
-    a kill), then removed."""
+    the run writes them, written into the ledger when the run ends (or, after a kill, by the next to
+    open the ledger), then removed."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
+        self._lines = _Unsettled()
+        """What this run's lines add up to, so that its end need not read them back."""
 
     @property
     def is_open(self) -> bool:
@@ -203,8 +237,11 @@ class Journal:
         self._fd = fd
 
     def write(self, entry: list[Any], ledger: Path) -> None:
-        """Append one line."""
+        """Append one line (an ``accept`` is only noted: the ledger keeps acceptances)."""
         assert self._fd is not None, "a run's journal is opened by start_run"
+        self._lines.add(entry)
+        if entry[0] == "accept":
+            return
         try:
             os.write(self._fd, dumps(entry) + b"\n")
         except OSError as exc:
@@ -212,14 +249,22 @@ class Journal:
                 f"ledger {ledger}: cannot write {self.path}: {exc.strerror or exc}; the run stops"
             ) from exc
 
+    def finish_into(self, connection: sqlite3.Connection) -> None:
+        """The run is over: write what its lines add up to into the ledger, and remove them."""
+        if self._fd is None:
+            return
+        self._lines.write_into(connection)
+        self.close()
+        self.path.unlink(missing_ok=True)
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
     def fold_into(self, connection: sqlite3.Connection) -> None:
-        """Bring what the journal holds into the ledger and remove it: requests it sent and did not
-        see accepted or forgotten become pending rows. Left alone while a run holds it."""
+        """Bring what a journal left by a killed run holds into the ledger, and remove it. Left
+        alone while a run holds it."""
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
@@ -228,28 +273,15 @@ class Journal:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                return  # a run is writing it, and folds it in itself when it ends
-            unsettled: dict[tuple[str, str], list[Any]] = {}
-            settled: set[tuple[str, str]] = set()
-            with open(fd, "rb", closefd=False) as lines:
-                for line in lines:
+                return  # a run is writing it, and writes it in itself when it ends
+            lines = _Unsettled()
+            with open(fd, "rb", closefd=False) as journal:
+                for line in journal:
                     try:
-                        kind, api_url, key, *rest = json.loads(line)
-                    except ValueError:
-                        continue  # a line cut short by a kill: its request never went out
-                    if kind == "intend":
-                        unsettled[api_url, key] = [api_url, key, *rest]
-                        settled.discard((api_url, key))
-                    elif kind == "fail" and (api_url, key) in unsettled:
-                        unsettled[api_url, key][9] = 1
-                    elif kind == "forget":
-                        unsettled.pop((api_url, key), None)
-                        settled.add((api_url, key))
-            with _transaction(connection):
-                if settled:
-                    connection.execute(_SETTLED, (dumps(list(settled)).decode(),))
-                if unsettled:
-                    connection.execute(_UNSETTLED, (dumps(list(unsettled.values())).decode(),))
+                        lines.add(json.loads(line))
+                    except (ValueError, TypeError, IndexError):
+                        continue  # a line cut short by the kill: its request never went out
+            lines.write_into(connection)
             os.unlink(self.path)
         finally:
             os.close(fd)
@@ -425,8 +457,14 @@ class Ledger:
             )
             if len(self._accepted) >= FLUSH_ROWS:
                 self._write_accepted()
-        elif result.key_state in ("stored_failure", "unused") and self._journal.is_open:
-            kind = "fail" if result.key_state == "stored_failure" else "forget"
+            kind = "accept"
+        elif result.key_state == "stored_failure":
+            kind = "fail"
+        elif result.key_state == "unused":
+            kind = "forget"
+        else:
+            return
+        if self._journal.is_open:
             self._journal.write([kind, api_url, request.ledger_key], self.path)
 
     def flush_if_due(self) -> None:
@@ -440,22 +478,24 @@ class Ledger:
         rows, self._accepted = self._accepted, []
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="segroute-ledger")
-        written, self._written = self._written, self._thread.submit(self._write, rows)
+        # Serialized here, in one C call: on the ledger's thread it would hold the GIL as long.
+        text = dumps(rows).decode()
+        written, self._written = self._written, self._thread.submit(self._write, text, len(rows))
         if written is not None and written.done():
             written.result()  # raises what a batch before raised
 
-    def _write(self, rows: list[tuple[Any, ...]]) -> None:
-        """Write a batch of acceptances, whole or not at all; after a failure, nothing more."""
+    def _write(self, rows: str, count: int) -> None:
+        """Write a batch of acceptances (a JSON array of rows), whole or not at all; after a failure,
+        nothing more."""
         if self._broken is not None:
             raise self._broken
         try:
             with self._lock, self._writing_to(), _transaction(self._writer):
-                # Serialized here, in one C call: the statement reads them in C too.
-                self._writer.execute(_ACCEPT, (dumps(rows).decode(),))
+                self._writer.execute(_ACCEPT, (rows,))
         except LedgerError as exc:
             self._broken = exc
             raise
-        self.recorded += len(rows)
+        self.recorded += count
 
     @contextlib.contextmanager
     def _writing_to(self) -> Iterator[None]:
@@ -497,9 +537,8 @@ class Ledger:
             return
         try:
             self.flush()
-            self._journal.close()
             with self._lock, self._writing_to():
-                self._journal.fold_into(self._writer)
+                self._journal.finish_into(self._writer)
         finally:
             self._journal.close()
             if self._thread is not None:
