@@ -7,6 +7,7 @@ import email.utils
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -364,6 +365,15 @@ def test_ctrl_c_on_a_slow_server_stops_cleanly(courier: FakeCourier, tmp_path: P
     assert json.loads(first)["outcome"] == "sent"
     assert proc.returncode == 130, err
     assert b"stopping (SIGINT): no more events are read" in err
+    # How far it read (of 5,000), and the command that resumes it, going where this run went; the
+    # failure file holds only what was read, so it is not offered for a replay.
+    assert re.search(rb"stopped by Ctrl-C \(SIGINT\): read [\d,]+ of about [\d,]+ records", err)
+    lines = err.decode().splitlines()
+    resume = lines[next(n for n, line in enumerate(lines) if "To resume" in line) + 1]
+    assert resume.startswith("  segroute send events.jsonl ")
+    for option in (f"--api-url {courier.url}", "--concurrency 4", "--failed failed.jsonl", "--ledger "):
+        assert option in resume
+    assert b"replay with" not in err
     report = json.loads(Path("report.json").read_text())
     assert report["stopped_by"] == "SIGINT"
     sent = report["totals"]["sent"]
