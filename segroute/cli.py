@@ -9,10 +9,10 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
@@ -25,6 +25,7 @@ from segroute.health import DEFAULT_GIVE_UP_AFTER
 if TYPE_CHECKING:
     from segroute.config import ConfigFile
     from segroute.delivery import DeliveryOptions
+    from segroute.ledger import Ledger
     from segroute.runner import RunResult
     from segroute.selection import Selection
 
@@ -865,11 +866,7 @@ def ledger_export(ledger: LedgerOption = None, config: ConfigOption = None) -> N
     """
     from segroute.ledger import Ledger
 
-    with _boundary():
-        with Ledger(_ledger_path(ledger, config), create=False) as opened:
-            for entry in opened.export():
-                sys.stdout.buffer.write(render.jsonl_line(entry))
-            sys.stdout.flush()
+    _print_ledger_rows(ledger, config, Ledger.export)
 
 
 @ledger_app.command("unsettled")
@@ -882,9 +879,18 @@ def ledger_unsettled(ledger: LedgerOption = None, config: ConfigOption = None) -
     """
     from segroute.ledger import Ledger
 
+    _print_ledger_rows(ledger, config, Ledger.unsettled)
+
+
+def _print_ledger_rows(
+    ledger: Path | None, config: str | None, rows: Callable[[Ledger], Iterator[dict[str, Any]]]
+) -> None:
+    """One of the ledger's listings, a JSON object a line on stdout."""
+    from segroute.ledger import Ledger
+
     with _boundary():
         with Ledger(_ledger_path(ledger, config), create=False) as opened:
-            for entry in opened.unsettled():
+            for entry in rows(opened):
                 sys.stdout.buffer.write(render.jsonl_line(entry))
             sys.stdout.flush()
 
