@@ -280,3 +280,25 @@ def test_a_spill_sweeps_the_folders_killed_runs_left(tmp_path: Path, monkeypatch
     [own] = [p for p in tmp_path.glob(f"segroute-seen-{os.getpid()}-*") if p != running]
     seen.close()
     assert not own.exists()
+
+
+def test_resume_picks_the_key_a_request_goes_out_under_again() -> None:
+    from segroute.pipeline import KEY_LIFETIME_MARGIN, Prior, resume
+
+    now = 1_800_000_000.0
+    day = 86_400.0
+    assert resume(None, now=now, resend_uncertain=False) == 0
+    assert resume(Prior(accepted=True), now=now, resend_uncertain=True) == "accepted"
+    # Courier stored a 500 under the key: the next generation's, however long ago.
+    assert (
+        resume(
+            Prior(generation=2, expires_at=now + day, stored_failure=True), now=now, resend_uncertain=False
+        )
+        == 3
+    )
+    # Unknown, and Courier still holds the key: the same key, which it answers from its store.
+    assert resume(Prior(generation=1, expires_at=now + day), now=now, resend_uncertain=False) == 1
+    # Unknown, and the key may be gone (past it, or within the safety margin before it): held back.
+    for expires in (now - day, now + KEY_LIFETIME_MARGIN - 1):
+        assert resume(Prior(expires_at=expires), now=now, resend_uncertain=False) == "uncertain"
+        assert resume(Prior(expires_at=expires), now=now, resend_uncertain=True) == 0
