@@ -469,7 +469,7 @@ def send(
         if not quiet:
             title = "dry run: nothing was sent" if dry_run else f"run against {base_url}"
             render.show_summary(err(), result.summary, title=title)
-            render.show_failing_targets(err(), result.failing_targets)
+            render.show_failing_targets(err(), result.failing_targets, failed=failed)
             render.show_files(
                 err(),
                 result.failed_written,
@@ -480,10 +480,9 @@ def send(
             )
             if result.ledger_path is not None:
                 render.show_ledger_line(err(), result.ledger_path, result.ledger_recorded, dry_run=dry_run)
-        if result.summary.count("skipped") and result.summary.outcomes.get(("skipped", "uncertain")):
-            render.show_uncertain(
-                err(), result.summary.outcomes["skipped", "uncertain"], result.ledger_path, resume=resume
-            )
+        uncertain = result.summary.outcomes.get(("skipped", "uncertain"), 0)
+        if uncertain:
+            render.show_uncertain(err(), uncertain, result.ledger_path, resume=resume)
         if result.stopped_by is not None and result.stopped_by != "unauthorized":
             render.show_stop(
                 err(),

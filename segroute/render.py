@@ -345,14 +345,15 @@ def show_uncertain(console: Console, events: int, ledger: object, *, resume: str
     )
 
 
-def show_failing_targets(console: Console, failing: Mapping[str, str]) -> None:
-    """Targets the run stopped sending to, and why."""
+def show_failing_targets(console: Console, failing: Mapping[str, str], *, failed: object | None) -> None:
+    """Targets the run stopped sending to, and why; where their skipped requests' events went."""
+    kept = f"are in {failed}" if failed is not None else "are kept only with --failed"
     for label, refusal in sorted(failing.items()):
         show_message(
             console,
             display_name(
                 f"{label}: stopped sending to it: {refusal} to every recipient; its other requests were "
-                "skipped (target_failing) and are in the failure file. Check the link, then replay them"
+                f"skipped (target_failing) and their events {kept}. Check the link, then replay them"
             ),
         )
 

@@ -193,8 +193,8 @@ def test_a_missing_automation_is_given_up_and_the_other_targets_go_on(courier: F
     assert len(stderr) < 60  # one line a failure for the first ten, then the target is given up
     assert (
         "automation welcom-flow: stopped sending to it: HTTP 404: Automation template not found: "
-        "welcom-flow to every recipient; its other requests were skipped (target_failing) and are in the "
-        "failure file. Check the link, then replay them"
+        "welcom-flow to every recipient; its other requests were skipped (target_failing) and their "
+        "events are in failed.jsonl. Check the link, then replay them"
     ) in stderr
     assert len(Path("failed.jsonl").read_text().splitlines()) == 300
     # Mended (the template was created): the replay sends what did not go out, and only that.
