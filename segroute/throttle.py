@@ -82,11 +82,6 @@ class Throttle:
         self._started: collections.deque[float] = collections.deque(maxlen=MAX_SAMPLES)
         """When recent attempts started."""
 
-    @property
-    def limited(self) -> bool:
-        """Whether a 429 holds the pace or the concurrency below what was asked for."""
-        return self.concurrency < self.max_concurrency or self.rate != self.max_rate
-
     def try_acquire(self) -> float | None:
         """The start time of an attempt that may start now, holding its slot; None when it must wait
         (then `acquire`)."""

@@ -69,8 +69,7 @@ def test_a_burst_of_429s_slows_down_once() -> None:
     asyncio.run(main())
     assert throttle.throttled_count == 10
     assert throttle.concurrency == 7  # 10 * DECREASE, once
-    assert throttle.rate is not None
-    assert throttle.limited
+    assert throttle.rate is not None  # a pace now, where there was none
 
 
 def test_acceptances_grow_the_concurrency_back_one_at_a_time() -> None:
