@@ -119,37 +119,44 @@ def default_path(config_path: Path, env: dict[str, str] | os._Environ[str]) -> P
     return config_path.parent / DEFAULT_NAME
 
 
-def _from_json(columns: int) -> str:
-    """The columns of rows given as one JSON array of arrays: one statement, one parameter, so
-    SQLite holds no GIL from the first row to the last."""
-    return ", ".join(f"json_extract(value, '$[{n}]')" for n in range(columns)) + " FROM json_each(?)"
+def _columns(indexes: Iterable[int]) -> str:
+    """Columns of the rows given as one JSON array of arrays (``FROM json_each(?)``): one statement,
+    one parameter, so SQLite holds no GIL from the first row to the last."""
+    return ", ".join(f"json_extract(value, '$[{n}]')" for n in indexes)
 
 
 _ISO = "strftime('%Y-%m-%dT%H:%M:%fZ', json_extract(value, '$[{n}]'), 'unixepoch')"
 """A time given as seconds since the epoch, written as `_now` writes it."""
 _ACCEPT = (
     "INSERT OR IGNORE INTO requests (api_url, key, target, message_id, recipient, status, "
-    "courier_run_id, courier_request_id, accepted_at, run, sent_key) SELECT "
-    + _from_json(8).replace(" FROM json_each(?)", ", ")
-    + _ISO.format(n=8)
-    + ", json_extract(value, '$[9]'), json_extract(value, '$[10]') FROM json_each(?)"
+    f"courier_run_id, courier_request_id, accepted_at, run, sent_key) SELECT {_columns(range(8))}, "
+    f"{_ISO.format(n=8)}, {_columns((9, 10))} FROM json_each(?)"
 )
 _PENDING_COLUMNS = (
     "api_url, key, sent_key, generation, target, message_id, recipient, sent_at, expires_at, "
     "stored_failure, run"
 ).split(", ")
+_SAME_KEY = "pending.sent_key = excluded.sent_key"
 _UNSETTLED = (
     # Rows of the pending table, sent_at as seconds since the epoch; rows Courier accepted since are
-    # left out.
-    "INSERT OR REPLACE INTO pending SELECT * FROM (SELECT "
+    # left out. A request sent again under the key it went out under before keeps that send's time:
+    # Courier's clock for the key started then.
+    "INSERT INTO pending SELECT * FROM (SELECT "
     + ", ".join(
         (_ISO.format(n=n) if name == "sent_at" else f"json_extract(value, '$[{n}]')") + f" AS {name}"
         for n, name in enumerate(_PENDING_COLUMNS)
     )
     + " FROM json_each(?)) AS new WHERE NOT EXISTS "
-    "(SELECT 1 FROM requests WHERE requests.api_url = new.api_url AND requests.key = new.key)"
+    "(SELECT 1 FROM requests WHERE requests.api_url = new.api_url AND requests.key = new.key) "
+    "ON CONFLICT (api_url, key) DO UPDATE SET "
+    + ", ".join(
+        f"{name} = excluded.{name}" for name in _PENDING_COLUMNS[2:] if name not in ("sent_at", "expires_at")
+    )
+    + f", sent_at = CASE WHEN {_SAME_KEY} THEN pending.sent_at ELSE excluded.sent_at END"
+    + f", expires_at = CASE WHEN {_SAME_KEY} THEN min(pending.expires_at, excluded.expires_at)"
+    " ELSE excluded.expires_at END"
 )
-_SETTLED = "DELETE FROM pending WHERE (api_url, key) IN (SELECT " + _from_json(2) + ")"
+_SETTLED = f"DELETE FROM pending WHERE (api_url, key) IN (SELECT {_columns(range(2))} FROM json_each(?))"
 
 
 def _now() -> str:
@@ -185,16 +192,17 @@ class _Unsettled:
         self.settled: set[tuple[str, str]] = set()
 
     def add(self, entry: list[Any]) -> None:
-        """One journal line: ``["intend", api_url, key, ...the rest of the row]``, or a kind of end
-        (``fail``, ``forget``, or ``accept``, which is never written: the ledger keeps acceptances)
-        with the api_url and key."""
+        """One journal line: ``["intend", api_url, key, ...the rest of the row]``, or how the request
+        ended, with the api_url and key: ``fail`` (a 500), ``forget`` (never reached Courier, or
+        refused), ``unsent`` (this run's intent never went out: what earlier runs left stands), or
+        ``accept`` (never written: the ledger keeps acceptances)."""
         kind, api_url, key = entry[:3]
         if kind == "intend":
             self.rows[api_url, key] = entry[1:]
             self.settled.discard((api_url, key))
         elif kind == "fail" and (api_url, key) in self.rows:
             self.rows[api_url, key][9] = 1  # stored_failure
-        elif kind in ("forget", "accept"):
+        elif kind in ("forget", "unsent", "accept"):
             self.rows.pop((api_url, key), None)
             if kind == "forget":
                 self.settled.add((api_url, key))
@@ -237,8 +245,11 @@ class Journal:
         self._fd = fd
 
     def write(self, entry: list[Any], ledger: Path) -> None:
-        """Append one line (an ``accept`` is only noted: the ledger keeps acceptances)."""
+        """Append one line. An end for a request this run never noted (one skipped before it went
+        out) changes nothing and is not written; an ``accept`` is only noted: the ledger keeps it."""
         assert self._fd is not None, "a run's journal is opened by start_run"
+        if entry[0] != "intend" and (entry[1], entry[2]) not in self._lines.rows:
+            return
         self._lines.add(entry)
         if entry[0] == "accept":
             return
@@ -434,8 +445,9 @@ class Ledger:
 
     def record(self, api_url: str, result: RequestResult) -> None:
         """Note how a request ended: an acceptance is kept (committed with its batch); a request
-        Courier never got or refused is forgotten, and one it answered 500 is marked (a journal line
-        each); one whose answer is unknown stays as it was intended."""
+        Courier never got or refused is forgotten, one it answered 500 is marked, one never sent
+        leaves what earlier runs noted (a journal line each); one whose answer is unknown stays as it
+        was intended."""
         request = result.request
         if result.outcome == "sent":
             if not self._accepted:
@@ -458,6 +470,8 @@ class Ledger:
             if len(self._accepted) >= FLUSH_ROWS:
                 self._write_accepted()
             kind = "accept"
+        elif result.attempts == 0:
+            kind = "unsent"  # stopped before its first attempt: Courier holds what it held before
         elif result.key_state == "stored_failure":
             kind = "fail"
         elif result.key_state == "unused":

@@ -15,7 +15,11 @@ from typing import Any
 from typer.testing import CliRunner
 
 from segroute.cli import app
+from segroute.events import Event
 from segroute.ledger import Ledger
+from segroute.pipeline import RequestResult
+from segroute.routing import Target
+from segroute.transform import Request
 from tests.courier_server import FakeCourier, Received
 
 # _isolated: the delivery tests' autouse fixture (a tmp folder with their config and API key).
@@ -303,3 +307,52 @@ def test_one_ledger_takes_one_send_at_a_time_and_can_be_looked_at_meanwhile(
     )
     assert shown.exit_code == 0, shown.stderr
     assert not Path(f"{ledger}.intents").exists()  # folded in by the run when it stopped
+
+
+def _result(request: Request, event: Event, **fields: Any) -> RequestResult:
+    return RequestResult(request, event, fields.pop("outcome", "not_attempted"), "", **fields)
+
+
+def test_a_request_sent_again_keeps_the_uncertainty_and_the_key_lifetime_of_its_first_send(
+    tmp_path: Path,
+) -> None:
+    """An earlier run left a request uncertain. A later run that stops before sending it again must
+    not forget that; one that sends it again with no answer must not make its key look younger than
+    it is: Courier's clock for the key started with the first send."""
+    url, path = "http://127.0.0.1:9", "/profiles/u1"
+    event = Event("f:1", {}, "identify", "m-1", "u1", None)
+    request = Request("POST", url + path, path, b"{}", "sr1-k", Target("profile"))
+    ledger_path = tmp_path / "l.sqlite3"
+
+    def run(*, lifetime: float, ended: RequestResult | None) -> None:
+        ledger = Ledger(ledger_path)
+        ledger.start_run(api_url=url, inputs=["in"], shard=None)
+        ledger.intend(url, request, event, key_lifetime=lifetime)
+        if ended is not None:
+            ledger.record(url, ended)
+        ledger.close()
+
+    def expiry() -> float:
+        opened = Ledger(ledger_path, create=False)
+        try:
+            found = opened.prior(url, "sr1-k")
+        finally:
+            opened.close()
+        assert found is not None and not found.accepted and not found.stored_failure
+        return found.expires_at
+
+    run(lifetime=3600, ended=None)  # the answer never came: uncertain
+    first = expiry()
+    # Stopped before the attempt (or cut off before it began): nothing changed for Courier.
+    run(lifetime=10 * 86400, ended=_result(request, event, attempts=0, key_state="unused"))
+    assert expiry() == first
+    # Sent again, and again no answer: still uncertain, and the key no younger than it was.
+    run(lifetime=10 * 86400, ended=_result(request, event, outcome="failed", attempts=1, key_state="unknown"))
+    assert expiry() == first
+    # Refused this time: Courier holds nothing for the key, so nothing is uncertain any more.
+    run(lifetime=3600, ended=_result(request, event, outcome="failed", attempts=1, key_state="unused"))
+    opened = Ledger(ledger_path, create=False)
+    try:
+        assert opened.prior(url, "sr1-k") is None
+    finally:
+        opened.close()
