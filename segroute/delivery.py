@@ -89,7 +89,7 @@ class DeliveryStats:
     throttle: Throttle | None = None
     """The run's throttle, for the progress line: its pace and concurrency."""
     failing_targets: dict[str, str] = field(default_factory=dict)
-    """Targets given up in the run (`health.TargetWatch`), and why."""
+    """Targets given up in the run, and why: the run's `health.TargetWatch.failing`."""
 
     def stop(self, reason: StopReason, detail: str = "") -> bool:
         """Note the first reason the run stops; whether this was it."""
@@ -395,10 +395,8 @@ class Sender:
                     if self._stats.stop("unauthorized", last.detail):
                         stop.set()
                     return ended("failed", "unauthorized", last.detail)
-                if last.status is not None and self.targets.refused(
-                    label, event.user_id or "", last.status, last.detail
-                ):
-                    self._stats.failing_targets[label] = last.detail
+                if last.status is not None:
+                    self.targets.refused(label, event.user_id or "", last.status, last.detail)
                 return ended("failed", last.reason, last.detail)
             self.health.failed(event.user_id, begun, last.detail)
             if verdict == "throttled":
@@ -406,9 +404,7 @@ class Sender:
                 if self.throttle.gate_wait() > options.give_up_after:
                     self.give_up(stop, f"Courier asked to wait {self.throttle.gate_wait():.0f}s (429)")
                 delay = 0.0  # the throttle's gate holds the next attempt
-            else:
-                if self.health.gave_up:
-                    self.give_up(stop, last.detail)
+            else:  # a failure: `_watch_health` stops the run once Courier has failed long enough
                 if not self.health.down:  # the API answers others: this request is the trouble
                     if retries >= options.max_retries:
                         return ended(
@@ -796,7 +792,7 @@ async def deliver(
     """
     stats = stats or DeliveryStats()
     sender = Sender(session, options, stats, clock=clock, sleep=sleep, before_send=before_send)
-    stats.throttle = sender.throttle
+    stats.throttle, stats.failing_targets = sender.throttle, sender.targets.failing
     dispatcher = Dispatcher(sender, stats, stop, options=options, on_request=on_request, on_event=on_outcome)
     watchdogs = (
         asyncio.create_task(_cut_off_after_stop(stop, dispatcher, options.drain_timeout)),

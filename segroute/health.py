@@ -96,7 +96,7 @@ class TargetWatch:
             self._refusals.pop(target, None)
 
     def refused(self, target: str, recipient: str, status: int, message: str) -> bool:
-        """The target refused a request to ``recipient``; whether that makes it failing, now."""
+        """The target refused a request to ``recipient``; whether that made it failing, just now."""
         if target in self._working or target in self.failing:
             return False
         kinds = self._refusals.setdefault(target, {})

@@ -135,7 +135,7 @@ class Throttle:
         self._wake()
 
     def _wake(self) -> None:
-        while self._waiting and self._in_flight + 1 <= self.concurrency:
+        while self._waiting and self._in_flight < self.concurrency:
             waiter = self._waiting.popleft()
             if not waiter.done():
                 waiter.set_result(None)
