@@ -450,16 +450,15 @@ class _Planner:
     ) -> Outcome:
         """Leave out what Courier accepted in an earlier run; send the rest under the key each may go
         out under; hold the whole event back when any of its requests is uncertain."""
+        known = [prior(request.idempotency_key) for request in requests]
+        if not any(known):  # the usual event: never sent before
+            return Planned(event, requests)
         to_send: list[Request] = []
         done: list[Request] = []
         uncertain: list[Request] = []
         now = time.time()
-        for request in requests:
-            known = prior(request.idempotency_key)
-            if known is None:  # the usual request: never sent before
-                to_send.append(request)
-                continue
-            how = resume(known, now=now, resend_uncertain=self._resend_uncertain)
+        for request, earlier in zip(requests, known, strict=True):
+            how = resume(earlier, now=now, resend_uncertain=self._resend_uncertain)
             if how == "accepted":
                 done.append(request)
             elif how == "uncertain":
