@@ -299,11 +299,11 @@ class Journal:
 
 
 class Ledger:
-    """One ledger file: lookups from the thread that reads events, writes from the one that sends.
+    """One ledger file and its journal: lookups from the thread that reads events; writes from the
+    one that sends, to the journal at once and to the ledger in batches of acceptances, committed on
+    a thread of the ledger's own.
 
     One connection behind a lock serves them all, so closing it can never race a lookup in flight.
-    Writes are kept in memory until a batch is committed; each batch is one statement a kind of
-    write, since every statement lets go of the GIL and must wait to get it back.
     """
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
@@ -324,7 +324,8 @@ class Ledger:
         self._lock = threading.Lock()
         """Guards the connection."""
         self._filter: tuple[str, bytearray, int] | None = None
-        self._unsettled: dict[str, Prior] = {}
+        self._pending: dict[str, Prior] = {}
+        """The pending rows of the API looked up, by first key, as the run began."""
         self._closed = False
         self._accepted: list[tuple[Any, ...]] = []
         """Acceptances not committed yet."""
@@ -362,10 +363,10 @@ class Ledger:
         """
         if self._filter is None or self._filter[0] != api_url:
             self._filter = (api_url, *self._load_filter(api_url))
-            self._unsettled = self._load_unsettled(api_url)
-        unsettled = self._unsettled.get(key)
-        if unsettled is not None:
-            return unsettled
+            self._pending = self._load_pending(api_url)
+        pending = self._pending.get(key)
+        if pending is not None:
+            return pending
         _, bits, mask = self._filter
         if mask == 0:
             return None
@@ -397,7 +398,7 @@ class Ledger:
                 bits[bit >> 3] |= 1 << (bit & 7)
         return bits, mask
 
-    def _load_unsettled(self, api_url: str) -> dict[str, Prior]:
+    def _load_pending(self, api_url: str) -> dict[str, Prior]:
         """The requests earlier runs sent to an API and did not see accepted, by first key: few, as a
         rule (those in flight at a kill, and those Courier answered 500)."""
         with self._lock:
