@@ -3,7 +3,10 @@
 Members that look hostile are refused with a reason and the rest of the bundle is read: names that
 would escape a folder (absolute, or with ``..``), links, devices, tar headers too large to hold, and
 zip members that overlap one another or claim to expand like a compression bomb. How much the
-content itself expands is watched by the reader in `sources` (`MAX_EXPANSION`).
+content itself expands is watched by the reader (`streams.BombGuard`).
+
+The bundle readers yield each `Member` to read, or a `Rejected` record for one refused; `sources`
+reads the members.
 """
 
 from __future__ import annotations
@@ -14,27 +17,31 @@ import stat
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
-from typing import IO, Any, Protocol
+from collections.abc import Generator, Iterator
+from typing import IO, Any, NamedTuple
 
+from segroute.models import Rejected
 from segroute.names import display_name
-from segroute.sources import EXPANSION_FLOOR, MAX_EXPANSION, BadRecord, Item
+from segroute.streams import EXPANSION_FLOOR, MAX_EXPANSION, Readable
+
+__all__ = ["Member", "iter_tar", "iter_zip", "spool", "unsafe_name"]
 
 MAX_TAR_HEADER_BYTES = 1024 * 1024
 """The largest pax or GNU long-name header read; tarfile holds these whole in memory."""
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-class _Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
+class Member(NamedTuple):
+    """One member of a bundle to read. Its stream can be read until the next member is asked for."""
+
+    stream: Readable
+    name: str
+    """Its name inside the bundle."""
+    packed: int | None
+    """Its compressed size when the bundle decompresses it (zip), else None."""
 
 
-ReadMember = Callable[[_Readable, str, int | None], Iterator[Item]]
-"""Reads one member: its stream, its name inside the bundle, and its packed size when the bundle
-decompressed it (zip), else None."""
-
-
-class UnsafeBundleError(Exception):
+class _UnsafeBundleError(Exception):
     """A bundle that cannot be read on safely."""
 
 
@@ -49,8 +56,8 @@ def unsafe_name(name: str) -> str | None:
     return None
 
 
-def _refused(origin: str, why: str) -> BadRecord:
-    return BadRecord(origin, "unsafe", f"refused: {why}; not read")
+def _refused(origin: str, why: str) -> Rejected:
+    return Rejected(origin, "unsafe", f"refused: {why}; not read")
 
 
 class _SafeTarInfo(tarfile.TarInfo):
@@ -58,7 +65,7 @@ class _SafeTarInfo(tarfile.TarInfo):
 
     def _proc_member(self, tarfile: tarfile.TarFile) -> Any:
         if self.type in _LONG_HEADERS and self.size > MAX_TAR_HEADER_BYTES:
-            raise UnsafeBundleError(
+            raise _UnsafeBundleError(
                 f"a tar header of {self.size} bytes (over {MAX_TAR_HEADER_BYTES // 1024} KiB)"
             )
         # tarfile documents _proc_member as the hook for subclasses; typeshed does not list it.
@@ -76,12 +83,12 @@ _LONG_HEADERS = frozenset(
 )
 
 
-def iter_tar(stream: _Readable, name: str, read_member: ReadMember) -> Iterator[Item]:
+def iter_tar(stream: Readable, name: str) -> Generator[Member | Rejected, None, None]:
     """Every member of a tar stream, in order, read as it streams past (nothing is seeked)."""
     try:
         bundle = tarfile.open(fileobj=stream, mode="r|", tarinfo=_SafeTarInfo)  # type: ignore[call-overload]
     except tarfile.TarError as exc:
-        yield BadRecord(name, "unreadable", f"not a readable tar bundle: {exc}")
+        yield Rejected(name, "unreadable", f"not a readable tar bundle: {exc}")
         return
     with bundle:
         members = iter(bundle)
@@ -90,19 +97,17 @@ def iter_tar(stream: _Readable, name: str, read_member: ReadMember) -> Iterator[
                 member = next(members)
             except StopIteration:
                 return
-            except UnsafeBundleError as exc:
+            except _UnsafeBundleError as exc:
                 yield _refused(name, f"{exc}; the rest of the bundle")
                 return
             except (tarfile.TarError, EOFError) as exc:
                 detail = f"the tar bundle is cut off or corrupt ({exc}); the rest of it is not read"
-                yield BadRecord(name, "unreadable", detail)
+                yield Rejected(name, "unreadable", detail)
                 return
-            yield from _tar_member(bundle, member, name, read_member)
+            yield from _tar_member(bundle, member, name)
 
 
-def _tar_member(
-    bundle: tarfile.TarFile, member: tarfile.TarInfo, name: str, read_member: ReadMember
-) -> Iterator[Item]:
+def _tar_member(bundle: tarfile.TarFile, member: tarfile.TarInfo, name: str) -> Iterator[Member | Rejected]:
     origin = f"{name}!{display_name(member.name)}"
     if member.isdir():
         return
@@ -123,15 +128,15 @@ def _tar_member(
         yield _refused(origin, "not a regular file")
         return
     with content:
-        yield from read_member(_Content(content), member.name, None)
+        yield Member(_Content(content), member.name, None)
 
 
-def iter_zip(file: IO[bytes], name: str, read_member: ReadMember) -> Iterator[Item]:
+def iter_zip(file: IO[bytes], name: str) -> Generator[Member | Rejected, None, None]:
     """Every member of a zip file, in the order of its central directory; the file must be seekable."""
     try:
         bundle = zipfile.ZipFile(file)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        yield BadRecord(name, "unreadable", f"not a readable zip bundle: {exc}")
+        yield Rejected(name, "unreadable", f"not a readable zip bundle: {exc}")
         return
     with bundle:
         infos = bundle.infolist()
@@ -140,12 +145,10 @@ def iter_zip(file: IO[bytes], name: str, read_member: ReadMember) -> Iterator[It
             yield _refused(name, f"members overlap ({overlap}), as in a zip bomb; the whole bundle")
             return
         for info in infos:
-            yield from _zip_member(bundle, info, name, read_member)
+            yield from _zip_member(bundle, info, name)
 
 
-def _zip_member(
-    bundle: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, read_member: ReadMember
-) -> Iterator[Item]:
+def _zip_member(bundle: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> Iterator[Member | Rejected]:
     origin = f"{name}!{display_name(info.filename)}"
     if info.is_dir():
         return
@@ -159,15 +162,15 @@ def _zip_member(
         yield _refused(origin, why)
         return
     if info.flag_bits & 0x1:
-        yield BadRecord(origin, "unreadable", "encrypted: segroute reads only unencrypted members")
+        yield Rejected(origin, "unreadable", "encrypted: segroute reads only unencrypted members")
         return
     try:
         content = bundle.open(info)
     except (zipfile.BadZipFile, NotImplementedError, OSError, ValueError) as exc:
-        yield BadRecord(origin, "unreadable", f"cannot read the member: {exc}")
+        yield Rejected(origin, "unreadable", f"cannot read the member: {exc}")
         return
     with content:
-        yield from read_member(_Content(content), info.filename, info.compress_size)
+        yield Member(_Content(content), info.filename, info.compress_size)
 
 
 class _Content:
@@ -199,7 +202,7 @@ def _overlap(infos: list[zipfile.ZipInfo]) -> str | None:
     return None
 
 
-def spool(stream: _Readable) -> IO[bytes]:
+def spool(stream: Readable) -> IO[bytes]:
     """A stream copied to an unnamed temporary file (deleted on close), for a zip that must seek."""
     copy = tempfile.TemporaryFile()
     try:

@@ -21,12 +21,10 @@ import orjson
 from yarl import URL
 
 from segroute import __version__
-from segroute.events import Event
 from segroute.health import DEFAULT_GIVE_UP_AFTER, ApiHealth, TargetWatch
-from segroute.pipeline import Delivered, KeyState, Outcome, Planned, RequestResult
-from segroute.sources import Note
+from segroute.models import Delivered, Event, KeyState, Note, Outcome, Planned, Request, RequestResult
 from segroute.throttle import Sleep, Throttle, sleep_unless_stopped
-from segroute.transform import CONTENT_TYPE, Request
+from segroute.transform import CONTENT_TYPE
 
 AUTH_STATUSES = frozenset({401, 403})
 EXPIRATION_HEADER = "x-idempotency-expiration"
@@ -470,7 +468,7 @@ def open_session(api_key: str, options: DeliveryOptions) -> aiohttp.ClientSessio
 class _EventState:
     event: Event
     remaining: int
-    done: tuple[Request, ...]
+    sent_before: tuple[Request, ...]
     results: list[RequestResult] = field(default_factory=list)
 
 
@@ -530,7 +528,7 @@ class Dispatcher:
 
     async def submit(self, planned: Planned) -> None:
         """Queue an event's requests behind any earlier request to the same recipient."""
-        state = _EventState(planned.event, len(planned.requests), planned.done)
+        state = _EventState(planned.event, len(planned.requests), planned.sent_before)
         recipient = planned.event.user_id or ""
         for request in planned.requests:
             if self._open >= self._window:
@@ -658,7 +656,7 @@ class Dispatcher:
         state.results.append(result)
         state.remaining -= 1
         if state.remaining == 0:
-            self._on_event(Delivered(state.event, tuple(state.results), state.done))
+            self._on_event(Delivered(state.event, tuple(state.results), state.sent_before))
         self._on_request(result)
 
 

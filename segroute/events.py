@@ -7,13 +7,10 @@ an event that was a line of its own keeps that line's text too, which requests c
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Any, Literal, final
-
-import msgspec
+from typing import Any, Literal
 
 from segroute._json import dumps
-from segroute.sources import Record
+from segroute.models import Event, Record, Rejected
 
 EVENT_TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias"})
 MAX_EVENT_BYTES = 32 * 1024
@@ -26,39 +23,11 @@ UNSAFE_IDS = (".", "..")
 official Courier SDK refuses them too)."""
 
 
-@final
-class Event(msgspec.Struct):  # made per event: a Struct is built in C, in half a dataclass's time
-    """A valid Segment event."""
-
-    origin: str
-    data: dict[str, Any]
-    """The event as read."""
-    type: str
-    message_id: str
-    """The event's ``messageId``, or one derived from its canonical JSON when it has none."""
-    user_id: str | None
-    name: str | None
-    """The track event's ``event``; None for other types."""
-    text: bytes | None = None
-    """The event's JSON text as read (`Record.text`): requests carry it as it is, unserialized."""
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class Invalid:
-    """Why a record is not a Segment event that can be routed."""
-
-    origin: str
-    reason: str
-    detail: str
-    value: Any
-
-
-def parse_event(record: Record) -> Event | Invalid:
-    """Check a record against the Segment spec; an `Invalid` names the first problem."""
+def parse_event(record: Record) -> Event | Rejected:
+    """Check a record against the Segment spec; a `Rejected` record names the first problem."""
     value = record.value
     if type(value) is not dict:  # what JSON reads is a dict exactly, or not an object at all
-        return Invalid(record.origin, "not_object", f"not a JSON object but {_kind(value)}", value)
+        return Rejected(record.origin, "not_object", f"not a JSON object but {_kind(value)}", value)
     # A text of n characters holds at most 4n bytes of UTF-8: measure exactly only when it could matter.
     if record.size > _MAYBE_TOO_LARGE:
         too_large = _too_large(record.origin, value)
@@ -70,50 +39,50 @@ def parse_event(record: Record) -> Event | Invalid:
     if kind == "track":
         name = value.get("event")
         if type(name) is not str or not name:
-            return Invalid(record.origin, "missing_event", "track event without an 'event' name", value)
+            return Rejected(record.origin, "missing_event", "track event without an 'event' name", value)
     else:
         name = None
         if kind == "identify" and not isinstance(value.get("traits", {}), dict | None):
-            return Invalid(record.origin, "invalid_traits", "identify 'traits' is not a JSON object", value)
+            return Rejected(record.origin, "invalid_traits", "identify 'traits' is not a JSON object", value)
     # The usual event has string ids: checked first, the rest only when they are not.
     user_id = value.get("userId")
     if type(user_id) is not str or not user_id:
         user_id = _identifier(user_id)
         if user_id is False:
-            return Invalid(
+            return Rejected(
                 record.origin, "invalid_user_id", "'userId' is neither a string nor a number", value
             )
         if user_id is None and _identifier(value.get("anonymousId")) in (None, False):
-            return Invalid(record.origin, "missing_user", "neither 'userId' nor 'anonymousId'", value)
+            return Rejected(record.origin, "missing_user", "neither 'userId' nor 'anonymousId'", value)
     if user_id in UNSAFE_IDS:
         detail = f"userId {user_id!r} would name another URL path"
-        return Invalid(record.origin, "unsafe_id", detail, value)
+        return Rejected(record.origin, "unsafe_id", detail, value)
     message_id = value.get("messageId")
     if type(message_id) is not str or not message_id:
         try:
             message_id = _identifier(message_id) or derive_message_id(value)
         except ValueError as exc:
-            return Invalid(record.origin, "too_deep", str(exc), value)
+            return Rejected(record.origin, "too_deep", str(exc), value)
     return Event(record.origin, value, kind, message_id, user_id, name, record.text)
 
 
-def _too_large(origin: str, value: dict[str, Any]) -> Invalid | None:
+def _too_large(origin: str, value: dict[str, Any]) -> Rejected | None:
     try:
         size = len(dumps(value))
     except ValueError as exc:
-        return Invalid(origin, "too_deep", str(exc), value)
+        return Rejected(origin, "too_deep", str(exc), value)
     if size > MAX_EVENT_BYTES:
         detail = f"{size} bytes as compact JSON, over Segment's {MAX_EVENT_BYTES}-byte limit"
-        return Invalid(origin, "too_large", detail, value)
+        return Rejected(origin, "too_large", detail, value)
     return None
 
 
-def _bad_type(origin: str, kind: Any, value: dict[str, Any]) -> Invalid:
+def _bad_type(origin: str, kind: Any, value: dict[str, Any]) -> Rejected:
     if kind is None:
-        return Invalid(origin, "missing_type", "no 'type'", value)
+        return Rejected(origin, "missing_type", "no 'type'", value)
     if not isinstance(kind, str):
-        return Invalid(origin, "unknown_type", f"'type' is not a string but {_kind(kind)}", value)
-    return Invalid(origin, "unknown_type", f"unknown type {kind!r}", value)
+        return Rejected(origin, "unknown_type", f"'type' is not a string but {_kind(kind)}", value)
+    return Rejected(origin, "unknown_type", f"unknown type {kind!r}", value)
 
 
 def _identifier(value: Any) -> str | None | Literal[False]:

@@ -8,9 +8,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from segroute.events import Event
-from segroute.pipeline import Outcome, Rejected, SeenIds, Skipped, Summary
+from segroute.dedupe import SeenIds
+from segroute.models import Event, Outcome, Rejected, Skipped
 from segroute.selection import event_time, format_time, received_time
+from segroute.summary import Summary
 
 if TYPE_CHECKING:
     from segroute.config import Config

@@ -36,9 +36,7 @@ from typing import Any
 
 from segroute._json import dumps
 from segroute.errors import LedgerError, UsageError
-from segroute.events import Event
-from segroute.pipeline import Prior, RequestResult
-from segroute.transform import Request
+from segroute.models import Event, Prior, Request, RequestResult
 
 DEFAULT_NAME = "segroute-ledger.sqlite3"
 """The ledger's file name, beside the config file unless --ledger or $SEGROUTE_LEDGER says otherwise."""

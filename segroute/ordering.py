@@ -9,12 +9,12 @@ from __future__ import annotations
 import heapq
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import ExitStack
 from typing import BinaryIO, TypeVar, cast
 
 from segroute import _json
-from segroute.events import Event
+from segroute.models import Event
 from segroute.selection import event_time, received_time
 
 T = TypeVar("T")
@@ -34,7 +34,7 @@ def order_by_time(
     run_bytes: int = 64 * 1024 * 1024,
     fan_in: int = 64,
     tmpdir: str | None = None,
-) -> Iterator[Event | T]:
+) -> Generator[Event | T, None, None]:
     """The events sorted by (event time, received time, messageId), stable; missing times sort last.
 
     Anything that is not an event passes through at once, as it is read; the sorted events follow.
@@ -67,7 +67,7 @@ def sort_key(event: Event, position: int) -> Key:
 
 def _order(
     items: Iterable[Event | T], run_bytes: int, fan_in: int, tmpdir: str | None
-) -> Iterator[Event | T]:
+) -> Generator[Event | T, None, None]:
     runs = _Runs(tmpdir)
     try:
         buffer: list[_Item] = []

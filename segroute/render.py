@@ -23,11 +23,9 @@ if TYPE_CHECKING:
 
     # The pipeline's modules load only in the commands that read events.
     from segroute.config import Link
-    from segroute.events import Event
-    from segroute.pipeline import Planned, Rejected, RequestResult, Summary
+    from segroute.models import Event, Note, Planned, Rejected, Request, RequestResult
     from segroute.runner import Progress
-    from segroute.sources import Note
-    from segroute.transform import Request
+    from segroute.summary import Summary
 
 
 def stdout_console() -> Console:

@@ -12,18 +12,17 @@ import orjson
 from segroute import __version__
 from segroute._json import dumps
 from segroute.errors import UsageError
-from segroute.events import Event
-from segroute.pipeline import (
+from segroute.models import (
     NOT_JSON,
-    UNSENT_SKIPS,
+    SKIP_REASONS,
     Delivered,
+    Event,
     Outcome,
     Rejected,
     RequestResult,
     Skipped,
-    Summary,
 )
-from segroute.routing import SKIP_REASONS
+from segroute.summary import UNSENT_SKIPS, Summary
 
 MAX_LISTED_PROBLEMS = 1000
 """Failures and rejections listed one by one in the report; the counts cover all of them."""
@@ -157,7 +156,7 @@ def build_report(
         "failing_targets": failing_targets or {},
         "requests_per_second": round(requests_done / seconds, 1) if seconds > 0 else None,
         "skip_reasons": {
-            reason: SKIP_REASONS[reason] for (kind, reason) in summary.outcomes if kind == "skipped"
+            reason: text for reason, text in SKIP_REASONS.items() if ("skipped", reason) in summary.outcomes
         },
         "problems": problems.items,
         "problems_not_listed": problems.unlisted,

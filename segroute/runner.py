@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
-from segroute.events import Event
 from segroute.inventory import Inventory
 from segroute.ledger import DEFAULT_KEY_LIFETIME, FLUSH_SECONDS, Ledger
-from segroute.pipeline import Delivered, Outcome, Planned, Rejected, RequestResult, Summary, plan
+from segroute.models import Delivered, Event, Note, Outcome, Planned, Rejected, Request, RequestResult
+from segroute.pipeline import plan
 from segroute.report import FailedWriter, ProblemLog, build_report, check_writable, write_report
 from segroute.routing import Router
 from segroute.selection import Selection
-from segroute.sources import Note, ReadMeter, iter_items
-from segroute.transform import Request
+from segroute.sources import ReadMeter, iter_items
+from segroute.summary import Summary
 
 if TYPE_CHECKING:
     import asyncio

@@ -1,4 +1,5 @@
-"""Which events a replay picks: by type, event name, user, time window and a deterministic sample.
+"""Which events a replay picks: by type, event name, user, time window, a deterministic sample,
+and the shard (a share of the users) a machine replays.
 
 Times are integer microseconds since the Unix epoch, UTC, so comparisons are exact and cheap.
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from segroute.events import Event
+from segroute.models import Event
 
 DAY_MS = 86_400_000
 """One Segment archive day folder, in the milliseconds its name is written in."""
@@ -98,6 +99,22 @@ def stable_hash(text: str) -> int:
     # surrogatepass: an id made in Python may hold a lone surrogate; it must hash, not raise.
     digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big")
+
+
+def shard_key(event: Event) -> str:
+    """What shards partition by: the user, so one user's events stay in order on one machine."""
+    anonymous_id = event.data.get("anonymousId")
+    if event.user_id is not None:
+        return "u:" + event.user_id
+    if isinstance(anonymous_id, str | int | float) and anonymous_id != "":
+        return "a:" + str(anonymous_id)
+    return "m:" + event.message_id
+
+
+def in_shard(key: str, shard: tuple[int, int]) -> bool:
+    """Whether a key falls to shard K of N (K from 1), by a hash that is the same on every machine."""
+    number, count = shard
+    return count == 1 or stable_hash(key) % count == number - 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,7 @@ from urllib.parse import quote
 import msgspec
 
 from segroute._json import dumps
-from segroute.events import Event
-from segroute.routing import Target
+from segroute.models import Event, Request, Target
 
 
 def _builtin_sha256() -> Callable[[bytes], Any]:
@@ -33,27 +32,6 @@ _sha256 = _builtin_sha256()
 
 IDEMPOTENCY_KEY_PREFIX = "sr1-"
 CONTENT_TYPE = "application/json"
-
-
-class Request(msgspec.Struct):  # made per event: a Struct is built in C, in half a dataclass's time
-    """One planned HTTP request, its body serialized once."""
-
-    method: str
-    url: str
-    path: str
-    body: bytes
-    idempotency_key: str
-    target: Target
-    generation: int = 0
-    """Which of the request's keys it carries: 0, unless Courier stored a failure (a 500) under an
-    earlier one (see `rekeyed`)."""
-    first_key: str = ""
-    """Its generation-0 key when it carries a later one; the ledger files it under that key."""
-
-    @property
-    def ledger_key(self) -> str:
-        """The key the ledger knows the request by, whichever generation it carries."""
-        return self.first_key or self.idempotency_key
 
 
 def idempotency_key(message_id: str, method: str, path: str, generation: int = 0) -> str:

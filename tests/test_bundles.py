@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from segroute.sources import BadRecord, Item, Note, Record, iter_items
+from segroute.models import Item, Note, Record, Rejected
+from segroute.sources import iter_items
 from tests.archives import SOURCE_ID, day_folder, layout, spread, tar_bytes, tar_with, write_tree, zip_bytes
 
 START = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -36,7 +37,7 @@ def values(items: list[Item]) -> list[Any]:
 
 
 def problems(items: list[Item]) -> list[tuple[str, str, str]]:
-    return [(item.origin, item.reason, item.detail) for item in items if isinstance(item, BadRecord)]
+    return [(item.origin, item.reason, item.detail) for item in items if isinstance(item, Rejected)]
 
 
 def notes(items: list[Item]) -> list[tuple[str, str]]:
@@ -354,14 +355,14 @@ def test_zip_documents_are_not_bundles(tmp_path: Path, first: str, what: str) ->
     path = tmp_path / "report.zip"
     path.write_bytes(document(first))
     detail = f"{what}, not a bundle of events; not read"
-    assert read(path) == [BadRecord(str(path), "binary", detail)]
+    assert read(path) == [Rejected(str(path), "binary", detail)]
     # Inside a bundle and on stdin too.
     outer = tmp_path / "outer.tar"
     outer.write_bytes(tar_bytes({"report.docx": document(first), "b.jsonl": EVENT}))
     items = read(outer)
     assert problems(items) == [(f"{outer}!report.docx", "binary", detail)]
     assert len(values(items)) == 1
-    assert read("-", stdin=document(first)) == [BadRecord("<stdin>", "binary", detail)]
+    assert read("-", stdin=document(first)) == [Rejected("<stdin>", "binary", detail)]
 
 
 def test_a_zip_whose_first_member_is_events_is_a_bundle(tmp_path: Path) -> None:

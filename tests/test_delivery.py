@@ -31,9 +31,9 @@ from segroute.delivery import (
     open_session,
     retry_after_seconds,
 )
-from segroute.pipeline import RequestResult, plan
+from segroute.models import Record, RequestResult
+from segroute.pipeline import plan
 from segroute.routing import Router
-from segroute.sources import Record
 from segroute.throttle import Throttle
 from tests.courier_server import API_KEY, FakeCourier, Received
 
@@ -458,7 +458,8 @@ def test_retry_after_beats_the_computed_backoff(courier: FakeCourier) -> None:
     """Straight through `deliver`, with a sleep that records what it was asked to wait."""
     from segroute.config import Config
     from segroute.delivery import DeliveryOptions, deliver, open_session
-    from segroute.pipeline import Delivered, plan
+    from segroute.models import Delivered
+    from segroute.pipeline import plan
     from segroute.routing import Router
     from segroute.sources import iter_items
 
@@ -539,9 +540,9 @@ def test_duplicates_spilled_to_disk_work_with_a_host_name(
     courier: FakeCourier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The duplicate check's SQLite file lives on the reader's thread; host lookups use other threads."""
-    from segroute import pipeline
+    from segroute import dedupe
 
-    monkeypatch.setattr(pipeline, "DEDUPE_MEMORY", 5)
+    monkeypatch.setattr(dedupe, "DEDUPE_MEMORY", 5)
     events = [identify(n, f"u{n}") for n in range(40)]
     write_events(events + events[:3])
     result = runner.invoke(

@@ -8,21 +8,21 @@ from typing import Any
 
 import pytest
 
-from segroute.events import DERIVED_ID_PREFIX, MAX_EVENT_BYTES, Event, Invalid, parse_event
-from segroute.sources import Record
+from segroute.events import DERIVED_ID_PREFIX, MAX_EVENT_BYTES, parse_event
+from segroute.models import Event, Record, Rejected
 
 DERIVED_PATTERN = re.compile(r"sr-[0-9a-f]{32}")
 
 
-def parse(value: Any, size: int = 100, origin: str = "events.jsonl:3") -> Event | Invalid:
+def parse(value: Any, size: int = 100, origin: str = "events.jsonl:3") -> Event | Rejected:
     """Parse a hand-built record."""
     return parse_event(Record(origin, value, size))
 
 
-def invalid(value: Any, size: int = 100) -> Invalid:
-    """The Invalid a value gives; fails the test when it is valid."""
+def invalid(value: Any, size: int = 100) -> Rejected:
+    """The Rejected a value gives; fails the test when it is valid."""
     result = parse(value, size)
-    assert isinstance(result, Invalid), result
+    assert isinstance(result, Rejected), result
     assert result.origin == "events.jsonl:3"
     assert result.value is value
     return result

@@ -28,11 +28,8 @@ from typer.testing import CliRunner, Result
 
 from segroute.cli import app
 from segroute.errors import LedgerError
-from segroute.events import Event
 from segroute.ledger import Ledger
-from segroute.pipeline import RequestResult
-from segroute.routing import Target
-from segroute.transform import Request
+from segroute.models import Event, Request, RequestResult, Target
 from tests.courier_server import FakeCourier
 
 # _isolated: the delivery tests' autouse fixture (a tmp folder with their config and API key),
@@ -333,10 +330,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
 
     from segroute import ledger as ledger_module
-    from segroute.events import Event
-    from segroute.pipeline import RequestResult
-    from segroute.routing import Target
-    from segroute.transform import Request
+    from segroute.models import Event, Request, RequestResult, Target
 
     ledger_module.FLUSH_ROWS = int(sys.argv[3])
     ledger_module.FLUSH_SECONDS = 3600.0  # batches by size only, so each commit is FLUSH_ROWS rows

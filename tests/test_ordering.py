@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segroute import _json
-from segroute.events import Event, Invalid, parse_event
+from segroute.events import parse_event
+from segroute.models import Event, Record, Rejected
 from segroute.ordering import order_by_time
 from segroute.selection import event_time, received_time
-from segroute.sources import Record
 
 NO_TIME = "not a time"
 
@@ -23,7 +23,7 @@ NO_TIME = "not a time"
 def make(n: int, value: dict[str, Any]) -> Event:
     """Event n (its origin says which) from a dict."""
     event = parse_event(Record(f"input.ndjson:{n}", value, 0))
-    assert not isinstance(event, Invalid), event
+    assert not isinstance(event, Rejected), event
     return event
 
 

@@ -17,24 +17,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segroute import pipeline
+from segroute import dedupe
 from segroute.config import Config, Link
+from segroute.dedupe import SeenIds
 from segroute.errors import ExitCode
-from segroute.events import Event
-from segroute.pipeline import (
+from segroute.models import (
     NOT_JSON,
     Delivered,
+    Event,
+    Note,
     Planned,
     Rejected,
+    Request,
     RequestResult,
-    SeenIds,
     Skipped,
-    Summary,
-    plan,
+    Target,
 )
-from segroute.routing import Router, Target
-from segroute.sources import Note, iter_stream
-from segroute.transform import Request
+from segroute.pipeline import plan
+from segroute.routing import Router
+from segroute.sources import iter_stream
+from segroute.summary import Summary
 
 BASE = "https://api.courier.com"
 CONFIG = Config(links=[Link(event="Checkout Complete", automation="order-confirmation")])
@@ -153,7 +155,7 @@ def test_seen_ids_match_a_plain_set(ids: list[str], memory: int) -> None:
 
 
 def test_seen_ids_stay_exact_when_the_filter_is_all_false_positives(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pipeline, "BLOOM_BYTES", 1)  # 8 bits: nearly every new id looks spilled
+    monkeypatch.setattr(dedupe, "BLOOM_BYTES", 1)  # 8 bits: nearly every new id looks spilled
     seen = SeenIds(memory=10)
     first = [f"id-{n}" for n in range(100)]
     assert all(seen.add(x) for x in first)
@@ -197,7 +199,7 @@ def test_summary_counts_what_a_send_delivered() -> None:
                 RequestResult(first, event, "sent", "", 202, attempts=3),
                 RequestResult(second, event, "failed", "http_500", 500, attempts=2),
             ),
-            done=(earlier,),
+            sent_before=(earlier,),
         )
     )
     summary.add(Delivered(event, (RequestResult(first, event, "sent", "duplicate", 409, attempts=1),)))
@@ -283,7 +285,8 @@ def test_a_spill_sweeps_the_folders_killed_runs_left(tmp_path: Path, monkeypatch
 
 
 def test_resume_picks_the_key_a_request_goes_out_under_again() -> None:
-    from segroute.pipeline import KEY_LIFETIME_MARGIN, Prior, resume
+    from segroute.models import Prior
+    from segroute.pipeline import KEY_LIFETIME_MARGIN, resume
 
     now = 1_800_000_000.0
     day = 86_400.0

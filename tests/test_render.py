@@ -9,10 +9,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from segroute.events import Event, parse_event
+from segroute.events import parse_event
+from segroute.models import Event, Record, Target
 from segroute.render import JsonlWriter
-from segroute.routing import PROFILE, Target
-from segroute.sources import Record
+from segroute.routing import PROFILE
 from segroute.transform import CONTENT_TYPE, build_requests
 
 texts = st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20)

@@ -15,11 +15,8 @@ from typing import Any
 from typer.testing import CliRunner
 
 from segroute.cli import app
-from segroute.events import Event
 from segroute.ledger import Ledger
-from segroute.pipeline import RequestResult
-from segroute.routing import Target
-from segroute.transform import Request
+from segroute.models import Event, Request, RequestResult, Target
 from tests.courier_server import FakeCourier, Received
 
 # _isolated: the delivery tests' autouse fixture (a tmp folder with their config and API key).

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from segroute.config import Config, Link
-from segroute.events import Event, parse_event
-from segroute.routing import PROFILE, SKIP_REASONS, Router, Target
-from segroute.sources import Record
+from segroute.events import parse_event
+from segroute.models import SKIP_REASONS, Event, Record, Target
+from segroute.routing import PROFILE, Router
 
 CONFIG = Config(
     links=[

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from segroute.events import Event, Invalid, parse_event
+from segroute.events import parse_event
+from segroute.models import Event, Record, Rejected
 from segroute.selection import (
     DAY_MS,
     Selection,
@@ -21,7 +22,6 @@ from segroute.selection import (
     received_time,
     sample_fraction,
 )
-from segroute.sources import Record
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 US = timedelta(microseconds=1)
@@ -41,7 +41,7 @@ def make(**fields: Any) -> Event:
     value.update(fields)
     value = {k: v for k, v in value.items() if v is not None}
     event = parse_event(Record("test:1", value, 0))
-    assert not isinstance(event, Invalid), event
+    assert not isinstance(event, Rejected), event
     return event
 
 

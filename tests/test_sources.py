@@ -21,19 +21,10 @@ from hypothesis import strategies as st
 
 from segroute import _json
 from segroute.errors import InputError
-from segroute.sources import (
-    BINARY_SIGNATURES,
-    CHUNK_BYTES,
-    MAX_LINE_BYTES,
-    BadRecord,
-    Item,
-    Note,
-    ReadMeter,
-    Record,
-    check_inputs,
-    iter_items,
-    iter_stream,
-)
+from segroute.jsontext import MAX_LINE_BYTES
+from segroute.models import Item, Note, Record, Rejected
+from segroute.sources import BINARY_SIGNATURES, ReadMeter, check_inputs, iter_items, iter_stream
+from segroute.streams import CHUNK_BYTES
 
 
 def read_bytes(data: bytes, name: str = "in.json") -> list[Item]:
@@ -200,13 +191,13 @@ def test_empty_inputs_are_a_note(data: bytes) -> None:
 def test_invalid_utf8_line_is_named_and_the_run_goes_on() -> None:
     data = b'{"n":1}\n{"name":"caf\xe9"}\n{"n":3}\n'
     items = read_bytes(data)
-    assert items[1] == BadRecord("in.json:2", "invalid_utf8", "not valid UTF-8 (byte 13)")
+    assert items[1] == Rejected("in.json:2", "invalid_utf8", "not valid UTF-8 (byte 13)")
     assert records(items) == [("in.json:1", {"n": 1}), ("in.json:3", {"n": 3})]
 
 
 def test_invalid_json_line_is_named_and_the_run_goes_on() -> None:
     items = read_bytes(b'{"n":1}\n{"n": 2,}\n{"n":3}\n')
-    assert items[1] == BadRecord(
+    assert items[1] == Rejected(
         "in.json:2",
         "invalid_json",
         "not valid JSON: Expecting property name enclosed in double quotes (column 9)",
@@ -216,14 +207,14 @@ def test_invalid_json_line_is_named_and_the_run_goes_on() -> None:
 
 def test_a_broken_first_line_does_not_hide_the_rest() -> None:
     items = read_bytes(b'{"n": \n{"n":2}\n{"n":3}\n')
-    assert isinstance(items[0], BadRecord) and items[0].origin == "in.json:1"
+    assert isinstance(items[0], Rejected) and items[0].origin == "in.json:1"
     assert records(items) == [("in.json:2", {"n": 2}), ("in.json:3", {"n": 3})]
 
 
 def test_truncated_gzip_keeps_what_was_read_and_names_the_problem() -> None:
     whole = gzip.compress(ndjson([{"n": n, "pad": "x" * 50} for n in range(2000)]))
     items = read_bytes(whole[: len(whole) // 2], "t.gz")
-    bad = [item for item in items if isinstance(item, BadRecord)]
+    bad = [item for item in items if isinstance(item, Rejected)]
     assert len(bad) == 1
     assert bad[0].reason == "unreadable"
     assert bad[0].detail == "truncated gzip stream: the file ends before the compressed data does"
@@ -237,7 +228,7 @@ def test_corrupt_gzip_is_named() -> None:
     corrupt = data[:-8] + bytes(b ^ 0xFF for b in data[-8:-4]) + data[-4:]  # a wrong CRC-32
     # The check fails in the read that decompresses the last block, so that block is not trusted.
     [problem] = read_bytes(corrupt)
-    assert isinstance(problem, BadRecord)
+    assert isinstance(problem, Rejected)
     assert (problem.origin, problem.reason) == ("in.json:1", "unreadable")
     # zlib says "incorrect data check", python-isal (the fast extra) "Incorrect checksum found".
     assert problem.detail.startswith("corrupt gzip stream: ") and "check" in problem.detail.lower()
@@ -246,20 +237,20 @@ def test_corrupt_gzip_is_named() -> None:
 def test_a_10_mb_line_is_rejected_without_stopping_the_run() -> None:
     huge = b'{"type":"track","pad":"' + b"x" * (10 * 1024 * 1024) + b'"}'
     items = read_bytes(b'{"n":1}\n' + huge + b'\n{"n":3}\n')
-    assert items[1] == BadRecord("in.json:2", "too_large", "line longer than 1024 KiB; not read")
+    assert items[1] == Rejected("in.json:2", "too_large", "line longer than 1024 KiB; not read")
     assert records(items) == [("in.json:1", {"n": 1}), ("in.json:3", {"n": 3})]
 
 
 def test_a_huge_last_line_without_newline() -> None:
     items = read_bytes(b'{"n":1}\n' + b"x" * (MAX_LINE_BYTES + 10))
-    assert items[1] == BadRecord("in.json:2", "too_large", "line longer than 1024 KiB; not read")
+    assert items[1] == Rejected("in.json:2", "too_large", "line longer than 1024 KiB; not read")
 
 
 def test_a_broken_array_stops_that_file_with_a_clear_message() -> None:
     items = read_bytes(b'[{"n":0},\n {"n":1} {"n":2}]')
     assert records(items) == [("in.json:1[0]", {"n": 0}), ("in.json:2[1]", {"n": 1})]
     bad = items[-1]
-    assert isinstance(bad, BadRecord)
+    assert isinstance(bad, Rejected)
     assert bad.reason == "invalid_json"
     assert bad.detail == (
         "not valid JSON: expected ',' or ']' after array item 1, found '{'; the rest of the file is not read"
@@ -269,15 +260,15 @@ def test_a_broken_array_stops_that_file_with_a_clear_message() -> None:
 def test_an_unterminated_array_is_named() -> None:
     items = read_bytes(b'[{"n":0}, {"n":')
     assert records(items) == [("in.json:1[0]", {"n": 0})]
-    assert isinstance(items[-1], BadRecord) and items[-1].reason == "invalid_json"
+    assert isinstance(items[-1], Rejected) and items[-1].reason == "invalid_json"
 
 
 def test_nan_is_not_json_and_the_array_goes_on() -> None:
     items = read_bytes(b'[{"n": NaN}, {"n": 1e400}, {"s": "\\ud800"}, {"n": 2}]')
     assert items == [
-        BadRecord("in.json:1[0]", "invalid_json", "not valid JSON: NaN and Infinity are not JSON values"),
-        BadRecord("in.json:1[1]", "invalid_json", "not valid JSON: number is infinity when parsed as double"),
-        BadRecord("in.json:1[2]", "invalid_json", "not valid JSON: no low surrogate in string"),
+        Rejected("in.json:1[0]", "invalid_json", "not valid JSON: NaN and Infinity are not JSON values"),
+        Rejected("in.json:1[1]", "invalid_json", "not valid JSON: number is infinity when parsed as double"),
+        Rejected("in.json:1[2]", "invalid_json", "not valid JSON: no low surrogate in string"),
         Record("in.json:1[3]", {"n": 2}, 8),
     ]
 
@@ -286,9 +277,9 @@ def test_invalid_utf8_inside_an_array_is_named_and_the_array_goes_on() -> None:
     items = read_bytes(b'[{"n":0},\n{"s":"\xff"}, {"n": 2},\n{"t":"\xfe"}, {"n": 4}]')
     assert items == [
         Record("in.json:1[0]", {"n": 0}, 7),
-        BadRecord("in.json:2[1]", "invalid_utf8", "not valid UTF-8"),
+        Rejected("in.json:2[1]", "invalid_utf8", "not valid UTF-8"),
         Record("in.json:2[2]", {"n": 2}, 8),
-        BadRecord("in.json:3[3]", "invalid_utf8", "not valid UTF-8"),
+        Rejected("in.json:3[3]", "invalid_utf8", "not valid UTF-8"),
         Record("in.json:3[4]", {"n": 4}, 8),
     ]
 
@@ -343,7 +334,7 @@ def test_a_file_that_vanishes_before_it_is_read_is_a_bad_record(tmp_path: Path) 
     gone = tmp_path / "gone.json"
     items = list(iter_items([str(gone), "-"], stdin=io.BytesIO(b'{"n":1}')))
     assert items == [
-        BadRecord(str(gone), "unreadable", "cannot open: No such file or directory"),
+        Rejected(str(gone), "unreadable", "cannot open: No such file or directory"),
         Record("<stdin>:1", {"n": 1}, 7, b'{"n":1}'),
     ]
 
@@ -398,11 +389,11 @@ def test_every_shape_reads_back_the_same_events(
 
 def test_a_nul_byte_or_utf16_is_a_clear_rejection() -> None:
     items = read_bytes(b'\x00{"type":"track"}\n{"n":2}\n')
-    assert items[0] == BadRecord("in.json:1", "invalid_json", "not valid JSON: Expecting value (column 1)")
+    assert items[0] == Rejected("in.json:1", "invalid_json", "not valid JSON: Expecting value (column 1)")
     assert records(items) == [("in.json:2", {"n": 2})]
     utf16 = '{"type": "track"}\n'.encode("utf-16")
     assert read_bytes(utf16) == [
-        BadRecord(
+        Rejected(
             "in.json:1",
             "invalid_utf8",
             "UTF-16 text (PowerShell's '>' writes it): convert it to UTF-8; the file is not read",
@@ -414,7 +405,7 @@ def test_a_broken_first_line_that_looks_like_a_document_start_loses_nothing() ->
     good = [{"type": "track", "n": n} for n in range(500)]
     data = b'{"type":"track","properties":{\n' + ndjson(good)
     items = read_bytes(data)
-    assert items[0] == BadRecord(
+    assert items[0] == Rejected(
         "in.json:1",
         "invalid_json",
         "not valid JSON: Expecting property name enclosed in double quotes (column 31)",
@@ -455,7 +446,7 @@ def test_json_the_fast_reader_refuses_but_json_allows_is_still_read() -> None:
     # With a big integer too, the standard library would have to read it: rejected, and the run goes on.
     items = read_bytes(b'{"deep":' + deep + b',"n":18446744073709551616}\n{"n":1}\n')
     assert items == [
-        BadRecord(
+        Rejected(
             "in.json:1", "invalid_json", "not valid JSON: nested too deeply to read its big integers exactly"
         ),
         Record("in.json:2", {"n": 1}, 7, b'{"n":1}'),
@@ -505,7 +496,7 @@ def test_a_folder_that_cannot_be_listed_is_a_bad_record(
     items = list(iter_items([str(tmp_path)]))
     assert items == [
         Record(f"{tmp_path}/a/1.json:1", {"n": 1}, 7, b'{"n":1}'),
-        BadRecord(f"{tmp_path}/b", "unreadable", "cannot list folder: Permission denied"),
+        Rejected(f"{tmp_path}/b", "unreadable", "cannot list folder: Permission denied"),
         Record(f"{tmp_path}/c.json:1", {"n": 3}, 7, b'{"n":3}'),
     ]
 
@@ -546,13 +537,13 @@ PNG_DETAIL = "not Segment events (binary: PNG image); not read"
 def test_a_png_is_one_binary_record_however_it_arrives(tmp_path: Path) -> None:
     png = png_image()
     assert len(png) > CHUNK_BYTES
-    assert read_bytes(png, "photo.json") == [BadRecord("photo.json", "binary", PNG_DETAIL)]
-    assert read_bytes(gzip.compress(png), "photo.gz") == [BadRecord("photo.gz", "binary", PNG_DETAIL)]
-    assert list(iter_items(["-"], stdin=io.BytesIO(png))) == [BadRecord("<stdin>", "binary", PNG_DETAIL)]
+    assert read_bytes(png, "photo.json") == [Rejected("photo.json", "binary", PNG_DETAIL)]
+    assert read_bytes(gzip.compress(png), "photo.gz") == [Rejected("photo.gz", "binary", PNG_DETAIL)]
+    assert list(iter_items(["-"], stdin=io.BytesIO(png))) == [Rejected("<stdin>", "binary", PNG_DETAIL)]
     (tmp_path / "a.png").write_bytes(png)
     (tmp_path / "b.jsonl").write_bytes(b'{"n":1}\n')
     assert list(iter_items([str(tmp_path)])) == [
-        BadRecord(f"{tmp_path}/a.png", "binary", PNG_DETAIL),
+        Rejected(f"{tmp_path}/a.png", "binary", PNG_DETAIL),
         Record(f"{tmp_path}/b.jsonl:1", {"n": 1}, 7, b'{"n":1}'),
     ]
 
@@ -576,13 +567,13 @@ class RandomStream(io.RawIOBase):
 def test_random_bytes_are_one_binary_record_and_the_rest_is_not_read() -> None:
     data = random.Random(7).randbytes(1024 * 1024)
     detail = "not Segment events (binary: 53% of its first 262,144 bytes are not text); not read"
-    assert read_bytes(data) == [BadRecord("in.json", "binary", detail)]
+    assert read_bytes(data) == [Rejected("in.json", "binary", detail)]
     stream = RandomStream()
-    assert list(iter_stream(stream, "endless")) == [BadRecord("endless", "binary", detail)]
+    assert list(iter_stream(stream, "endless")) == [Rejected("endless", "binary", detail)]
     assert stream.handed_out == CHUNK_BYTES
     # NUL bytes at the start are not counted.
     assert read_bytes(b"\x00" * 1000 + data) == [
-        BadRecord(
+        Rejected(
             "in.json",
             "binary",
             "not Segment events (binary: 53% of the 261,144 bytes after the NUL bytes it starts with are "
@@ -617,13 +608,13 @@ def test_known_binary_signatures(content: bytes, what: str) -> None:
     # Followed by text, to show the signature alone decides.
     data = content + ndjson([{"type": "track", "n": n} for n in range(100)])
     assert read_bytes(data) == [
-        BadRecord("in.json", "binary", f"not Segment events (binary: {what}); not read")
+        Rejected("in.json", "binary", f"not Segment events (binary: {what}); not read")
     ]
 
 
 def test_a_sqlite_database_is_one_binary_record(tmp_path: Path) -> None:
     detail = "not Segment events (binary: SQLite database); not read"
-    assert read_bytes(sqlite_database(tmp_path)) == [BadRecord("in.json", "binary", detail)]
+    assert read_bytes(sqlite_database(tmp_path)) == [Rejected("in.json", "binary", detail)]
 
 
 @pytest.mark.parametrize(
@@ -640,7 +631,7 @@ def test_other_compressions_say_how_to_read_them(compress: Any, tool: str) -> No
         f"{tool}-compressed data: segroute reads gzip; decompress it first, "
         f"e.g. {tool} -dc FILE | segroute send -"
     )
-    assert read_bytes(compress(events), "e.jsonl.x") == [BadRecord("e.jsonl.x", "binary", detail)]
+    assert read_bytes(compress(events), "e.jsonl.x") == [Rejected("e.jsonl.x", "binary", detail)]
 
 
 def test_the_signature_table_has_one_entry_per_prefix() -> None:
@@ -653,7 +644,7 @@ def test_the_signature_table_has_one_entry_per_prefix() -> None:
 def test_utf16_without_a_byte_order_mark_and_nul_heavy_data() -> None:
     utf16 = '{"type": "track", "event": "Signed Up"}\n'.encode("utf-16-le") * 20
     assert read_bytes(utf16) == [
-        BadRecord(
+        Rejected(
             "in.json",
             "binary",
             "not Segment events (binary: every other byte is NUL, as in UTF-16 text without a byte order "
@@ -662,7 +653,7 @@ def test_utf16_without_a_byte_order_mark_and_nul_heavy_data() -> None:
     ]
     sparse = (b"\x01" + b"\x00" * 7) * 1000
     assert read_bytes(sparse) == [
-        BadRecord(
+        Rejected(
             "in.json",
             "binary",
             "not Segment events (binary: 100% of its first 8,000 bytes are not text, mostly NUL bytes); "
@@ -674,7 +665,7 @@ def test_utf16_without_a_byte_order_mark_and_nul_heavy_data() -> None:
 def test_text_in_a_legacy_encoding_is_named_as_not_utf8() -> None:
     line = '{"type": "track", "event": "Вход", "properties": {"город": "Москва"}}\n'.encode("cp1251")
     assert read_bytes(line * 50) == [
-        BadRecord(
+        Rejected(
             "in.json",
             "binary",
             "not Segment events (binary: 21% of its first 3,500 bytes are not UTF-8); not read",
@@ -689,7 +680,7 @@ def test_zeros_a_crash_left_before_good_events_are_not_binary(zeros: int) -> Non
     assert len(good) > 200 * 1024
     items = read_bytes(b"\x00" * zeros + good)
     # The zeros and the first event are one line; every other line is read.
-    assert items[0] == BadRecord("in.json:1", "invalid_json", "not valid JSON: Expecting value (column 1)")
+    assert items[0] == Rejected("in.json:1", "invalid_json", "not valid JSON: Expecting value (column 1)")
     assert records(items) == [(f"in.json:{n + 1}", event) for n, event in enumerate(events) if n]
 
 
@@ -769,12 +760,12 @@ def test_an_integer_too_long_to_read_is_one_too_large_record(shape: str) -> None
     kind = shape.removesuffix(".gz")
     if kind == "batch":  # the body is one JSON text: it is the record refused, the next line is read
         assert items == [
-            BadRecord("in.json:1", "too_large", TOO_LONG),
+            Rejected("in.json:1", "too_large", TOO_LONG),
             Record("in.json:2", json.loads(event_text("3")), len(event_text("3")), event_text("3").encode()),
         ]
         return
     origin = {"array": "in.json:2[0]"}.get(kind, "in.json:1")
-    assert items[0] == BadRecord(origin, "too_large", TOO_LONG)
+    assert items[0] == Rejected(origin, "too_large", TOO_LONG)
     assert [value.get("n") for _, value in records(items)] == [2]
     assert len(items) == 2
 
@@ -792,23 +783,23 @@ def test_lines_holding_too_long_integers_are_still_lines() -> None:
     # document, and its events would lose the text they were read as.
     data = f"{event_text(LONG)}\n{event_text(LONG)}\n{event_text('3')}\n".encode()
     assert read_bytes(data) == [
-        BadRecord("in.json:1", "too_large", TOO_LONG),
-        BadRecord("in.json:2", "too_large", TOO_LONG),
+        Rejected("in.json:1", "too_large", TOO_LONG),
+        Rejected("in.json:2", "too_large", TOO_LONG),
         Record("in.json:3", json.loads(event_text("3")), len(event_text("3")), event_text("3").encode()),
     ]
-    assert read_bytes(event_text(LONG).encode()) == [BadRecord("in.json:1", "too_large", TOO_LONG)]
+    assert read_bytes(event_text(LONG).encode()) == [Rejected("in.json:1", "too_large", TOO_LONG)]
 
 
 def test_invalid_json_holding_a_too_long_integer_says_what_is_invalid() -> None:
     line = '{"n": %s, }' % LONG  # noqa: UP031
     assert read_bytes(f"{line}\n".encode()) == [
-        BadRecord(
+        Rejected(
             "in.json:1",
             "invalid_json",
             "not valid JSON: Expecting property name enclosed in double quotes (column 5009)",
         )
     ]
-    assert read_bytes(f"[{line}]".encode())[0] == BadRecord(
+    assert read_bytes(f"[{line}]".encode())[0] == Rejected(
         "in.json:1",
         "invalid_json",
         "not valid JSON: Expecting property name enclosed in double quotes (line 1, column 5009); "

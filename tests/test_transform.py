@@ -17,9 +17,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from segroute import transform
-from segroute.events import Event, parse_event
-from segroute.routing import PROFILE, Target
-from segroute.sources import Record, iter_stream
+from segroute.events import parse_event
+from segroute.models import Event, Record, Target
+from segroute.routing import PROFILE
+from segroute.sources import iter_stream
 from segroute.transform import (
     CONTENT_TYPE,
     IDEMPOTENCY_KEY_PREFIX,
