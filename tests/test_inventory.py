@@ -9,10 +9,11 @@ from typing import Any
 
 from segroute.config import Config, Link
 from segroute.inventory import FIRST_ORIGINS, MAX_NAMES, Inventory
-from segroute.pipeline import Planned, Prior, plan
+from segroute.models import Note, Planned, Prior
+from segroute.pipeline import plan
 from segroute.routing import Router
 from segroute.selection import Selection
-from segroute.sources import Note, iter_stream
+from segroute.sources import iter_stream
 
 BASE = "https://api.courier.com"
 CONFIG = Config(

@@ -13,8 +13,19 @@ import pytest
 
 from segroute import __version__
 from segroute.errors import UsageError
-from segroute.events import Event, parse_event
-from segroute.pipeline import NOT_JSON, Delivered, Planned, Rejected, RequestResult, Skipped, Summary
+from segroute.events import parse_event
+from segroute.models import (
+    NOT_JSON,
+    SKIP_REASONS,
+    Delivered,
+    Event,
+    Planned,
+    Record,
+    Rejected,
+    RequestResult,
+    Skipped,
+    Target,
+)
 from segroute.report import (
     MAX_LISTED_PROBLEMS,
     FailedWriter,
@@ -23,8 +34,8 @@ from segroute.report import (
     check_writable,
     write_report,
 )
-from segroute.routing import PROFILE, SKIP_REASONS, Target
-from segroute.sources import Record
+from segroute.routing import PROFILE
+from segroute.summary import Summary
 from segroute.transform import build_requests
 
 BASE = "https://api.courier.com"

@@ -14,9 +14,8 @@ from segroute.config import Config, Link
 from segroute.delivery import DeliveryOptions
 from segroute.errors import ExitCode, UsageError
 from segroute.ledger import Ledger
-from segroute.pipeline import Planned, Rejected, RequestResult
+from segroute.models import Note, Planned, Rejected, RequestResult
 from segroute.runner import Progress, RunOptions, RunResult, run, take_inventory
-from segroute.sources import Note
 from tests.courier_server import API_KEY, FakeCourier
 
 CONFIG = Config(links=[Link(event="Checkout Complete", automation="order-confirmation")])
