@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 import typer
 
 from segroute import __version__, render
-from segroute.errors import AuthError, ConfigError, ExitCode, SegrouteError, UsageError
+from segroute.errors import ConfigError, ExitCode, SegrouteError, UsageError
 from segroute.health import DEFAULT_GIVE_UP_AFTER
 
 # The reading, routing and ledger modules load in the commands that use them, as the config does:
@@ -483,7 +483,7 @@ def send(
         uncertain = result.summary.outcomes.get(("skipped", "uncertain"), 0)
         if uncertain:
             render.show_uncertain(err(), uncertain, result.ledger_path, resume=resume)
-        if result.stopped_by is not None and result.stopped_by != "unauthorized":
+        if result.stopped_by is not None and result.error is None:
             render.show_stop(
                 err(),
                 result.stopped_by,
@@ -507,6 +507,8 @@ def send(
         if FailOn.unlinked in (fail_on or ()) and result.summary.unlinked and code is ExitCode.OK:
             render.show_unlinked(err(), result.summary.unlinked)
             code = ExitCode.FAILED
+        if result.error is not None:
+            raise result.error
     raise typer.Exit(code)
 
 
@@ -622,11 +624,6 @@ _STOP_CODES = {
 
 
 def _exit_code(result: RunResult) -> ExitCode:
-    if result.stopped_by == "unauthorized":
-        raise AuthError(
-            f"Courier refused the API key ({result.stop_detail}); check COURIER_API_KEY. "
-            "The run stopped: what was not sent is counted as not attempted."
-        )
     if result.stopped_by in _STOP_CODES:
         return _STOP_CODES[result.stopped_by]
     return result.summary.exit_code

@@ -1,35 +1,40 @@
 """Posting the planned requests to Courier: one aiohttp session, bounded concurrency, an optional rate
-cap, per-recipient order, retries with backoff, and a clean stop that loses nothing."""
+cap, per-recipient order, retries (`retry`), and a clean stop that loses nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import datetime
-import email.utils
 import itertools
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, final
+from typing import Any, Final, Literal, Protocol
 
 import aiohttp
-import msgspec
 import orjson
 from yarl import URL
 
 from segroute import __version__
+from segroute.errors import AuthError
 from segroute.health import DEFAULT_GIVE_UP_AFTER, ApiHealth, TargetWatch
 from segroute.models import Delivered, Event, KeyState, Note, Outcome, Planned, Request, RequestResult
+from segroute.retry import Attempt, Backoff, answered, decide, unanswered
 from segroute.throttle import Sleep, Throttle, sleep_unless_stopped
 from segroute.transform import CONTENT_TYPE
 
-AUTH_STATUSES = frozenset({401, 403})
+__all__ = ["DeliveryOptions", "DeliveryStats", "KeyRefusedError", "deliver", "open_session"]
+
 EXPIRATION_HEADER = "x-idempotency-expiration"
 READ_BATCH = 256
 """Outcomes read from the inputs per trip to the reader thread."""
+READ_AHEAD_BATCHES = 8
+"""Batches the reader thread may read ahead of the loop: a bound on memory."""
+INLINE_BATCH = 16
+"""Outcomes read per turn on the loop's thread: well under a millisecond of work."""
 URL_CACHE = 4096
 """Parsed URLs kept; a profile merge's is its user's."""
 WINDOW_PER_WORKER = 4
@@ -66,7 +71,18 @@ class DeliveryOptions:
     """Seconds of failures with no answer from Courier after which the run stops (exit 75)."""
 
 
-StopReason = Literal["SIGINT", "SIGTERM", "unauthorized", "unavailable"]
+StopReason = Literal["SIGINT", "SIGTERM", "unavailable"]
+
+
+class KeyRefusedError(AuthError):
+    """Courier refused the API key (401 or 403): the run stopped, as every request would be refused."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"Courier refused the API key ({detail}); check COURIER_API_KEY. "
+            "The run stopped: what was not sent is counted as not attempted."
+        )
+        self.detail = detail
 
 
 @dataclass
@@ -79,9 +95,10 @@ class DeliveryStats:
     retries: int = 0
     started: float = field(default_factory=time.monotonic)
     stopped_by: StopReason | None = None
-    """Why the run stopped early; None when it ran to the end."""
+    """Why the run stopped early; None when it ran to the end or Courier refused the key (then
+    `deliver` raises `KeyRefusedError`)."""
     stop_detail: str = ""
-    """What Courier said or did that stopped it."""
+    """What Courier did that stopped it."""
     input_read: bool = False
     """Whether every input was read to its end."""
     throttle: Throttle | None = None
@@ -96,111 +113,6 @@ class DeliveryStats:
         self.stopped_by = reason
         self.stop_detail = detail
         return True
-
-
-def retry_after_seconds(headers: Any, *, now: float | None = None) -> float | None:
-    """The wait a response asks for: ``Retry-After-Ms``, or ``Retry-After`` in seconds or as an HTTP date."""
-    millis = headers.get("Retry-After-Ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-class Backoff:
-    """Exponential backoff with jitter: attempt n waits between half and all of min(max, initial * 2^n)."""
-
-    def __init__(self, initial: float, maximum: float, rng: Callable[[], float] = random.random) -> None:
-        self._initial = initial
-        self._maximum = maximum
-        self._rng = rng
-
-    def delay(self, retry: int) -> float:
-        """The wait before retry number ``retry`` (from 0)."""
-        ceiling: float = min(self._maximum, self._initial * 2.0**retry)
-        return ceiling * (0.5 + self._rng() / 2)
-
-
-Verdict = Literal["accepted", "refused", "unauthorized", "throttled", "retry"]
-
-
-def classify(status: int | None) -> Verdict:
-    """What an attempt's answer calls for (None: no answer came); the retry policy in one place.
-
-    2xx, and 409 (Courier has seen the key or the messageId), are acceptances; 401 and 403 mean the
-    key is refused and so will every request be; a 429 asks to slow down; no answer, 408 and 5xx may
-    go better on another attempt; any other status (4xx, and 3xx: redirects are not followed)
-    refuses this request for good.
-    """
-    if status is None or status == 408 or status >= 500:
-        return "retry"
-    if 200 <= status < 300 or status == 409:
-        return "accepted"
-    if status == 429:
-        return "throttled"
-    return "unauthorized" if status in AUTH_STATUSES else "refused"
-
-
-@final
-class Attempt(msgspec.Struct, frozen=True):
-    """How one attempt ended: Courier's answer, or why none came."""
-
-    status: int | None
-    """The HTTP status; None when no answer came."""
-    verdict: Verdict
-    """`classify`'s."""
-    detail: str = ""
-    """Courier's message, or what went wrong on the way."""
-    reason: str = ""
-    """``http_NNN``, ``network`` or ``timeout``."""
-    retry_after: float | None = None
-    reached: Literal["no", "maybe", "yes"] = "yes"
-    """Whether the request reached Courier: ``no`` when the connection could not even be made."""
-    body: bytes = b""
-
-    def key_state(self, before: KeyState) -> KeyState:
-        """What Courier holds under the key after this attempt, given what it held before.
-
-        An acceptance settles it. A 500 is Courier's own failure, which it stores for the key. A
-        refusal, a 429, a 503, a 408 or no connection at all say Courier did not act on this attempt,
-        and a refusal that it did not act on an earlier one either (it would have answered from its
-        store). Anything else (a timeout, a dropped connection, a gateway's 502 or 504) leaves it
-        unknown whether Courier acted.
-        """
-        verdict, status = self.verdict, self.status
-        if verdict == "accepted":
-            return "accepted"  # after a 500 too: that one came from something in front of Courier
-        if before in ("accepted", "stored_failure"):
-            return before
-        if status == 500:
-            return "stored_failure"
-        if verdict in ("refused", "unauthorized"):
-            return "unused"
-        if self.reached == "no" or status in (408, 429, 503):
-            return before
-        return "unknown"
-
-
-def _attempt_from(status: int, body: bytes, headers: Any) -> Attempt:
-    verdict = classify(status)
-    if verdict == "accepted":
-        return Attempt(status, verdict, body=body)
-    return Attempt(
-        status, verdict, _error_message(status, body), f"http_{status}", retry_after_seconds(headers)
-    )
 
 
 def _accepted(request: Request, event: Event, attempt: Attempt, attempts: int) -> RequestResult:
@@ -222,16 +134,6 @@ def _accepted(request: Request, event: Event, attempt: Attempt, attempts: int) -
         request_id=request_id if isinstance(request_id, str) else None,
         key_state="accepted",
     )
-
-
-def _error_message(status: int, body: bytes) -> str:
-    try:
-        answer = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        answer = None
-    if isinstance(answer, dict) and isinstance(answer.get("message"), str):
-        return f"HTTP {status}: {answer['message']}"
-    return f"HTTP {status}"
 
 
 class SendAbort(Exception):
@@ -271,6 +173,7 @@ class Sender:
         stats: DeliveryStats,
         *,
         clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
         rng: Callable[[], float] = random.random,
         before_send: BeforeSend | None = None,
@@ -280,31 +183,18 @@ class Sender:
         self._stats = stats
         self._before_send = before_send
         self._clock = clock
+        self._wall_clock = wall_clock
         self._sleep = sleep
         self._backoff = Backoff(options.backoff_initial, options.backoff_max, rng)
         self.throttle = Throttle(concurrency=options.concurrency, rate=options.rate, clock=clock, sleep=sleep)
         self.health = ApiHealth(options.give_up_after, clock=clock)
         self.targets = TargetWatch()
+        self.key_refused: KeyRefusedError | None = None
+        """Set when Courier refused the API key; the run stops, and `deliver` raises it."""
         self._full_attempt = _attempt_timeout(options)
         self._expires = (0, "")
         self._urls: dict[str, URL] = {}
         """Parsed URLs: an automation's is the same for every request it gets."""
-
-    def _expiration(self, ttl: float) -> str:
-        """When the key may expire, ISO-8601 UTC, from this second; formatted once a second."""
-        second = int(time.time())
-        if self._expires[0] != second:
-            moment = datetime.datetime.fromtimestamp(second + ttl, datetime.UTC)
-            self._expires = (second, moment.strftime("%Y-%m-%dT%H:%M:%SZ"))
-        return self._expires[1]
-
-    def _url(self, request: Request) -> URL:
-        url = self._urls.get(request.url)
-        if url is None:
-            if len(self._urls) >= URL_CACHE:
-                self._urls.clear()
-            url = self._urls[request.url] = URL(request.url, encoded=True)
-        return url
 
     async def send(
         self, request: Request, event: Event, stop: asyncio.Event, sending: Sending | None = None
@@ -315,23 +205,15 @@ class Sender:
         label = request.target.label
         failing = self.targets.failing.get(label)
         if failing is not None:
-            return RequestResult(
-                request,
-                event,
-                "skipped",
-                "target_failing",
-                detail=f"{label} refuses every request: {failing}",
-            )
+            detail = f"{label} refuses every request: {failing}"
+            return RequestResult(request, event, "skipped", "target_failing", detail=detail)
         if self._before_send is not None:
             try:
                 self._before_send(request, event)
             except Exception as exc:
                 raise SendAbort(exc) from exc
         started = self._clock()
-        url = self._url(request)
-        headers = {"Idempotency-Key": request.idempotency_key}
-        if options.idempotency_ttl is not None:
-            headers[EXPIRATION_HEADER] = self._expiration(options.idempotency_ttl)
+        url, headers = self._url(request), self._headers(request)
         retries = 0
         last: Attempt | None = None
 
@@ -363,66 +245,85 @@ class Sender:
                     "deadline",
                     f"{detail}; past the {options.request_deadline:g}s limit per request",
                 )
-            sending.attempts += 1
-            sending.in_flight = True
-            # The attempt inline, not in a coroutine of its own: each await inside it passes through
-            # every frame above it (see docs/benchmarks.md, sixth pass).
-            timeout = (
-                self._full_attempt if left >= options.attempt_timeout else aiohttp.ClientTimeout(total=left)
-            )
-            try:
-                async with self._session.post(
-                    url, data=request.body, headers=headers, allow_redirects=False, timeout=timeout
-                ) as response:
-                    last = _attempt_from(response.status, await response.read(), response.headers)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                last = _failed_attempt(exc, timeout)
-            finally:
-                sending.in_flight = False
-                self.throttle.release()
-            sending.key_state = last.key_state(sending.key_state)
-            verdict = last.verdict
-            if verdict == "accepted":
-                self.health.answered()
-                self.throttle.accepted()
-                self.targets.accepted(label)
-                return _accepted(request, event, last, sending.attempts)
-            if verdict in ("refused", "unauthorized"):
-                self.health.answered()
-                if verdict == "unauthorized":
-                    if self._stats.stop("unauthorized", last.detail):
-                        stop.set()
+            last = await self._attempt(url, headers, request.body, sending, left)
+            self._watch(last, label, event.user_id, begun, stop)
+            match decide(last, retries=retries, max_retries=options.max_retries, api_down=self.health.down):
+                case "accept":
+                    return _accepted(request, event, last, sending.attempts)
+                case "stop":
                     return ended("failed", "unauthorized", last.detail)
-                if last.status is not None:
-                    self.targets.refused(label, event.user_id or "", last.status, last.detail)
-                return ended("failed", last.reason, last.detail)
-            self.health.failed(event.user_id, begun, last.detail)
-            if verdict == "throttled":
-                self.throttle.throttled(begun, last.retry_after)
-                if self.throttle.gate_wait() > options.give_up_after:
-                    self.give_up(stop, f"Courier asked to wait {self.throttle.gate_wait():.0f}s (429)")
-                delay = 0.0  # the throttle's gate holds the next attempt
-            else:  # a failure: `_watch_health` stops the run once Courier has failed long enough
-                if not self.health.down:  # the API answers others: this request is the trouble
-                    if retries >= options.max_retries:
-                        return ended(
-                            "failed", last.reason, f"{last.detail}; gave up after {sending.attempts} attempts"
-                        )
-                    retries += 1
-                delay = (
-                    last.retry_after
-                    if last.retry_after is not None
-                    else self._backoff.delay(sending.attempts - 1)
-                )
+                case "fail" if last.verdict == "refused":
+                    return ended("failed", last.reason, last.detail)
+                case "fail":
+                    return ended(
+                        "failed", last.reason, f"{last.detail}; gave up after {sending.attempts} attempts"
+                    )
+                case "wait":
+                    delay = 0.0  # the throttle's gate holds the next attempt
+                case "retry":
+                    if not self.health.down:
+                        retries += 1
+                    delay = (
+                        last.retry_after
+                        if last.retry_after is not None
+                        else self._backoff.delay(sending.attempts - 1)
+                    )
             if self._clock() + delay - started > options.request_deadline:
-                return ended(
-                    "failed",
-                    last.reason,
-                    f"{last.detail}; the next retry would pass the {options.request_deadline:g}s limit",
-                )
+                detail = f"{last.detail}; the next retry would pass the {options.request_deadline:g}s limit"
+                return ended("failed", last.reason, detail)
             self._stats.retries += 1
             if delay > 0 and await sleep_unless_stopped(self._sleep, delay, stop):
                 return ended("not_attempted", "stopped", last.detail)
+
+    async def _attempt(
+        self, url: URL, headers: dict[str, str], body: bytes, sending: Sending, left: float
+    ) -> Attempt:
+        """One POST, within the seconds ``left`` of the request's deadline; the throttle's slot it
+        holds is released when it ends."""
+        sending.attempts += 1
+        sending.in_flight = True
+        timeout = (
+            self._full_attempt if left >= self._options.attempt_timeout else aiohttp.ClientTimeout(total=left)
+        )
+        try:
+            async with self._session.post(
+                url, data=body, headers=headers, allow_redirects=False, timeout=timeout
+            ) as response:
+                attempt = answered(response.status, await response.read(), response.headers)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            attempt = unanswered(exc, timeout)
+        finally:
+            sending.in_flight = False
+            self.throttle.release()
+        sending.key_state = attempt.key_state(sending.key_state)
+        return attempt
+
+    def _watch(
+        self, attempt: Attempt, label: str, user_id: str | None, begun: float, stop: asyncio.Event
+    ) -> None:
+        """Tell the run's watches how an attempt ended: the API's health, the throttle, the target."""
+        match attempt.verdict:
+            case "accepted":
+                self.health.answered()
+                self.throttle.accepted()
+                self.targets.accepted(label)
+            case "unauthorized":
+                self.health.answered()
+                if self.key_refused is None:
+                    self.key_refused = KeyRefusedError(attempt.detail)
+                    stop.set()
+            case "refused":
+                self.health.answered()
+                if attempt.status is not None:
+                    self.targets.refused(label, user_id or "", attempt.status, attempt.detail)
+            case "throttled":
+                self.health.failed(user_id, begun, attempt.detail)
+                self.throttle.throttled(begun, attempt.retry_after)
+                if self.throttle.gate_wait() > self._options.give_up_after:
+                    self.give_up(stop, f"Courier asked to wait {self.throttle.gate_wait():.0f}s (429)")
+            case "retry":
+                # `_watch_health` stops the run once Courier has failed long enough.
+                self.health.failed(user_id, begun, attempt.detail)
 
     def give_up(self, stop: asyncio.Event, failure: str) -> None:
         """Stop the run: Courier has failed too long with no answer (exit 75, to be resumed later)."""
@@ -430,20 +331,28 @@ class Sender:
         if self._stats.stop("unavailable", f"for {seconds:.0f}s; the last: {failure}"):
             stop.set()
 
+    def _url(self, request: Request) -> URL:
+        url = self._urls.get(request.url)
+        if url is None:
+            if len(self._urls) >= URL_CACHE:
+                self._urls.clear()
+            # Sent as built: yarl must not re-encode it, nor resolve an id of '..' as a step up.
+            url = self._urls[request.url] = URL(request.url, encoded=True)
+        return url
 
-def _failed_attempt(exc: aiohttp.ClientError | TimeoutError, timeout: aiohttp.ClientTimeout) -> Attempt:
-    """An attempt that got no answer: whether it may have reached Courier, and what went wrong."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        detail = f"could not connect within {timeout.connect or timeout.total:g}s"
-        return Attempt(None, "retry", detail, "timeout", reached="no")
-    if isinstance(exc, TimeoutError):
-        return Attempt(None, "retry", f"no answer within {timeout.total:g}s", "timeout", reached="maybe")
-    reached: Literal["no", "maybe"] = "no" if isinstance(exc, aiohttp.ClientConnectorError) else "maybe"
-    return Attempt(None, "retry", _describe(exc), "network", reached=reached)
+    def _headers(self, request: Request) -> dict[str, str]:
+        headers = {"Idempotency-Key": request.idempotency_key}
+        if self._options.idempotency_ttl is not None:
+            headers[EXPIRATION_HEADER] = self._expiration(self._options.idempotency_ttl)
+        return headers
 
-
-def _describe(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    def _expiration(self, ttl: float) -> str:
+        """When the key may expire, ISO-8601 UTC, from this second; formatted once a second."""
+        second = int(self._wall_clock())
+        if self._expires[0] != second:
+            moment = datetime.datetime.fromtimestamp(second + ttl, datetime.UTC)
+            self._expires = (second, moment.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return self._expires[1]
 
 
 def _attempt_timeout(options: DeliveryOptions) -> aiohttp.ClientTimeout:
@@ -498,24 +407,16 @@ class Dispatcher:
         self._stop = stop
         self._on_request = on_request
         self._on_event = on_event
-        self._ready: collections.deque[_Job | None] = collections.deque()
-        """Jobs to start, None to let a worker go: taken by whichever worker comes first, often one
-        that just ended a request and goes on without a wake-up."""
-        self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
-        """Workers waiting for a job, each woken for one added. (An asyncio.Queue, with a few calls more
-        a job.)"""
-        self._waiting: dict[str, collections.deque[_Job]] = {}
+        self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
+        """Requests any worker may start; None lets a worker go."""
+        self._behind: dict[str, collections.deque[_Job]] = {}
+        """Per recipient, the requests waiting for the one in flight to end."""
         self._busy: set[str] = set()
         """Recipients with a request queued or in flight."""
+        self._room = asyncio.Semaphore(options.concurrency * WINDOW_PER_WORKER)
+        """Requests that may be open (queued, waiting behind their recipient's, or in flight) at
+        once: a bound on memory."""
         self._open = 0
-        """Requests submitted that have not ended: queued, waiting behind their recipient's earlier
-        ones, or in flight."""
-        self._window = options.concurrency * WINDOW_PER_WORKER
-        """The most requests open at once: a bound on memory."""
-        self._refill_at = self._window - options.concurrency
-        self._room: asyncio.Future[None] | None = None
-        """What `submit` waits on when the window is full: done once it has drained to
-        ``_refill_at``, so the reader wakes once for a round of requests, not once for each."""
         self._closed = False
         self._aborted = False
         self._in_flight: set[asyncio.Task[Any]] = set()
@@ -531,16 +432,14 @@ class Dispatcher:
         state = _EventState(planned.event, len(planned.requests), planned.sent_before)
         recipient = planned.event.user_id or ""
         for request in planned.requests:
-            if self._open >= self._window:
-                self._room = asyncio.get_running_loop().create_future()
-                await self._room
+            await self._room.acquire()
             self._open += 1
             job = _Job(request, state, recipient)
             if recipient in self._busy:
-                self._waiting.setdefault(recipient, collections.deque()).append(job)
+                self._behind.setdefault(recipient, collections.deque()).append(job)
             else:
                 self._busy.add(recipient)
-                self._start(job)
+                self._jobs.put_nowait(job)
 
     async def join(self) -> None:
         """Wait until every request submitted has ended, then let the workers go."""
@@ -551,7 +450,7 @@ class Dispatcher:
 
     def _release_workers(self) -> None:
         for _ in self.tasks:
-            self._start(None)
+            self._jobs.put_nowait(None)
 
     def cut_off(self) -> None:
         """The drain timed out: end the requests in flight now (they end as not attempted)."""
@@ -565,53 +464,46 @@ class Dispatcher:
             task.cancel()
 
     async def _work(self) -> None:
-        # One coroutine a worker, the attempt inline: each await inside a request passes through
-        # every frame above it, so a layer less is less work on every answer.
+        while not self._aborted and (job := await self._jobs.get()) is not None:
+            if self._stop.is_set():
+                result = RequestResult(job.request, job.state.event, "not_attempted", "stopped")
+            else:
+                result = await self._send(job)
+            self._end(job, result)
+
+    async def _send(self, job: _Job) -> RequestResult:
+        """Send a job's request; whatever happens, it ends in a result, never lost."""
+        request, event = job.request, job.state.event
         task = asyncio.current_task()
         assert task is not None
-        send, stop, in_flight = self._sender.send, self._stop, self._in_flight
-        ready, idle, create_future = self._ready, self._idle, asyncio.get_running_loop().create_future
-        while not self._aborted:
-            while not ready:
-                waiting: asyncio.Future[None] = create_future()
-                idle.append(waiting)
-                await waiting
-            job = ready.popleft()
-            if job is None:
-                return
-            request, event = job.request, job.state.event
-            if stop.is_set():
-                result = RequestResult(request, event, "not_attempted", "stopped")
-            else:
-                sending = Sending()
-                in_flight.add(task)
-                try:
-                    result = await send(request, event, stop, sending)
-                except asyncio.CancelledError:
-                    if self._aborted:
-                        raise
-                    # The drain timed out: whether Courier got a request in flight is unknown; the
-                    # ledger keeps it as such, and a resume sends it again under the same key.
-                    result = RequestResult(
-                        request,
-                        event,
-                        "not_attempted",
-                        "stopped",
-                        attempts=sending.attempts,
-                        detail="cut off by the stop",
-                        key_state=sending.cut_off(),
-                    )
-                except SendAbort as exc:  # the ledger could not note the request: it is not sent
-                    self._fail_output(exc.error)
-                    result = RequestResult(request, event, "not_attempted", "stopped", detail=str(exc.error))
-                except Exception as exc:  # anything else ends this request as failed, never lost
-                    detail = f"{type(exc).__name__}: {exc}"
-                    result = RequestResult(
-                        request, event, "failed", "error", detail=detail, key_state=sending.cut_off()
-                    )
-                finally:
-                    in_flight.discard(task)
-            self._end(job, result)
+        sending = Sending()
+        self._in_flight.add(task)
+        try:
+            return await self._sender.send(request, event, self._stop, sending)
+        except asyncio.CancelledError:
+            if self._aborted:
+                raise
+            # The drain timed out: whether Courier got a request in flight is unknown; the ledger
+            # keeps it as such, and a resume sends it again under the same key.
+            return RequestResult(
+                request,
+                event,
+                "not_attempted",
+                "stopped",
+                attempts=sending.attempts,
+                detail="cut off by the stop",
+                key_state=sending.cut_off(),
+            )
+        except SendAbort as exc:  # the ledger could not note the request: it is not sent
+            self._fail_output(exc.error)
+            return RequestResult(request, event, "not_attempted", "stopped", detail=str(exc.error))
+        except Exception as exc:  # anything else ends this request as failed
+            detail = f"{type(exc).__name__}: {exc}"
+            return RequestResult(
+                request, event, "failed", "error", detail=detail, key_state=sending.cut_off()
+            )
+        finally:
+            self._in_flight.discard(task)
 
     def _fail_output(self, error: Exception) -> None:
         """An output failed (stdout closed, the ledger unwritable): stop, keep what was read, then raise."""
@@ -619,21 +511,12 @@ class Dispatcher:
             self.output_error = error
         self._stop.set()
 
-    def _start(self, job: _Job | None) -> None:
-        self._ready.append(job)
-        idle = self._idle
-        while idle:
-            worker = idle.popleft()
-            if not worker.done():  # done: cancelled with its worker
-                worker.set_result(None)
-                return
-
     def _end(self, job: _Job, result: RequestResult) -> None:
-        waiting = self._waiting.get(job.recipient)
-        if waiting:
-            self._start(waiting.popleft())
-            if not waiting:
-                del self._waiting[job.recipient]
+        behind = self._behind.get(job.recipient)
+        if behind:
+            self._jobs.put_nowait(behind.popleft())
+            if not behind:
+                del self._behind[job.recipient]
         else:
             self._busy.discard(job.recipient)
         try:
@@ -641,11 +524,7 @@ class Dispatcher:
         except Exception as exc:
             self._fail_output(exc)
         self._open -= 1
-        room = self._room
-        if room is not None and self._open <= self._refill_at:
-            self._room = None
-            if not room.done():  # cancelled when the submitting task was
-                room.set_result(None)
+        self._room.release()
         if self._closed and self._open == 0:
             self._release_workers()
 
@@ -660,7 +539,31 @@ class Dispatcher:
         self._on_request(result)
 
 
-class _Reader:
+class _Feed(Protocol):
+    """Where `deliver` takes the outcomes from, a batch at a time."""
+
+    finished: bool
+    """Whether the outcomes were read to their end."""
+
+    async def next_batch(self, stop: asyncio.Event) -> list[Outcome | Note] | None:
+        """The next batch; None at the end, or at a stop."""
+
+    def stop(self) -> list[Outcome | Note]:
+        """Stop reading; what was read and not taken yet."""
+
+
+def _feed(outcomes: Iterable[Outcome | Note], *, streaming: bool, read_inline: bool) -> _Feed:
+    """A feed on the loop's own thread when items never take long to read, else on a thread."""
+    if read_inline and not streaming:
+        return _InlineFeed(outcomes, size=INLINE_BATCH)
+    return _ThreadFeed(outcomes, streaming=streaming)
+
+
+_END: Final[list[Outcome | Note]] = []
+"""What the reader thread hands over after the last batch."""
+
+
+class _ThreadFeed:
     """Reads on one thread of its own and hands batches to the event loop.
 
     One thread, so state the pipeline keeps (the duplicate check's SQLite file) stays on it. With
@@ -668,18 +571,15 @@ class _Reader:
     go out at once and a stop need not wait for a read that blocks; otherwise items go in batches.
     """
 
-    _DONE: list[Outcome | Note] = []
-
     def __init__(self, outcomes: Iterable[Outcome | Note], *, streaming: bool) -> None:
         self._items = iter(outcomes)
         self._size = 1 if streaming else READ_BATCH
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[list[Outcome | Note]] = asyncio.Queue()
-        self._room = threading.Semaphore(8)
+        self._room = threading.Semaphore(READ_AHEAD_BATCHES)
         self._stopping = threading.Event()
         self._error: BaseException | None = None
         self.finished = False
-        """Whether the outcomes were read to their end."""
         self._thread = threading.Thread(target=self._run, name="segroute-reader", daemon=True)
         self._thread.start()
 
@@ -697,7 +597,7 @@ class _Reader:
             self._error = exc
         if batch:
             self._hand_over(batch)
-        self._hand_over(self._DONE)
+        self._hand_over(_END)
 
     def _hand_over(self, batch: list[Outcome | Note]) -> None:
         self._room.acquire()
@@ -715,7 +615,7 @@ class _Reader:
                 return None
         batch = get.result()
         self._room.release()
-        if batch is self._DONE:
+        if batch is _END:
             if self._error is not None:
                 raise self._error
             self.finished = True
@@ -729,22 +629,20 @@ class _Reader:
         while not self._queue.empty():
             batch = self._queue.get_nowait()
             self._room.release()
-            if batch is self._DONE:
+            if batch is _END:
                 self.finished = self._error is None
             left.extend(batch)
         return left
 
 
-class _InlineReader:
-    """Reads on the event loop's own thread, a few items a turn: no second thread to hand the GIL
-    back and forth with, which costs more than the reading itself. Only for inputs where one item
-    never takes long to read (see `deliver`)."""
+class _InlineFeed:
+    """Reads on the event loop's own thread, a few items a turn: no second thread to pass the GIL
+    to and fro with. Only for inputs where one item never takes long to read (see `deliver`)."""
 
     def __init__(self, outcomes: Iterable[Outcome | Note], *, size: int) -> None:
         self._items = iter(outcomes)
         self._size = size
         self.finished = False
-        """Whether the outcomes were read to their end."""
 
     async def next_batch(self, stop: asyncio.Event) -> list[Outcome | Note] | None:
         """The next few items; None at the end."""
@@ -756,10 +654,6 @@ class _InlineReader:
     def stop(self) -> list[Outcome | Note]:
         """Nothing is read ahead."""
         return []
-
-
-INLINE_BATCH = 16
-"""Outcomes read per turn on the loop's thread: well under a millisecond of work."""
 
 
 async def deliver(
@@ -784,8 +678,9 @@ async def deliver(
     long (files read in order: not stdin, not a sort, not day folders skipped wholesale).
     Setting ``stop`` ends reading; requests in flight get ``options.drain_timeout`` seconds, and
     everything read but not sent ends as ``not_attempted``. An error from an output callback (stdout
-    closed, say) stops the run the same way, then is raised. So does Courier failing with no answer
-    for ``options.give_up_after`` seconds (``stats.stopped_by`` is then ``unavailable``).
+    closed, say) stops the run the same way, then is raised; so does `KeyRefusedError` when Courier
+    refuses the API key. Courier failing with no answer for ``options.give_up_after`` seconds stops
+    it too (``stats.stopped_by`` is then ``unavailable``).
     ``before_send(request, event)`` runs before a request's first attempt (the ledger notes it there).
     """
     stats = stats or DeliveryStats()
@@ -796,11 +691,7 @@ async def deliver(
         asyncio.create_task(_cut_off_after_stop(stop, dispatcher, options.drain_timeout)),
         asyncio.create_task(_watch_health(sender, stop)),
     )
-    reader: _Reader | _InlineReader
-    if read_inline and not streaming:
-        reader = _InlineReader(outcomes, size=INLINE_BATCH)
-    else:
-        reader = _Reader(outcomes, streaming=streaming)
+    feed = _feed(outcomes, streaming=streaming, read_inline=read_inline)
 
     async def take(items: Iterable[Outcome | Note]) -> None:
         for item in items:
@@ -813,10 +704,10 @@ async def deliver(
                 on_outcome(item)
 
     try:
-        while not stop.is_set() and (batch := await reader.next_batch(stop)) is not None:
+        while not stop.is_set() and (batch := await feed.next_batch(stop)) is not None:
             await take(batch)
-        await take(reader.stop())
-        stats.input_read = reader.finished
+        await take(feed.stop())
+        stats.input_read = feed.finished
         await dispatcher.join()
     finally:
         for watchdog in watchdogs:
@@ -824,6 +715,8 @@ async def deliver(
         dispatcher.abort()  # only workers still running, when something above raised
     if dispatcher.output_error is not None:
         raise dispatcher.output_error
+    if sender.key_refused is not None:
+        raise sender.key_refused
     return stats
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from segroute.config import Config
-    from segroute.delivery import DeliveryOptions
+    from segroute.delivery import DeliveryOptions, KeyRefusedError
 
 PROGRESS_INTERVAL = 0.25
 
@@ -110,10 +110,13 @@ class RunResult:
     summary: Summary
     seconds: float
     stopped_by: str | None = None
-    """Why the run stopped before the end: ``SIGINT``, ``SIGTERM``, ``unauthorized`` (Courier refused
-    the key), ``unavailable`` (Courier failed too long with no answer); None when it ran to the end."""
+    """Why the run stopped before the end: ``SIGINT``, ``SIGTERM``, ``unavailable`` (Courier failed
+    too long with no answer); None when it ran to the end, or when `error` stopped it."""
     stop_detail: str = ""
-    """What Courier said or did that stopped it."""
+    """What Courier did that stopped it."""
+    error: KeyRefusedError | None = None
+    """Courier refused the API key, which stopped the run; the outputs are written all the same, and
+    the caller raises it."""
     input_read: bool = True
     """Whether every input was read to its end."""
     failing_targets: dict[str, str] = field(default_factory=dict)
@@ -132,6 +135,11 @@ class RunResult:
     """The ledger the run used, if any."""
     ledger_recorded: int = 0
     """Requests this run added to the ledger."""
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the run stopped before the end, as the ledger and the report name it."""
+        return "unauthorized" if self.error is not None else self.stopped_by
 
 
 class _Outputs:
@@ -217,15 +225,22 @@ def run(
         else:
             import asyncio  # only to send: a dry run starts without it
 
+            from segroute.delivery import KeyRefusedError
+
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 with _short_gil_slices():
-                    runner.run(_send(options, outcomes, outputs, display, result, on_signal, ledger, meter))
+                    try:
+                        runner.run(
+                            _send(options, outcomes, outputs, display, result, on_signal, ledger, meter)
+                        )
+                    except KeyRefusedError as exc:
+                        result.error = exc
         result.read_bytes = meter.position
     finally:
         try:
             if ledger is not None:
                 if not options.dry_run:
-                    ledger.end_run(counts=result.summary.totals(), stopped_by=result.stopped_by)
+                    ledger.end_run(counts=result.summary.totals(), stopped_by=result.stop_reason)
                 result.ledger_recorded = ledger.recorded
                 ledger.close()
         finally:
@@ -243,8 +258,8 @@ def run(
             dry_run=options.dry_run,
             started=started_at,
             seconds=result.seconds,
-            stopped_by=result.stopped_by,
-            stop_detail=result.stop_detail,
+            stopped_by=result.stop_reason,
+            stop_detail=result.error.detail if result.error is not None else result.stop_detail,
             throttled=result.throttled,
             failing_targets=result.failing_targets,
         )

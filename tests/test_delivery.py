@@ -22,17 +22,10 @@ from typer.testing import CliRunner, Result
 
 from segroute.cli import app
 from segroute.config import Config, Link
-from segroute.delivery import (
-    INLINE_BATCH,
-    WINDOW_PER_WORKER,
-    Backoff,
-    DeliveryOptions,
-    deliver,
-    open_session,
-    retry_after_seconds,
-)
+from segroute.delivery import INLINE_BATCH, WINDOW_PER_WORKER, DeliveryOptions, deliver, open_session
 from segroute.models import Record, RequestResult
 from segroute.pipeline import plan
+from segroute.retry import Backoff, retry_after_seconds
 from segroute.routing import Router
 from segroute.throttle import Throttle
 from tests.courier_server import API_KEY, FakeCourier, Received
@@ -641,7 +634,7 @@ def test_reading_waits_while_the_window_of_open_requests_is_full(courier: FakeCo
 
 
 def test_the_retry_policy_in_one_table() -> None:
-    from segroute.delivery import classify
+    from segroute.retry import classify
 
     assert {status: classify(status) for status in (None, 200, 202, 302, 400, 401, 403, 404, 408, 409)} == {
         None: "retry",
@@ -661,7 +654,7 @@ def test_the_retry_policy_in_one_table() -> None:
 def test_what_courier_holds_under_a_key_after_each_kind_of_attempt() -> None:
     """Only a 500 means Courier stored a failure (a new key is safe); a dropped answer or a gateway's
     502/504 leaves it unknown (only the same key is safe); a refusal or no connection means nothing."""
-    from segroute.delivery import Attempt, classify
+    from segroute.retry import Attempt, classify
 
     def answer(status: int) -> Attempt:
         return Attempt(status, classify(status))

@@ -305,8 +305,8 @@ def test_a_refused_api_key_stops_the_run_and_keeps_every_event_it_read(courier: 
         report_path=Path("report.json"),
     )
     result, shown = go(options)
-    assert result.stopped_by == "unauthorized"
-    assert "401" in result.stop_detail
+    assert result.error is not None and result.stopped_by is None
+    assert "401" in result.error.detail
     assert courier.acted == {}
     totals = result.summary.totals()
     assert "sent" not in totals
@@ -323,7 +323,7 @@ def test_a_refused_api_key_stops_the_run_and_keeps_every_event_it_read(courier: 
     report = json.loads(Path("report.json").read_text())
     assert (report["stopped_by"], report["stop_detail"], report["read"]) == (
         "unauthorized",
-        result.stop_detail,
+        result.error.detail,
         result.summary.read,
     )
     assert report["totals"] == totals
