@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 import typer
 
 from segroute import __version__, render
-from segroute.errors import ConfigError, ExitCode, SegrouteError, UsageError
+from segroute.errors import ConfigError, ExitCode, OutputError, SegrouteError, UsageError
 from segroute.health import DEFAULT_GIVE_UP_AFTER
 
 # The reading, routing and ledger modules load in the commands that use them, as the config does:
@@ -197,17 +197,14 @@ def _boundary() -> Iterator[None]:
     try:
         yield
     except SegrouteError as exc:
+        if isinstance(exc, OutputError):
+            _discard_stdout()  # what was written is incomplete, and the last flush would fail again
         render.show_error(render.stderr_console(), str(exc))
         raise typer.Exit(exc.exit_code) from None
     except BrokenPipeError:
         # The reader of stdout went away (`segroute ... | head`): stop quietly, as Unix tools do.
         _discard_stdout()
         raise typer.Exit(ExitCode.OK) from None
-    except OSError as exc:
-        # Writing the output failed (a full disk, say): what was written is incomplete.
-        _discard_stdout()
-        render.show_error(render.stderr_console(), f"cannot write the output: {exc.strerror or exc}")
-        raise typer.Exit(ExitCode.FAILED) from None
     except KeyboardInterrupt:
         render.show_error(render.stderr_console(), "interrupted")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
@@ -712,8 +709,7 @@ def inspect(
         inventory = take_inventory(options, stdin=_stdin())
         found = inventory.as_dict(loaded.config)
         if output is ListFormat.json:
-            sys.stdout.buffer.write(render.pretty_json(found))
-            sys.stdout.flush()
+            render.write_document(sys.stdout, render.pretty_json(found))
         else:
             render.show_inventory(render.stdout_console(), found, selection=options.selection.describe())
         failing = set(fail_on or ())
@@ -802,8 +798,7 @@ def links(
     with _boundary():
         loaded = _load(config)
         if output is ListFormat.json:
-            sys.stdout.buffer.write(render.links_json(loaded.config.links))
-            sys.stdout.flush()
+            render.write_document(sys.stdout, render.links_json(loaded.config.links))
         else:
             render.show_links(render.stdout_console(), loaded.config.links, source=str(loaded.path))
 
@@ -848,8 +843,7 @@ def ledger_show(
         with Ledger(_ledger_path(ledger, config), create=False) as opened:
             summary = opened.summary()
         if output is ListFormat.json:
-            sys.stdout.buffer.write(render.pretty_json(summary.as_dict()))
-            sys.stdout.flush()
+            render.write_document(sys.stdout, render.pretty_json(summary.as_dict()))
         else:
             render.show_ledger(render.stdout_console(), summary.as_dict())
 
@@ -886,9 +880,7 @@ def _print_ledger_rows(
 
     with _boundary():
         with Ledger(_ledger_path(ledger, config), create=False) as opened:
-            for entry in rows(opened):
-                sys.stdout.buffer.write(render.jsonl_line(entry))
-            sys.stdout.flush()
+            render.write_jsonl(sys.stdout, rows(opened))
 
 
 @ledger_app.command("merge")

@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from segroute._json import dumps
+from segroute.errors import TempStorageError
 
 __all__ = ["DEDUPE_MEMORY", "SeenIds"]
 
@@ -65,14 +66,20 @@ class SeenIds:
                 moving = self._moving
                 if moving is not None and message_id in moving:
                     return False
-                found = self._reader.execute("SELECT 1 FROM seen WHERE id = ?", (message_id,)).fetchone()
+                try:
+                    found = self._reader.execute("SELECT 1 FROM seen WHERE id = ?", (message_id,)).fetchone()
+                except sqlite3.Error as exc:
+                    raise _storage_error(exc) from exc
                 if found is not None:
                     return False
             else:
                 self._bloom[bit >> 3] = byte | flag
         self._recent.add(message_id)
         if len(self._recent) >= self._memory:
-            self._spill()
+            try:
+                self._spill()
+            except (sqlite3.Error, OSError) as exc:
+                raise _storage_error(exc) from exc
         return True
 
     def _spill(self) -> None:
@@ -135,6 +142,13 @@ class SeenIds:
 
 
 _SEEN_PREFIX = "segroute-seen-"
+
+
+def _storage_error(exc: Exception) -> TempStorageError:
+    return TempStorageError(
+        f"the duplicate check cannot write its temporary file in {tempfile.gettempdir()}: {exc}; "
+        "free some space there, or point TMPDIR at a folder with room"
+    )
 
 
 def _sweep_stale_folders() -> None:

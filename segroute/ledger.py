@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from segroute._json import dumps
-from segroute.errors import LedgerError, UsageError
+from segroute.errors import LedgerError, LedgerOpenError, LedgerWriteError, UsageError
 from segroute.models import Event, Prior, Request, RequestResult
 
 DEFAULT_NAME = "segroute-ledger.sqlite3"
@@ -167,7 +167,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     try:
         return sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
     except sqlite3.Error as exc:
-        raise UsageError(f"ledger {path}: cannot open: {exc}") from exc
+        raise LedgerOpenError(f"ledger {path}: cannot open: {exc}") from exc
 
 
 def _tune(connection: sqlite3.Connection) -> None:
@@ -230,15 +230,15 @@ class Journal:
         return self._fd is not None
 
     def open(self) -> None:
-        """Open for a run to append to; UsageError while another run has it."""
+        """Open for a run to append to; LedgerOpenError while another run has it."""
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise UsageError(
+            raise LedgerOpenError(
                 f"ledger {str(self.path).removesuffix(JOURNAL_SUFFIX)}: another send is using it "
-                "(its journal is locked); wait for it, or give this one --ledger of its own"
+                "(its journal is locked); wait for it, or give this send a ledger of its own"
             ) from None
         self._fd = fd
 
@@ -254,7 +254,7 @@ class Journal:
         try:
             os.write(self._fd, dumps(entry) + b"\n")
         except OSError as exc:
-            raise LedgerError(
+            raise LedgerWriteError(
                 f"ledger {ledger}: cannot write {self.path}: {exc.strerror or exc}; the run stops"
             ) from exc
 
@@ -307,16 +307,16 @@ class Ledger:
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
         if not create and not path.exists():
-            raise UsageError(f"ledger {path}: no such file (a send creates it; --ledger names another)")
+            raise LedgerOpenError(f"ledger {path}: no such file (a send creates it)")
         if create and not path.parent.is_dir():
-            raise UsageError(f"ledger {path}: the folder {path.parent} does not exist")
+            raise LedgerOpenError(f"ledger {path}: the folder {path.parent} does not exist")
         self._writer = _connect(path)
         try:
             _open_schema(self._writer, path, create=create)
         except sqlite3.DatabaseError as exc:
             self._writer.close()
-            raise UsageError(f"ledger {path}: not a segroute ledger ({exc})") from exc
-        except UsageError:
+            raise LedgerOpenError(f"ledger {path}: not a segroute ledger ({exc})") from exc
+        except LedgerOpenError:
             self._writer.close()
             raise
         self._lock = threading.Lock()
@@ -338,7 +338,7 @@ class Ledger:
             self._journal.fold_into(self._writer)
         except sqlite3.Error as exc:
             self._writer.close()
-            raise UsageError(f"ledger {path}: cannot fold in {self._journal.path}: {exc}") from exc
+            raise LedgerOpenError(f"ledger {path}: cannot fold in {self._journal.path}: {exc}") from exc
         self.run: int | None = None
         self.recorded = 0
         """Acceptances written by this process."""
@@ -515,7 +515,7 @@ class Ledger:
         try:
             yield
         except sqlite3.Error as exc:
-            raise LedgerError(f"ledger {self.path}: cannot write: {exc}; the run stops") from exc
+            raise LedgerWriteError(f"ledger {self.path}: cannot write: {exc}; the run stops") from exc
 
     def flush(self) -> None:
         """Commit every acceptance noted, and wait for it. A batch that could not be written raises
@@ -643,9 +643,9 @@ def _open_schema(connection: sqlite3.Connection, path: Path, *, create: bool) ->
     # Looked at before anything is changed: another program's database is left as it is.
     tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
     if tables and not {"meta", "runs", "requests"} <= tables:
-        raise UsageError(f"ledger {path}: an SQLite file, but not a segroute ledger; left alone")
+        raise LedgerOpenError(f"ledger {path}: an SQLite file, but not a segroute ledger; left alone")
     if not tables and not create:
-        raise UsageError(f"ledger {path}: empty, not a segroute ledger")
+        raise LedgerOpenError(f"ledger {path}: empty, not a segroute ledger")
     _tune(connection)
     with _transaction(connection):
         if not tables:
@@ -657,7 +657,9 @@ def _open_schema(connection: sqlite3.Connection, path: Path, *, create: bool) ->
         if version == "1":
             _upgrade_from_1(connection)
         elif version != str(SCHEMA_VERSION):
-            raise UsageError(f"ledger {path}: schema version {version}; this segroute reads {SCHEMA_VERSION}")
+            raise LedgerOpenError(
+                f"ledger {path}: schema version {version}; this segroute reads {SCHEMA_VERSION}"
+            )
 
 
 def _upgrade_from_1(connection: sqlite3.Connection) -> None:

@@ -6,6 +6,7 @@ present one at its level. The input position makes the order total, so the sort 
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import tempfile
@@ -14,6 +15,7 @@ from contextlib import ExitStack
 from typing import BinaryIO, TypeVar, cast
 
 from segroute import _json
+from segroute.errors import TempStorageError
 from segroute.models import Event
 from segroute.selection import event_time, received_time
 
@@ -42,7 +44,8 @@ def order_by_time(
     Memory holds about ``run_bytes`` of events as compact JSON lines plus one line from each of at most
     ``fan_in`` runs being merged; everything beyond spills to sorted runs in a temporary directory
     under ``tmpdir``, removed when the iterator ends, fails or is closed. Nothing touches the disk when
-    all the events fit in ``run_bytes``. An OSError writing a run (a full disk) propagates.
+    all the events fit in ``run_bytes``. Runs that cannot be written or read back (a full disk) raise
+    `TempStorageError`.
     """
     if run_bytes < 1:
         raise ValueError(f"run_bytes must be positive, not {run_bytes}")
@@ -96,7 +99,7 @@ def _order(
         buffer.sort()
         pinned.sort()
         runs.reduce(fan_in)
-        with ExitStack() as stack:
+        with ExitStack() as stack, runs.storage():
             streams = _open_runs(stack, runs)
             # Keys are unique (the input position), so tuples never compare the lines or events.
             for key, item in heapq.merge(*streams, buffer, pinned):
@@ -123,12 +126,25 @@ class _Runs:
         self._made += 1
         return os.path.join(self._directory.name, f"run-{self._made:06d}.ndjson")
 
+    @contextlib.contextmanager
+    def storage(self) -> Iterator[None]:
+        """Make a failure to write or read the runs a `TempStorageError`."""
+        try:
+            yield
+        except OSError as exc:
+            folder = self._tmpdir or tempfile.gettempdir()
+            raise TempStorageError(
+                f"sorting by event time: cannot use temporary files in {folder}: {exc.strerror or exc}; "
+                "free some space there, or point TMPDIR at a folder with room"
+            ) from exc
+
     def write(self, items: Iterable[_Item]) -> None:
         """Write a run of sorted items that all have lines."""
-        path = self._new_path()
-        self._paths.append(path)
-        with open(path, "wb") as file:
-            file.writelines(cast(bytes, line) for _, line in items)
+        with self.storage():
+            path = self._new_path()
+            self._paths.append(path)
+            with open(path, "wb") as file:
+                file.writelines(cast(bytes, line) for _, line in items)
 
     def reduce(self, fan_in: int) -> None:
         """Merge runs fan_in at a time until at most fan_in remain, so that many files are open at once."""
@@ -139,10 +155,10 @@ class _Runs:
                 if len(group) == 1:
                     self._paths.append(group[0])
                     continue
-                with ExitStack() as stack:
+                with ExitStack() as stack, self.storage():
                     self.write(heapq.merge(*_open_runs(stack, group)))
-                for path in group:
-                    os.remove(path)
+                    for path in group:
+                        os.remove(path)
 
     def close(self) -> None:
         """Remove the directory and every run in it."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 import collections
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, TextIO
 
 import orjson
 
+from segroute.errors import OutputError
 from segroute.names import display_name
 
 if TYPE_CHECKING:
@@ -502,17 +503,27 @@ class RunDisplay:
     def request(self, planned: Planned) -> None:
         """A planned request, in a dry run."""
         if self._requests is not None:
-            self._requests.write(planned.requests, planned.event)
-            if self._flush_each:
-                self._requests.flush()
+            try:
+                self._requests.write(planned.requests, planned.event)
+                if self._flush_each:
+                    self._requests.flush()
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                raise _output_error(exc) from exc
 
     def result(self, result: RequestResult) -> None:
         """A request that ended: a line on stdout when asked, written through at once (a flush costs
         little beside a request); a line on stderr when it failed, for the first MAX_SHOWN of each
         target and reason; a line when a target is given up."""
         if self._requests is not None:
-            self._requests.result(result)
-            self._requests.flush()
+            try:
+                self._requests.result(result)
+                self._requests.flush()
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                raise _output_error(exc) from exc
         if result.outcome == "failed":
             if self._problems.shown(f"failed ({result.reason}) for {result.request.target.label}"):
                 from rich.text import Text
@@ -582,9 +593,41 @@ class RunDisplay:
             self._live = None
         for kind, count in self._problems.unshown():
             show_message(self._err(), display_name(f"... and {count:,} more {kind}"))
-        if self._requests is not None:
-            self._requests.flush()
-        self._stdout.flush()
+        try:
+            if self._requests is not None:
+                self._requests.flush()
+            self._stdout.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _output_error(exc) from exc
+
+
+def write_document(stdout: TextIO, data: bytes) -> None:
+    """Write a whole document (JSON, JSON lines) to stdout, and flush it."""
+    try:
+        stdout.buffer.write(data)
+        stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _output_error(exc) from exc
+
+
+def write_jsonl(stdout: TextIO, values: Iterable[object]) -> None:
+    """Write each value as a line of JSON to stdout, then flush."""
+    try:
+        for value in values:
+            stdout.buffer.write(jsonl_line(value))
+        stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _output_error(exc) from exc
+
+
+def _output_error(exc: OSError) -> OutputError:
+    return OutputError(f"cannot write the output: {exc.strerror or exc}")
 
 
 MAX_UNLINKED_SHOWN = 10

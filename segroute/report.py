@@ -11,7 +11,7 @@ import orjson
 
 from segroute import __version__
 from segroute._json import dumps
-from segroute.errors import UsageError
+from segroute.errors import OutputError, UsageError
 from segroute.models import (
     NOT_JSON,
     SKIP_REASONS,
@@ -37,7 +37,7 @@ class FailedWriter:
         try:
             self._out: IO[bytes] = path.open("wb")
         except OSError as exc:
-            raise UsageError(f"--failed {path}: cannot write: {exc.strerror or exc}") from exc
+            raise OutputError(f"failure file {path}: cannot write: {exc.strerror or exc}") from exc
         self.written = 0
         self.unwritable = 0
         """Events nested too deeply to write back as JSON: counted, not kept."""
@@ -64,14 +64,24 @@ class FailedWriter:
         except ValueError:
             self.unwritable += 1
             return
-        self._out.write(line + b"\n")
+        try:
+            self._out.write(line + b"\n")
+        except OSError as exc:
+            raise self._error(exc) from exc
         self.written += 1
 
     def close(self) -> None:
         """Flush to disk."""
-        self._out.flush()
-        os.fsync(self._out.fileno())
-        self._out.close()
+        try:
+            self._out.flush()
+            os.fsync(self._out.fileno())
+        except OSError as exc:
+            raise self._error(exc) from exc
+        finally:
+            self._out.close()
+
+    def _error(self, exc: OSError) -> OutputError:
+        return OutputError(f"failure file {self.path}: cannot write: {exc.strerror or exc}")
 
 
 class ProblemLog:
@@ -163,14 +173,26 @@ def build_report(
     }
 
 
-def check_writable(option: str, path: Path, inputs: list[str]) -> None:
-    """Refuse an output file that is an input (it would be emptied before it is read) or cannot be made."""
-    for name in inputs:
-        if name != "-" and os.path.exists(name) and path.exists() and os.path.samefile(name, path):
-            raise UsageError(f"{option} {path} is also an input: write it elsewhere, then replay it")
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise UsageError(f"{option} {path}: cannot write there")
+def check_outputs(outputs: dict[str, Path | None], *, inputs: list[str], ledger: Path | None) -> None:
+    """Refuse, before anything is read, output files (named by what they are: ``report``, say) that
+    cannot be made, or that would overwrite an input, the ledger or one another, or land in an input
+    folder (which would read them back as they are written)."""
+    taken: dict[Path, str] = {} if ledger is None else {ledger.resolve(): "the ledger"}
+    folders = [Path(name).resolve() for name in inputs if name != "-" and os.path.isdir(name)]
+    for what, path in outputs.items():
+        if path is None:
+            continue
+        where = path.resolve()
+        for name in inputs:
+            if name != "-" and os.path.exists(name) and path.exists() and os.path.samefile(name, path):
+                raise UsageError(f"{what} {path} is also an input: write it elsewhere, then replay it")
+        if any(where.is_relative_to(folder) for folder in folders):
+            raise UsageError(f"{what} {path} is in an input folder, which would read it back")
+        if where in taken:
+            raise UsageError(f"{what} {path} is also {taken[where]}: give each its own file")
+        taken[where] = f"the {what}"
+        if where.is_dir() or not where.parent.is_dir() or not os.access(where.parent, os.W_OK):
+            raise UsageError(f"{what} {path}: cannot write there")
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
@@ -178,4 +200,4 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
     try:
         path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     except OSError as exc:
-        raise UsageError(f"--report {path}: cannot write: {exc.strerror or exc}") from exc
+        raise OutputError(f"report {path}: cannot write: {exc.strerror or exc}") from exc

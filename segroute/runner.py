@@ -19,7 +19,7 @@ from segroute.inventory import Inventory
 from segroute.ledger import DEFAULT_KEY_LIFETIME, FLUSH_SECONDS, Ledger
 from segroute.models import Delivered, Event, Note, Outcome, Planned, Rejected, Request, RequestResult
 from segroute.pipeline import plan
-from segroute.report import FailedWriter, ProblemLog, build_report, check_writable, write_report
+from segroute.report import FailedWriter, ProblemLog, build_report, check_outputs, write_report
 from segroute.routing import Router
 from segroute.selection import Selection
 from segroute.sources import ReadMeter, iter_items
@@ -187,9 +187,11 @@ def run(
     on_signal: Callable[[int, str], None] = lambda count, name: None,
 ) -> RunResult:
     """Read, route and print or send; write the failure file and the report; return what happened."""
-    for option, path in (("--failed", options.failed_path), ("--report", options.report_path)):
-        if path is not None:
-            check_writable(option, path, options.inputs)
+    check_outputs(
+        {"failure file": options.failed_path, "report": options.report_path},
+        inputs=options.inputs,
+        ledger=options.ledger_path,
+    )
     if not options.dry_run:
         # aiohttp loads before the clock starts: it is start-up, as the interpreter's is.
         importlib.import_module("segroute.delivery")

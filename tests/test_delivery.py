@@ -498,8 +498,8 @@ def test_an_output_file_that_is_also_an_input_is_refused(courier: FakeCourier) -
     before = Path("failed.jsonl").read_text()
     result = send(courier, "failed.jsonl", "--failed", "failed.jsonl")
     assert result.exit_code == 2
-    assert (
-        result.stderr == "error: --failed failed.jsonl is also an input: write it elsewhere, then replay it\n"
+    assert result.stderr == (
+        "error: failure file failed.jsonl is also an input: write it elsewhere, then replay it\n"
     )
     assert Path("failed.jsonl").read_text() == before
     unwritable = send(courier, "failed.jsonl", "--report", "no/such/folder/r.json")

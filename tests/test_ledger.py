@@ -38,7 +38,7 @@ from tests.test_delivery import CONFIG, _isolated, checkout, identify, segroute_
 
 runner = CliRunner()
 NEVER_SEEN = "did not finish (killed, or still running)"
-HOW_MADE = "(a send creates it; --ledger names another)"
+HOW_MADE = "(a send creates it)"
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from hypothesis import strategies as st
 from segroute import dedupe
 from segroute.config import Config, Link
 from segroute.dedupe import SeenIds
-from segroute.errors import ExitCode
+from segroute.errors import ExitCode, TempStorageError
 from segroute.models import (
     NOT_JSON,
     Delivered,
@@ -137,7 +136,7 @@ def test_seen_ids_raise_a_failed_insert_at_the_next_spill_and_clean_up() -> None
     seen._wait()
     seen._writer.execute("DROP TABLE seen")  # the next insert fails, as on a full disk
     assert all(seen.add(x) for x in "cd")
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(TempStorageError, match="^the duplicate check cannot write its temporary file in "):
         seen.add("e")
         seen.add("f")
     seen.close()

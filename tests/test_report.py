@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from segroute import __version__
-from segroute.errors import UsageError
+from segroute.errors import OutputError, UsageError
 from segroute.events import parse_event
 from segroute.models import (
     NOT_JSON,
@@ -31,7 +31,7 @@ from segroute.report import (
     FailedWriter,
     ProblemLog,
     build_report,
-    check_writable,
+    check_outputs,
     write_report,
 )
 from segroute.routing import PROFILE
@@ -177,9 +177,10 @@ def test_the_failure_file_is_emptied_when_it_is_opened(tmp_path: Path) -> None:
     assert failed_file(path) == (b"", 0, 0)
 
 
-def test_a_failure_file_that_cannot_be_made_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError):
-        FailedWriter(tmp_path / "no" / "such" / "failed.jsonl")
+def test_a_failure_file_that_cannot_be_made_is_an_output_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "no" / "such" / "failed.jsonl"
+    with pytest.raises(OutputError, match=f"^failure file {path}: cannot write: No such file or directory$"):
+        FailedWriter(path)
 
 
 # --- ProblemLog ----------------------------------------------------------------------------------
@@ -363,19 +364,19 @@ def test_the_report_is_written_as_indented_json_that_reads_back_the_same(tmp_pat
     assert json.loads(path.read_text()) == built
 
 
-def test_a_report_that_cannot_be_written_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError):
+def test_a_report_that_cannot_be_written_is_an_output_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match=f"^report {tmp_path}: cannot write: Is a directory$"):
         write_report(tmp_path, {"read": 0})
 
 
-# --- check_writable ------------------------------------------------------------------------------
+# --- check_outputs -------------------------------------------------------------------------------
 
 
 def test_a_new_file_in_a_folder_that_exists_may_be_written(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     events.write_text("")
-    check_writable("--failed", tmp_path / "failed.jsonl", [str(events), "-"])
-    check_writable("--failed", events.with_name("other.jsonl"), ["-"])
+    check_outputs({"failure file": tmp_path / "failed.jsonl"}, inputs=[str(events), "-"], ledger=None)
+    check_outputs({"report": events.with_name("other.jsonl")}, inputs=["-"], ledger=None)
     assert sorted(os.listdir(tmp_path)) == ["events.jsonl"]  # only checked, never made
 
 
@@ -390,8 +391,8 @@ def test_an_output_that_is_also_an_input_is_refused_however_it_is_spelled(
         (tmp_path / "events.jsonl", ["./events.jsonl"]),
         (Path("link.jsonl"), ["other.jsonl", str(tmp_path / "events.jsonl")]),
     ]:
-        with pytest.raises(UsageError):
-            check_writable("--failed", output, inputs)
+        with pytest.raises(UsageError, match="is also an input"):
+            check_outputs({"failure file": output}, inputs=inputs, ledger=None)
     assert Path("events.jsonl").read_text() == '{"type": "identify"}\n'
 
 
@@ -402,5 +403,46 @@ def test_an_output_that_cannot_be_made_there_is_refused(
     monkeypatch.chdir(tmp_path)
     Path("folder").mkdir()
     Path("file.txt").write_text("")
-    with pytest.raises(UsageError):
-        check_writable("--report", Path(where), ["-"])
+    with pytest.raises(UsageError, match=f"^report {where}: cannot write there$"):
+        check_outputs({"report": Path(where)}, inputs=["-"], ledger=None)
+
+
+def test_an_output_in_an_input_folder_is_refused_as_it_would_be_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("logs/day").mkdir(parents=True)
+    for output in (Path("logs/failed.jsonl"), Path("logs/day/failed.jsonl"), tmp_path / "logs" / "f.jsonl"):
+        with pytest.raises(UsageError, match=f"^failure file {output} is in an input folder"):
+            check_outputs({"failure file": output}, inputs=["logs"], ledger=None)
+    check_outputs({"failure file": Path("logs-failed.jsonl")}, inputs=["logs"], ledger=None)
+
+
+def test_outputs_that_are_the_ledger_or_one_another_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    ledger = Path("segroute-ledger.sqlite3")
+    with pytest.raises(UsageError, match=f"^report {ledger} is also the ledger: give each its own file$"):
+        check_outputs({"failure file": None, "report": ledger}, inputs=["-"], ledger=ledger)
+    absolute = tmp_path / "segroute-ledger.sqlite3"
+    with pytest.raises(UsageError, match=f"^failure file {absolute} is also the ledger"):
+        check_outputs({"failure file": absolute}, inputs=["-"], ledger=ledger)
+    with pytest.raises(
+        UsageError, match="^report out.json is also the failure file: give each its own file$"
+    ):
+        check_outputs(
+            {"failure file": tmp_path / "out.json", "report": Path("out.json")}, inputs=["-"], ledger=ledger
+        )
+    check_outputs(
+        {"failure file": Path("failed.jsonl"), "report": Path("r.json")}, inputs=["-"], ledger=ledger
+    )
+
+
+def test_a_report_through_a_broken_link_is_refused_before_anything_is_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("r.json").symlink_to(tmp_path / "gone" / "r.json")
+    with pytest.raises(UsageError, match="^report r.json: cannot write there$"):
+        check_outputs({"report": Path("r.json")}, inputs=["-"], ledger=None)

@@ -300,7 +300,7 @@ def test_one_ledger_takes_one_send_at_a_time_and_can_be_looked_at_meanwhile(
     assert second.exit_code == 2
     assert second.stderr == (
         f"error: ledger {ledger}: another send is using it (its journal is locked); wait for it, or give "
-        "this one --ledger of its own\n"
+        "this send a ledger of its own\n"
     )
     assert shown.exit_code == 0, shown.stderr
     assert not Path(f"{ledger}.intents").exists()  # folded in by the run when it stopped
