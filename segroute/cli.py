@@ -6,28 +6,32 @@ import enum
 import functools
 import io
 import os
-import re
 import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
 
 import typer
 
-from segroute import __version__, render
+from segroute import __version__, render, views
 from segroute.errors import ConfigError, ExitCode, OutputError, SegrouteError, UsageError
 from segroute.health import DEFAULT_GIVE_UP_AFTER
 
 # The reading, routing and ledger modules load in the commands that use them, as the config does:
 # `--help` and `links` need none of them (they take a sixth of their start-up).
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from segroute.config import ConfigFile
     from segroute.delivery import DeliveryOptions
     from segroute.ledger import Ledger
-    from segroute.runner import RunResult
-    from segroute.selection import Selection
+    from segroute.runner import RunOptions, RunResult
+    from segroute.selection import Selection, Shard
+    from segroute.summary import Summary
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="segroute",
@@ -54,25 +58,11 @@ class Region(enum.StrEnum):
     eu = "eu"
 
 
-REGION_URLS = {Region.us: "https://api.courier.com", Region.eu: "https://api.eu.courier.com"}
-
-
 class ListFormat(enum.StrEnum):
     """How ``links``, ``inspect`` and ``ledger`` show what they found."""
 
     table = "table"
     json = "json"
-
-
-ConfigOption = Annotated[
-    str | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="Config file. [default: $SEGROUTE_CONFIG, else ./segroute.toml]",
-        show_default=False,
-    ),
-]
 
 
 class Order(enum.StrEnum):
@@ -91,62 +81,50 @@ class FailOn(enum.StrEnum):
 
 _SELECT = "Selecting events"
 _RESUME = "Resuming and sharding"
+
+
+def _opt(*names: str, text: str, panel: str | None = None, **kwargs: Any) -> Any:
+    """An option whose help ``text`` says its default, if it has one that matters."""
+    return typer.Option(*names, help=text, show_default=False, rich_help_panel=panel, **kwargs)
+
+
+ConfigOption = Annotated[
+    str | None, _opt("--config", "-c", text="Config file. [default: $SEGROUTE_CONFIG, else ./segroute.toml]")
+]
+_LEDGER_DEFAULT = "[default: $SEGROUTE_LEDGER, else segroute-ledger.sqlite3 beside the config]"
+LedgerOption = Annotated[Path | None, _opt("--ledger", text=f"The ledger. {_LEDGER_DEFAULT}")]
+ListOutputOption = Annotated[ListFormat, typer.Option("--output", "-o", help="table, or json for scripts.")]
 TypeOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--type", help="Only events of this type (repeatable).", show_default=False, rich_help_panel=_SELECT
-    ),
+    list[str] | None, _opt("--type", text="Only events of this type (repeatable).", panel=_SELECT)
 ]
 EventOption = Annotated[
     list[str] | None,
-    typer.Option(
-        "--event",
-        help="Only track events with this name; * and ? glob (repeatable).",
-        show_default=False,
-        rich_help_panel=_SELECT,
-    ),
+    _opt("--event", text="Only track events with this name; * and ? glob (repeatable).", panel=_SELECT),
 ]
 UserOption = Annotated[
     list[str] | None,
-    typer.Option(
-        "--user",
-        help="Only events of this userId or anonymousId (repeatable).",
-        show_default=False,
-        rich_help_panel=_SELECT,
-    ),
+    _opt("--user", text="Only events of this userId or anonymousId (repeatable).", panel=_SELECT),
 ]
 SinceOption = Annotated[
     str | None,
-    typer.Option(
-        help="Only events at or after this time: a date (2026-01-31) or ISO-8601 (2026-01-31T12:00:00Z). "
+    _opt(
+        text="Only events at or after this time: a date (2026-01-31) or ISO-8601 (2026-01-31T12:00:00Z). "
         "The event's timestamp, else originalTimestamp, else receivedAt. Whole day folders of a "
         "segment-logs archive received before it are not read.",
-        show_default=False,
-        rich_help_panel=_SELECT,
+        panel=_SELECT,
     ),
 ]
 UntilOption = Annotated[
-    str | None,
-    typer.Option(
-        help="Only events before this time; a date means the end of that day.",
-        show_default=False,
-        rich_help_panel=_SELECT,
-    ),
+    str | None, _opt(text="Only events before this time; a date means the end of that day.", panel=_SELECT)
 ]
-LimitOption = Annotated[
-    int | None,
-    typer.Option(
-        min=0, help="Stop after this many selected events.", show_default=False, rich_help_panel=_SELECT
-    ),
-]
+LimitOption = Annotated[int | None, _opt(min=0, text="Stop after this many selected events.", panel=_SELECT)]
 SampleOption = Annotated[
     float | None,
-    typer.Option(
+    _opt(
         min=0.0,
         max=1.0,
-        help="Keep this fraction of events, chosen by messageId: every run picks the same ones.",
-        show_default=False,
-        rich_help_panel=_SELECT,
+        text="Keep this fraction of events, chosen by messageId: every run picks the same ones.",
+        panel=_SELECT,
     ),
 ]
 
@@ -179,16 +157,6 @@ def _selection(
         until=bounds["--until"],
         sample=sample,
     )
-
-
-LedgerOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--ledger",
-        help="The ledger. [default: $SEGROUTE_LEDGER, else segroute-ledger.sqlite3 beside the config]",
-        show_default=False,
-    ),
-]
 
 
 @contextmanager
@@ -250,12 +218,11 @@ def send(
     ] = False,
     output: Annotated[
         RequestFormat | None,
-        typer.Option(
+        _opt(
             "--output",
             "-o",
-            help="Per request on stdout: jsonl (one JSON object per line) or text. [default: a dry run "
+            text="Per request on stdout: jsonl (one JSON object per line) or text. [default: a dry run "
             "prints text on a terminal, else jsonl; a send prints nothing]",
-            show_default=False,
         ),
     ] = None,
     quiet: Annotated[
@@ -266,24 +233,16 @@ def send(
     ] = False,
     api_url: Annotated[
         str | None,
-        typer.Option(
-            help="Courier API base URL. [default: $COURIER_BASE_URL, else the config, else "
-            "https://api.courier.com]",
-            show_default=False,
+        _opt(
+            text="Courier API base URL. [default: $COURIER_BASE_URL, else the config, else https://api.courier.com]"
         ),
     ] = None,
     region: Annotated[
-        Region | None,
-        typer.Option(
-            help="Courier region: eu is https://api.eu.courier.com. Not with --api-url.", show_default=False
-        ),
+        Region | None, _opt(text="Courier region: eu is https://api.eu.courier.com. Not with --api-url.")
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=512, help="Requests in flight at once.")] = 8,
     rate: Annotated[
-        float | None,
-        typer.Option(
-            min=0.001, help="At most this many requests per second. [default: no cap]", show_default=False
-        ),
+        float | None, _opt(min=0.001, text="At most this many requests per second. [default: no cap]")
     ] = None,
     max_retries: Annotated[
         int,
@@ -295,14 +254,9 @@ def send(
     ] = 120.0,
     failed: Annotated[
         Path | None,
-        typer.Option(
-            help="Write every event that did not go out to this file, one per line, to replay with send.",
-            show_default=False,
-        ),
+        _opt(text="Write every event that did not go out to this file, one per line, to replay with send."),
     ] = None,
-    report: Annotated[
-        Path | None, typer.Option(help="Write a JSON report of the run to this file.", show_default=False)
-    ] = None,
+    report: Annotated[Path | None, _opt(text="Write a JSON report of the run to this file.")] = None,
     order: Annotated[
         Order,
         typer.Option(
@@ -312,18 +266,14 @@ def send(
     ] = Order.input,
     fail_on: Annotated[
         list[FailOn] | None,
-        typer.Option(
-            help="Also exit 1 when this happens: unlinked (a track event no link names).",
-            show_default=False,
-        ),
+        _opt(text="Also exit 1 when this happens: unlinked (a track event no link names)."),
     ] = None,
     ledger: Annotated[
         Path | None,
-        typer.Option(
-            help="The delivery ledger: requests Courier accepted are recorded, and never sent again. "
-            "[default: $SEGROUTE_LEDGER, else segroute-ledger.sqlite3 beside the config]",
-            show_default=False,
-            rich_help_panel=_RESUME,
+        _opt(
+            text="The delivery ledger: requests Courier accepted are recorded, and never sent again. "
+            + _LEDGER_DEFAULT,
+            panel=_RESUME,
         ),
     ] = None,
     no_ledger: Annotated[
@@ -336,20 +286,18 @@ def send(
     ] = False,
     shard: Annotated[
         str | None,
-        typer.Option(
-            help="K/N: send only the K-th of N shares of the events (K from 1), split by user, so N "
+        _opt(
+            text="K/N: send only the K-th of N shares of the events (K from 1), split by user, so N "
             "machines together send each event once.",
-            show_default=False,
-            rich_help_panel=_RESUME,
+            panel=_RESUME,
         ),
     ] = None,
     idempotency_ttl: Annotated[
         str | None,
-        typer.Option(
-            help="Ask Courier to keep each Idempotency-Key this long (24h to 365d, e.g. 30d), for a "
+        _opt(
+            text="Ask Courier to keep each Idempotency-Key this long (24h to 365d, e.g. 30d), for a "
             "replay that spans days. [default: Courier's 24 hours]",
-            show_default=False,
-            rich_help_panel=_RESUME,
+            panel=_RESUME,
         ),
     ] = None,
     resend_uncertain: Annotated[
@@ -370,8 +318,7 @@ def send(
         ),
     ] = DEFAULT_GIVE_UP_AFTER,
     allow_empty: Annotated[
-        bool,
-        typer.Option("--allow-empty", help="Exit 0 when the inputs hold no record at all (else 1)."),
+        bool, typer.Option("--allow-empty", help="Exit 0 when the inputs hold no record at all (else 1).")
     ] = False,
     types: TypeOption = None,
     events: EventOption = None,
@@ -391,8 +338,7 @@ def send(
     Example: segroute send events.jsonl --dry-run --output jsonl
     """
     from segroute import config as settings
-    from segroute.ledger import default_path as default_ledger
-    from segroute.runner import RunOptions, run
+    from segroute.runner import run
 
     with _boundary():
         names = _input_names(inputs)
@@ -400,100 +346,51 @@ def send(
         if region is not None and api_url:
             raise UsageError("--region and --api-url both name the API: give one")
         base_url = settings.resolve_api_url(
-            api_url or (region and REGION_URLS[region]), os.environ, loaded.config
+            api_url or (region and settings.REGION_URLS[region]), os.environ, loaded.config
         )
         if FailOn.rejected in (fail_on or ()):
             raise UsageError("--fail-on rejected is how send always works; it takes only unlinked")
-        options = RunOptions(
-            names,
-            loaded.config,
-            base_url,
-            dry_run,
-            failed_path=failed,
-            report_path=report,
-            selection=_selection(types, events, users, since, until, sample),
-            order=order.value,
-            limit=limit,
-            shard=_shard(shard),
-            ledger_path=None if no_ledger else ledger or default_ledger(loaded.path, os.environ),
-            resend_uncertain=resend_uncertain,
-        )
         if no_ledger and ledger is not None:
             raise UsageError("--ledger and --no-ledger: give one")
-        ttl = None if idempotency_ttl is None else _duration("--idempotency-ttl", idempotency_ttl)
+        selection = _selection(types, events, users, since, until, sample)
+        shard_share = _parsed("--shard", shard, _parse_shard)
+        ttl = _parsed("--idempotency-ttl", idempotency_ttl, settings.parse_key_lifetime)
+        api_key = delivery = None
         if not dry_run:
-            options.api_key = settings.resolve_api_key(os.environ, base_url)
+            api_key = settings.resolve_api_key(os.environ, base_url)
             if not loaded.exists:
                 raise ConfigError(
                     f"no {loaded.path} in {Path.cwd()}: a send without links skips every track event. "
                     f"Name the config with -c PATH or ${settings.CONFIG_ENV}, or create it here with: "
                     f"segroute link EVENT AUTOMATION (an empty {loaded.path} sends identify events only)"
                 )
-
-            options.delivery = _delivery_options(
+            delivery = _delivery_options(
                 concurrency, rate, max_retries, timeout, max_time, ttl, give_up_after
             )
+        options = _run_options(
+            names,
+            loaded,
+            base_url,
+            selection,
+            dry_run=dry_run,
+            limit=limit,
+            ledger=None if no_ledger else ledger,
+            no_ledger=no_ledger,
+            api_key=api_key,
+            delivery=delivery,
+            failed_path=failed,
+            report_path=report,
+            order=order.value,
+            shard=shard_share,
+            resend_uncertain=resend_uncertain,
+        )
         # Made when something is shown: a quiet run with nothing to say never loads rich.
         err = functools.cache(render.stderr_console)
         if not loaded.exists and not quiet:
             render.show_message(err(), f"note: no {loaded.path} here, so no links: track events are skipped")
-        if output is None and dry_run:
-            output = RequestFormat.text if sys.stdout and sys.stdout.isatty() else RequestFormat.jsonl
-        if output is not None and sys.stdout is None:
-            raise UsageError("stdout is closed: there is nowhere to print the requests")
-        display = render.RunDisplay(
-            output=output.value if output else None,
-            stdout=sys.stdout,
-            err=err,
-            quiet=quiet,
-            live_progress=not quiet and err().is_terminal,
-            # Events piped in as they happen are shown as they are read.
-            flush_each="-" in names,
-        )
-        on_signal = functools.partial(_on_signal, quiet=quiet)
-        result = run(options, display, stdin=_stdin(), on_signal=on_signal)
-        # The command that picks up where this run ended: every choice spelled out, so that it goes
-        # to the same API with the same ledger wherever the environment differs.
-        resolved: dict[str, object] = {"api_url": base_url, "region": None}
-        if loaded.exists:
-            resolved["config"] = str(loaded.path)
-        if options.ledger_path is not None:
-            resolved["ledger"] = str(options.ledger_path)
-        resume = _command_line(ctx, names, resolved)
-        replay = None
-        if failed is not None and result.input_read:
-            replay = _command_line(ctx, [str(failed)], {**resolved, **dict.fromkeys(_NOT_FOR_REPLAY)})
-        if not quiet:
-            title = "dry run: nothing was sent" if dry_run else f"run against {base_url}"
-            render.show_summary(err(), result.summary, title=title)
-            render.show_failing_targets(err(), result.failing_targets, failed=failed)
-            render.show_files(
-                err(),
-                result.failed_written,
-                failed,
-                result.report_path,
-                unwritable=result.failed_unwritable,
-                replay=replay,
-            )
-            if result.ledger_path is not None:
-                render.show_ledger_line(err(), result.ledger_path, result.ledger_recorded, dry_run=dry_run)
-        uncertain = result.summary.outcomes.get(("skipped", "uncertain"), 0)
-        if uncertain:
-            render.show_uncertain(err(), uncertain, result.ledger_path, resume=resume)
-        if result.stopped_by is not None and result.error is None:
-            render.show_stop(
-                err(),
-                result.stopped_by,
-                result.stop_detail,
-                read=result.summary.read,
-                read_bytes=result.read_bytes,
-                total_bytes=result.total_bytes,
-                input_read=result.input_read,
-                resume=resume,
-                stdin="-" in names,
-                ledger=result.ledger_path is not None,
-            )
-        code = _exit_code(result)
+        display = _send_display(output, dry_run=dry_run, quiet=quiet, err=err, streaming="-" in names)
+        result = run(options, display, stdin=_stdin(), on_signal=functools.partial(_on_signal, quiet=quiet))
+        code = _show_send_result(ctx, result, options, loaded, err=err, failed=failed, quiet=quiet)
         if code is ExitCode.OK and result.summary.read == 0 and not allow_empty:
             render.show_warning(
                 err(),
@@ -501,12 +398,106 @@ def send(
                 "unfinished copy; pass --allow-empty when an empty input is expected",
             )
             code = ExitCode.FAILED
-        if FailOn.unlinked in (fail_on or ()) and result.summary.unlinked and code is ExitCode.OK:
-            render.show_unlinked(err(), result.summary.unlinked)
+        if code is ExitCode.OK and _fails_on(fail_on, result.summary):
             code = ExitCode.FAILED
         if result.error is not None:
             raise result.error
     raise typer.Exit(code)
+
+
+def _run_options(
+    names: list[str],
+    loaded: ConfigFile,
+    base_url: str,
+    selection: Selection,
+    *,
+    dry_run: bool,
+    limit: int | None,
+    ledger: Path | None,
+    no_ledger: bool = False,
+    **more: Any,
+) -> RunOptions:
+    """What `send` and `inspect` share: the inputs, the config, the API, the selection, the ledger."""
+    from segroute.ledger import default_path as default_ledger
+    from segroute.runner import RunOptions
+
+    return RunOptions(
+        names,
+        loaded.config,
+        base_url,
+        dry_run,
+        selection=selection,
+        limit=limit,
+        ledger_path=None if no_ledger else ledger or default_ledger(loaded.path, os.environ),
+        **more,
+    )
+
+
+def _send_display(
+    output: RequestFormat | None, *, dry_run: bool, quiet: bool, err: Callable[[], Console], streaming: bool
+) -> render.RunDisplay:
+    """What a send shows: the requests (a dry run) or results on stdout, the rest on stderr."""
+    if output is None and dry_run:
+        output = RequestFormat.text if sys.stdout and sys.stdout.isatty() else RequestFormat.jsonl
+    if output is not None and sys.stdout is None:
+        raise UsageError("stdout is closed: there is nowhere to print the requests")
+    return render.RunDisplay(
+        output=output.value if output else None,
+        stdout=sys.stdout,
+        err=err,
+        quiet=quiet,
+        live_progress=not quiet and err().is_terminal,
+        flush_each=streaming,  # events piped in as they happen are shown as they are read
+    )
+
+
+def _show_send_result(
+    ctx: typer.Context,
+    result: RunResult,
+    options: RunOptions,
+    loaded: ConfigFile,
+    *,
+    err: Callable[[], Console],
+    failed: Path | None,
+    quiet: bool,
+) -> ExitCode:
+    """The summary, the files, and how to resume or replay; the exit code the run earned."""
+    # The command that picks up where this run ended: every choice spelled out, so that it goes
+    # to the same API with the same ledger wherever the environment differs.
+    resolved: dict[str, object] = {"api_url": options.base_url, "region": None}
+    if loaded.exists:
+        resolved["config"] = str(loaded.path)
+    if options.ledger_path is not None:
+        resolved["ledger"] = str(options.ledger_path)
+    names = options.inputs
+    resume = _command_line(ctx, names, resolved)
+    replay = None
+    if failed is not None and result.input_read:
+        replay = _command_line(ctx, [str(failed)], {**resolved, **dict.fromkeys(_NOT_FOR_REPLAY)})
+    views.show_run_end(
+        err,
+        result,
+        title="dry run: nothing was sent" if options.dry_run else f"run against {options.base_url}",
+        failed=failed,
+        replay=replay,
+        resume=resume,
+        quiet=quiet,
+        stdin="-" in names,
+    )
+    return _STOP_CODES.get(result.stopped_by or "", result.summary.exit_code)
+
+
+def _fails_on(fail_on: list[FailOn] | None, summary: Summary) -> bool:
+    """Whether ``--fail-on`` finds what it names; what it found is shown on stderr."""
+    failing = False
+    if FailOn.unlinked in (fail_on or ()) and summary.unlinked:
+        views.show_unlinked(render.stderr_console(), summary.unlinked)
+        failing = True
+    rejected = summary.count("rejected")
+    if FailOn.rejected in (fail_on or ()) and rejected:
+        render.show_error(render.stderr_console(), f"{rejected:,} records rejected (--fail-on rejected)")
+        failing = True
+    return failing
 
 
 _NOT_FOR_REPLAY = (
@@ -572,31 +563,20 @@ def _delivery_options(
     )
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([hdw])")
-_UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400}
-MIN_TTL, MAX_TTL = 24 * 3600, 365 * 86400
-"""Courier keeps an Idempotency-Key at least 24 hours, and at most a year when asked."""
-
-
-def _duration(option: str, text: str) -> float:
-    """``36h``, ``30d`` or ``8w`` as seconds, within Courier's 24 hours to 365 days."""
-    found = _DURATION.fullmatch(text.strip().lower())
-    if found is None:
-        raise UsageError(f"{option} {text!r}: give hours, days or weeks, e.g. 36h, 30d or 8w")
-    seconds = float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
-    if not MIN_TTL <= seconds <= MAX_TTL:
-        raise UsageError(f"{option} {text!r}: Courier keeps keys from 24 hours to 365 days")
-    return seconds
-
-
-def _shard(text: str | None) -> tuple[int, int] | None:
-    """``K/N`` with 1 <= K <= N."""
+def _parsed(option: str, text: str | None, parse: Callable[[str], T]) -> T | None:
+    """A value of an option parsed by the library, None when not given; ValueError -> UsageError."""
     if text is None:
         return None
-    found = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-    if found is None or not 1 <= int(found.group(1)) <= int(found.group(2)):
-        raise UsageError(f"--shard {text!r}: give K/N with K from 1 to N, e.g. 2/4")
-    return int(found.group(1)), int(found.group(2))
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise UsageError(f"{option} {text!r}: {exc}") from None
+
+
+def _parse_shard(text: str) -> Shard:
+    from segroute.selection import parse_shard
+
+    return parse_shard(text)
 
 
 def _on_signal(count: int, name: str, *, quiet: bool) -> None:
@@ -618,12 +598,6 @@ _STOP_CODES = {
     "SIGTERM": ExitCode.TERMINATED,
     "unavailable": ExitCode.TEMPFAIL,
 }
-
-
-def _exit_code(result: RunResult) -> ExitCode:
-    if result.stopped_by in _STOP_CODES:
-        return _STOP_CODES[result.stopped_by]
-    return result.summary.exit_code
 
 
 def _input_names(inputs: list[str] | None) -> list[str]:
@@ -656,9 +630,7 @@ def inspect(
         ),
     ] = None,
     config: ConfigOption = None,
-    output: Annotated[
-        ListFormat, typer.Option("--output", "-o", help="table, or json for scripts.")
-    ] = ListFormat.table,
+    output: ListOutputOption = ListFormat.table,
     fail_on: Annotated[
         list[FailOn] | None,
         typer.Option(
@@ -690,37 +662,21 @@ def inspect(
     Example: segroute inspect segment-logs/ --since 2026-01-01 --fail-on unlinked
     """
     from segroute import config as settings
-    from segroute.ledger import default_path as default_ledger
-    from segroute.runner import RunOptions, take_inventory
+    from segroute.runner import take_inventory
 
     with _boundary():
         names = _input_names(inputs)
         loaded = _load(config)
         base_url = settings.resolve_api_url(api_url, os.environ, loaded.config)
-        options = RunOptions(
-            names,
-            loaded.config,
-            base_url,
-            dry_run=True,
-            selection=_selection(types, events, users, since, until, sample),
-            limit=limit,
-            ledger_path=ledger or default_ledger(loaded.path, os.environ),
-        )
+        selection = _selection(types, events, users, since, until, sample)
+        options = _run_options(names, loaded, base_url, selection, dry_run=True, limit=limit, ledger=ledger)
         inventory = take_inventory(options, stdin=_stdin())
         found = inventory.as_dict(loaded.config)
         if output is ListFormat.json:
-            render.write_document(sys.stdout, render.pretty_json(found))
+            render.write_document(sys.stdout, views.pretty_json(found))
         else:
-            render.show_inventory(render.stdout_console(), found, selection=options.selection.describe())
-        failing = set(fail_on or ())
-        code = ExitCode.OK
-        if FailOn.unlinked in failing and inventory.summary.unlinked:
-            render.show_unlinked(render.stderr_console(), inventory.summary.unlinked)
-            code = ExitCode.FAILED
-        if FailOn.rejected in failing and inventory.summary.count("rejected"):
-            rejected = inventory.summary.count("rejected")
-            render.show_error(render.stderr_console(), f"{rejected:,} records rejected (--fail-on rejected)")
-            code = ExitCode.FAILED
+            views.show_inventory(render.stdout_console(), found, selection=selection.describe())
+        code = ExitCode.FAILED if _fails_on(fail_on, inventory.summary) else ExitCode.OK
     raise typer.Exit(code)
 
 
@@ -787,9 +743,7 @@ def unlink(
 @app.command()
 def links(
     config: ConfigOption = None,
-    output: Annotated[
-        ListFormat, typer.Option("--output", "-o", help="table, or json for scripts.")
-    ] = ListFormat.table,
+    output: ListOutputOption = ListFormat.table,
 ) -> None:
     """List the event -> automation links.
 
@@ -798,9 +752,9 @@ def links(
     with _boundary():
         loaded = _load(config)
         if output is ListFormat.json:
-            render.write_document(sys.stdout, render.links_json(loaded.config.links))
+            render.write_document(sys.stdout, views.links_json(loaded.config.links))
         else:
-            render.show_links(render.stdout_console(), loaded.config.links, source=str(loaded.path))
+            views.show_links(render.stdout_console(), loaded.config.links, source=str(loaded.path))
 
 
 ledger_app = typer.Typer(
@@ -827,9 +781,7 @@ def ledger_show(
     context: typer.Context,
     ledger: LedgerOption = None,
     config: ConfigOption = None,
-    output: Annotated[
-        ListFormat, typer.Option("--output", "-o", help="table, or json for scripts.")
-    ] = ListFormat.table,
+    output: ListOutputOption = ListFormat.table,
 ) -> None:
     """What the ledger holds: accepted requests per automation and day, and the last run.
 
@@ -843,9 +795,9 @@ def ledger_show(
         with Ledger(_ledger_path(ledger, config), create=False) as opened:
             summary = opened.summary()
         if output is ListFormat.json:
-            render.write_document(sys.stdout, render.pretty_json(summary.as_dict()))
+            render.write_document(sys.stdout, views.pretty_json(summary.as_dict()))
         else:
-            render.show_ledger(render.stdout_console(), summary.as_dict())
+            views.show_ledger(render.stdout_console(), summary.as_dict())
 
 
 @ledger_app.command("export")

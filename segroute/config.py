@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tempfile
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +21,12 @@ from segroute.errors import AuthError, ConfigError, UsageError
 DEFAULT_CONFIG = "segroute.toml"
 CONFIG_ENV = "SEGROUTE_CONFIG"
 DEFAULT_API_URL = "https://api.courier.com"
+REGION_URLS = {"us": DEFAULT_API_URL, "eu": "https://api.eu.courier.com"}
+"""Courier's regions and their API base URLs."""
+MIN_KEY_LIFETIME, MAX_KEY_LIFETIME = 24 * 3600, 365 * 86400
+"""Courier keeps an Idempotency-Key at least 24 hours, and at most a year when asked."""
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([hdw])")
+_UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400}
 BASE_URL_ENV = "COURIER_BASE_URL"
 API_KEY_ENVS = ("COURIER_API_KEY", "COURIER_AUTH_TOKEN")
 LOOPBACK_HOSTS = frozenset({"localhost", "::1", "[::1]"})
@@ -268,6 +275,18 @@ def resolve_api_url(option: str | None, environ: Mapping[str, str], config: Conf
             except ValueError as exc:
                 raise ConfigError(f"{source}: {exc}") from exc
     return config.api_url or DEFAULT_API_URL
+
+
+def parse_key_lifetime(text: str) -> float:
+    """How long Courier should keep each Idempotency-Key: ``36h``, ``30d`` or ``8w`` as seconds, from
+    24 hours to 365 days; ValueError otherwise."""
+    found = _DURATION.fullmatch(text.strip().lower())
+    if found is None:
+        raise ValueError("give hours, days or weeks, e.g. 36h, 30d or 8w")
+    seconds = float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
+    if not MIN_KEY_LIFETIME <= seconds <= MAX_KEY_LIFETIME:
+        raise ValueError("Courier keeps keys from 24 hours to 365 days")
+    return seconds
 
 
 def resolve_api_key(environ: Mapping[str, str], base_url: str) -> str:

@@ -21,7 +21,7 @@ from segroute.models import Delivered, Event, Note, Outcome, Planned, Rejected, 
 from segroute.pipeline import plan
 from segroute.report import FailedWriter, ProblemLog, build_report, check_outputs, write_report
 from segroute.routing import Router
-from segroute.selection import Selection
+from segroute.selection import Selection, Shard
 from segroute.sources import ReadMeter, iter_items
 from segroute.summary import Summary
 
@@ -94,8 +94,8 @@ class RunOptions:
     selection: Selection = field(default_factory=Selection)
     order: Literal["input", "timestamp"] = "input"
     limit: int | None = None
-    shard: tuple[int, int] | None = None
-    """(K, N): the K-th of N shares of the events, by user."""
+    shard: Shard | None = None
+    """The share of the events (by user) this run sends."""
     ledger_path: Path | None = None
     """The delivery ledger; None for none. A send creates it; a dry run reads it if it exists."""
     resend_uncertain: bool = False
@@ -109,6 +109,7 @@ class RunResult:
 
     summary: Summary
     seconds: float
+    dry_run: bool = False
     stopped_by: str | None = None
     """Why the run stopped before the end: ``SIGINT``, ``SIGTERM``, ``unavailable`` (Courier failed
     too long with no answer); None when it ran to the end, or when `error` stopped it."""
@@ -151,32 +152,32 @@ class _Outputs:
     ) -> None:
         self.summary = Summary()
         self.problems = ProblemLog()
-        self._display = display
+        self.display = display
         self._failed = failed
-        self._ledger = ledger
+        self.ledger = ledger
         self._base_url = base_url
 
     def outcome(self, outcome: Outcome | Note | Delivered) -> None:
         if type(outcome) is Planned:  # the usual outcome first: a type test is the cheapest
             self.summary.add(outcome)
-            self._display.request(outcome)
+            self.display.request(outcome)
         elif isinstance(outcome, Note):
-            self._display.note(outcome)
+            self.display.note(outcome)
             return
         else:
             self.summary.add(outcome)
             if isinstance(outcome, Rejected):
                 self.problems.add_rejected(outcome)
-                self._display.rejected(outcome)
+                self.display.rejected(outcome)
         if self._failed is not None:
             self._failed.add(outcome)
 
     def result(self, result: RequestResult) -> None:
-        if self._ledger is not None:
-            self._ledger.record(self._base_url, result)
+        if self.ledger is not None:
+            self.ledger.record(self._base_url, result)
         if result.outcome != "sent":  # what did not go out is kept for the report
             self.problems.add_result(result)
-        self._display.result(result)
+        self.display.result(result)
 
 
 def run(
@@ -197,60 +198,30 @@ def run(
         importlib.import_module("segroute.delivery")
     started_at = datetime.datetime.now(datetime.UTC)
     started = time.monotonic()
-    ledger = _open_ledger(options)
-    try:
-        failed = FailedWriter(options.failed_path) if options.failed_path else None
-    except BaseException:
+    with contextlib.ExitStack() as stack:
+        stack.callback(display.close)
+        ledger = _open_ledger(options)  # before the failure file, which opening empties
         if ledger is not None:
-            ledger.close()
-        raise
-    outputs = _Outputs(display, failed, ledger, options.base_url)
-    result = RunResult(outputs.summary, 0.0, problems=outputs.problems)
-    if ledger is not None:
-        result.ledger_path = ledger.path
-    try:
-        if ledger is not None and not options.dry_run:
-            shard = f"{options.shard[0]}/{options.shard[1]}" if options.shard else None
-            ledger.start_run(api_url=options.base_url, inputs=options.inputs, shard=shard)
+            stack.callback(ledger.close)
+        failed = FailedWriter(options.failed_path) if options.failed_path else None
+        outputs = _Outputs(display, failed, ledger, options.base_url)
+        result = RunResult(outputs.summary, 0.0, options.dry_run, problems=outputs.problems)
+        if failed is not None:
+            stack.callback(_close_failed, failed, result)
+        if ledger is not None:
+            result.ledger_path = ledger.path
+            stack.callback(_close_ledger, ledger, result)
+            if not options.dry_run:
+                shard = None if options.shard is None else str(options.shard)
+                ledger.start_run(api_url=options.base_url, inputs=options.inputs, shard=shard)
         meter = ReadMeter(options.inputs)
         result.total_bytes = meter.total
         outcomes = _outcomes(options, stdin, ledger, meter)
         if options.dry_run:
-            signals: list[str] = []
-            try:
-                with _sigterm_as_interrupt(signals):
-                    for outcome in outcomes:
-                        outputs.outcome(outcome)
-            except KeyboardInterrupt:
-                result.stopped_by = signals[0] if signals else "SIGINT"
-                result.input_read = False
+            _print(outcomes, outputs, result)
         else:
-            import asyncio  # only to send: a dry run starts without it
-
-            from segroute.delivery import KeyRefusedError
-
-            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                with _short_gil_slices():
-                    try:
-                        runner.run(
-                            _send(options, outcomes, outputs, display, result, on_signal, ledger, meter)
-                        )
-                    except KeyRefusedError as exc:
-                        result.error = exc
+            _deliver(options, outcomes, outputs, result, meter=meter, on_signal=on_signal)
         result.read_bytes = meter.position
-    finally:
-        try:
-            if ledger is not None:
-                if not options.dry_run:
-                    ledger.end_run(counts=result.summary.totals(), stopped_by=result.stop_reason)
-                result.ledger_recorded = ledger.recorded
-                ledger.close()
-        finally:
-            if failed is not None:
-                failed.close()
-                result.failed_written = failed.written
-                result.failed_unwritable = failed.unwritable
-            display.close()
     result.seconds = time.monotonic() - started
     if options.report_path is not None:
         report = build_report(
@@ -268,6 +239,51 @@ def run(
         write_report(options.report_path, report)
         result.report_path = options.report_path
     return result
+
+
+def _print(outcomes: Iterator[Outcome | Note], outputs: _Outputs, result: RunResult) -> None:
+    """A dry run: every outcome shown and counted; SIGINT and SIGTERM stop it with the counts kept."""
+    signals: list[str] = []
+    try:
+        with _sigterm_as_interrupt(signals):
+            for outcome in outcomes:
+                outputs.outcome(outcome)
+    except KeyboardInterrupt:
+        result.stopped_by = signals[0] if signals else "SIGINT"
+        result.input_read = False
+
+
+def _deliver(
+    options: RunOptions,
+    outcomes: Iterator[Outcome | Note],
+    outputs: _Outputs,
+    result: RunResult,
+    *,
+    meter: ReadMeter,
+    on_signal: Callable[[int, str], None],
+) -> None:
+    """A send, on an event loop of its own; a refused key is kept as the result's error."""
+    import asyncio  # only to send: a dry run starts without it
+
+    from segroute.delivery import KeyRefusedError
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner, _short_gil_slices():
+        try:
+            runner.run(_send(options, outcomes, outputs, result, meter=meter, on_signal=on_signal))
+        except KeyRefusedError as exc:
+            result.error = exc
+
+
+def _close_ledger(ledger: Ledger, result: RunResult) -> None:
+    if not result.dry_run:
+        ledger.end_run(counts=result.summary.totals(), stopped_by=result.stop_reason)
+    result.ledger_recorded = ledger.recorded
+
+
+def _close_failed(failed: FailedWriter, result: RunResult) -> None:
+    failed.close()
+    result.failed_written = failed.written
+    result.failed_unwritable = failed.unwritable
 
 
 def _open_ledger(options: RunOptions) -> Ledger | None:
@@ -371,11 +387,10 @@ async def _send(
     options: RunOptions,
     outcomes: Iterator[Outcome | Note],
     outputs: _Outputs,
-    display: Display,
     result: RunResult,
-    on_signal: Callable[[int, str], None],
-    ledger: Ledger | None,
+    *,
     meter: ReadMeter,
+    on_signal: Callable[[int, str], None],
 ) -> None:
     import asyncio
 
@@ -404,7 +419,7 @@ async def _send(
 
     def show_progress() -> None:
         throttle = stats.throttle
-        display.progress(
+        outputs.display.progress(
             Progress(
                 stats.read,
                 stats.requests_done,
@@ -427,6 +442,7 @@ async def _send(
 
     before_send = None
     tasks = [tick()]
+    ledger = outputs.ledger
     if ledger is not None:
         ttl = options.delivery.idempotency_ttl or DEFAULT_KEY_LIFETIME
 

@@ -11,7 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from segroute.models import Event
 
@@ -99,6 +99,24 @@ def stable_hash(text: str) -> int:
     # surrogatepass: an id made in Python may hold a lone surrogate; it must hash, not raise.
     digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big")
+
+
+class Shard(NamedTuple):
+    """The ``number``-th (from 1) of ``total`` shares of the events, partitioned by user."""
+
+    number: int
+    total: int
+
+    def __str__(self) -> str:
+        return f"{self.number}/{self.total}"
+
+
+def parse_shard(text: str) -> Shard:
+    """``K/N`` with 1 <= K <= N; ValueError otherwise."""
+    found = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if found is None or not 1 <= int(found.group(1)) <= int(found.group(2)):
+        raise ValueError("give K/N with K from 1 to N, e.g. 2/4")
+    return Shard(int(found.group(1)), int(found.group(2)))
 
 
 def shard_key(event: Event) -> str:

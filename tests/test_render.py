@@ -63,7 +63,8 @@ def test_jsonl_lines_are_exactly_the_request_records(
 
 
 def test_sizes_and_how_much_was_read_read_as_a_person_reads_them() -> None:
-    from segroute.render import how_much_read, size
+    from segroute.render import size
+    from segroute.views import how_much_read
 
     assert [size(n) for n in (0, 999, 8_600, 36_000_000, 46_355_560, 1_234_000_000)] == [
         "0 B",
