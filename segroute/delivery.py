@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime
-import itertools
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Literal
 
 import aiohttp
 import orjson
@@ -20,6 +18,7 @@ from yarl import URL
 
 from segroute import __version__
 from segroute.errors import AuthError
+from segroute.feeds import make_feed
 from segroute.health import DEFAULT_GIVE_UP_AFTER, ApiHealth, TargetWatch
 from segroute.models import Delivered, Event, KeyState, Note, Outcome, Planned, Request, RequestResult
 from segroute.retry import Attempt, Backoff, answered, decide, unanswered
@@ -29,12 +28,6 @@ from segroute.transform import CONTENT_TYPE
 __all__ = ["DeliveryOptions", "DeliveryStats", "KeyRefusedError", "deliver", "open_session"]
 
 EXPIRATION_HEADER = "x-idempotency-expiration"
-READ_BATCH = 256
-"""Outcomes read from the inputs per trip to the reader thread."""
-READ_AHEAD_BATCHES = 8
-"""Batches the reader thread may read ahead of the loop: a bound on memory."""
-INLINE_BATCH = 16
-"""Outcomes read per turn on the loop's thread: well under a millisecond of work."""
 URL_CACHE = 4096
 """Parsed URLs kept; a profile merge's is its user's."""
 WINDOW_PER_WORKER = 4
@@ -539,123 +532,6 @@ class Dispatcher:
         self._on_request(result)
 
 
-class _Feed(Protocol):
-    """Where `deliver` takes the outcomes from, a batch at a time."""
-
-    finished: bool
-    """Whether the outcomes were read to their end."""
-
-    async def next_batch(self, stop: asyncio.Event) -> list[Outcome | Note] | None:
-        """The next batch; None at the end, or at a stop."""
-
-    def stop(self) -> list[Outcome | Note]:
-        """Stop reading; what was read and not taken yet."""
-
-
-def _feed(outcomes: Iterable[Outcome | Note], *, streaming: bool, read_inline: bool) -> _Feed:
-    """A feed on the loop's own thread when items never take long to read, else on a thread."""
-    if read_inline and not streaming:
-        return _InlineFeed(outcomes, size=INLINE_BATCH)
-    return _ThreadFeed(outcomes, streaming=streaming)
-
-
-_END: Final[list[Outcome | Note]] = []
-"""What the reader thread hands over after the last batch."""
-
-
-class _ThreadFeed:
-    """Reads on one thread of its own and hands batches to the event loop.
-
-    One thread, so state the pipeline keeps (the duplicate check's SQLite file) stays on it. With
-    ``streaming`` (stdin), every item is handed over as it is read, so events piped in a few at a time
-    go out at once and a stop need not wait for a read that blocks; otherwise items go in batches.
-    """
-
-    def __init__(self, outcomes: Iterable[Outcome | Note], *, streaming: bool) -> None:
-        self._items = iter(outcomes)
-        self._size = 1 if streaming else READ_BATCH
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[list[Outcome | Note]] = asyncio.Queue()
-        self._room = threading.Semaphore(READ_AHEAD_BATCHES)
-        self._stopping = threading.Event()
-        self._error: BaseException | None = None
-        self.finished = False
-        self._thread = threading.Thread(target=self._run, name="segroute-reader", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        batch: list[Outcome | Note] = []
-        try:
-            for item in self._items:
-                batch.append(item)
-                if len(batch) >= self._size:
-                    self._hand_over(batch)
-                    batch = []
-                if self._stopping.is_set():
-                    break
-        except BaseException as exc:  # handed to the loop, which raises it
-            self._error = exc
-        if batch:
-            self._hand_over(batch)
-        self._hand_over(_END)
-
-    def _hand_over(self, batch: list[Outcome | Note]) -> None:
-        self._room.acquire()
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, batch)
-
-    async def next_batch(self, stop: asyncio.Event) -> list[Outcome | Note] | None:
-        """The next batch; None at the end of the input, or at a stop while the reader is still busy."""
-        get = asyncio.ensure_future(self._queue.get())
-        if not get.done():
-            stopped = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({get, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            if not get.done():
-                get.cancel()
-                return None
-        batch = get.result()
-        self._room.release()
-        if batch is _END:
-            if self._error is not None:
-                raise self._error
-            self.finished = True
-            return None
-        return batch
-
-    def stop(self) -> list[Outcome | Note]:
-        """Ask the thread to stop; what it already handed over and was not taken yet."""
-        self._stopping.set()
-        left: list[Outcome | Note] = []
-        while not self._queue.empty():
-            batch = self._queue.get_nowait()
-            self._room.release()
-            if batch is _END:
-                self.finished = self._error is None
-            left.extend(batch)
-        return left
-
-
-class _InlineFeed:
-    """Reads on the event loop's own thread, a few items a turn: no second thread to pass the GIL
-    to and fro with. Only for inputs where one item never takes long to read (see `deliver`)."""
-
-    def __init__(self, outcomes: Iterable[Outcome | Note], *, size: int) -> None:
-        self._items = iter(outcomes)
-        self._size = size
-        self.finished = False
-
-    async def next_batch(self, stop: asyncio.Event) -> list[Outcome | Note] | None:
-        """The next few items; None at the end."""
-        await asyncio.sleep(0)  # answers that came in are handled first
-        batch = list(itertools.islice(self._items, self._size))
-        self.finished = not batch
-        return batch or None
-
-    def stop(self) -> list[Outcome | Note]:
-        """Nothing is read ahead."""
-        return []
-
-
 async def deliver(
     outcomes: Iterable[Outcome | Note],
     *,
@@ -691,7 +567,7 @@ async def deliver(
         asyncio.create_task(_cut_off_after_stop(stop, dispatcher, options.drain_timeout)),
         asyncio.create_task(_watch_health(sender, stop)),
     )
-    feed = _feed(outcomes, streaming=streaming, read_inline=read_inline)
+    feed = make_feed(outcomes, streaming=streaming, read_inline=read_inline)
 
     async def take(items: Iterable[Outcome | Note]) -> None:
         for item in items:

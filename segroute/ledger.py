@@ -4,10 +4,8 @@ resumes and never notifies anyone twice.
 Two files. The ledger proper, an SQLite database in WAL mode, keeps every request Courier accepted
 (2xx, or 409: seen before), committed in batches on a thread of its own within FLUSH_SECONDS; and the
 requests earlier runs sent without seeing them accepted (``pending``). Beside it, while a run sends,
-its journal (``<ledger>.intents``): before a request's first attempt, one line says it is about to
-go out and under which key (a write-ahead log, appended with one ``write`` and no fsync, as cheap as
-SQLite's own WAL); a line more when Courier refused it or never got it (forgotten), or answered 500
-(a failure Courier stores under the key: the next run must use another key).
+its journal (`journal`): one line before each request's first attempt, and one more when Courier
+refused it, never got it, or answered 500.
 
 When the run ends, or when the ledger is next opened after a ``kill -9``, the journal is folded in:
 its requests that are neither accepted nor forgotten become ``pending``, and the journal goes. So a
@@ -22,7 +20,6 @@ or a test server, never stand in for one another.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import sqlite3
@@ -36,6 +33,7 @@ from typing import Any
 
 from segroute._json import dumps
 from segroute.errors import LedgerError, LedgerOpenError, LedgerWriteError, UsageError
+from segroute.journal import ISO_FROM_EPOCH, JOURNAL_SUFFIX, Journal, json_columns, transaction
 from segroute.models import Event, Prior, Request, RequestResult
 
 DEFAULT_NAME = "segroute-ledger.sqlite3"
@@ -45,7 +43,6 @@ FLUSH_ROWS = 500
 FLUSH_SECONDS = 0.02
 """Acceptances are committed when FLUSH_ROWS of them wait or the oldest has waited this long,
 whichever comes first."""
-JOURNAL_SUFFIX = ".intents"
 DEFAULT_KEY_LIFETIME = 24 * 3600.0
 """How long Courier keeps an Idempotency-Key unless asked for longer (x-idempotency-expiration)."""
 NO_TARGET = "(profile)"
@@ -117,44 +114,11 @@ def default_path(config_path: Path, env: dict[str, str] | os._Environ[str]) -> P
     return config_path.parent / DEFAULT_NAME
 
 
-def _columns(indexes: Iterable[int]) -> str:
-    """Columns of the rows given as one JSON array of arrays (``FROM json_each(?)``): one statement,
-    one parameter, so SQLite holds no GIL from the first row to the last."""
-    return ", ".join(f"json_extract(value, '$[{n}]')" for n in indexes)
-
-
-_ISO = "strftime('%Y-%m-%dT%H:%M:%fZ', json_extract(value, '$[{n}]'), 'unixepoch')"
-"""A time given as seconds since the epoch, written as `_now` writes it."""
 _ACCEPT = (
     "INSERT OR IGNORE INTO requests (api_url, key, target, message_id, recipient, status, "
-    f"courier_run_id, courier_request_id, accepted_at, run, sent_key) SELECT {_columns(range(8))}, "
-    f"{_ISO.format(n=8)}, {_columns((9, 10))} FROM json_each(?)"
+    f"courier_run_id, courier_request_id, accepted_at, run, sent_key) SELECT {json_columns(range(8))}, "
+    f"{ISO_FROM_EPOCH.format(n=8)}, {json_columns((9, 10))} FROM json_each(?)"
 )
-_PENDING_COLUMNS = (
-    "api_url, key, sent_key, generation, target, message_id, recipient, sent_at, expires_at, "
-    "stored_failure, run"
-).split(", ")
-_SAME_KEY = "pending.sent_key = excluded.sent_key"
-_UNSETTLED = (
-    # Rows of the pending table, sent_at as seconds since the epoch; rows Courier accepted since are
-    # left out. A request sent again under the key it went out under before keeps that send's time:
-    # Courier's clock for the key started then.
-    "INSERT INTO pending SELECT * FROM (SELECT "
-    + ", ".join(
-        (_ISO.format(n=n) if name == "sent_at" else f"json_extract(value, '$[{n}]')") + f" AS {name}"
-        for n, name in enumerate(_PENDING_COLUMNS)
-    )
-    + " FROM json_each(?)) AS new WHERE NOT EXISTS "
-    "(SELECT 1 FROM requests WHERE requests.api_url = new.api_url AND requests.key = new.key) "
-    "ON CONFLICT (api_url, key) DO UPDATE SET "
-    + ", ".join(
-        f"{name} = excluded.{name}" for name in _PENDING_COLUMNS[2:] if name not in ("sent_at", "expires_at")
-    )
-    + f", sent_at = CASE WHEN {_SAME_KEY} THEN pending.sent_at ELSE excluded.sent_at END"
-    + f", expires_at = CASE WHEN {_SAME_KEY} THEN min(pending.expires_at, excluded.expires_at)"
-    " ELSE excluded.expires_at END"
-)
-_SETTLED = f"DELETE FROM pending WHERE (api_url, key) IN (SELECT {_columns(range(2))} FROM json_each(?))"
 
 
 def _now() -> str:
@@ -179,121 +143,6 @@ def _tune(connection: sqlite3.Connection) -> None:
 
 def _target(request: Request) -> str:
     return request.target.automation or "" if request.target.kind == "automation" else NO_TARGET
-
-
-class _Unsettled:
-    """What a journal's lines add up to: the requests sent and neither accepted nor forgotten (the
-    rows `pending` is to hold), and the requests forgotten (whose earlier rows are to go)."""
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], list[Any]] = {}
-        self.settled: set[tuple[str, str]] = set()
-
-    def add(self, entry: list[Any]) -> None:
-        """One journal line: ``["intend", api_url, key, ...the rest of the row]``, or how the request
-        ended, with the api_url and key: ``fail`` (a 500), ``forget`` (never reached Courier, or
-        refused), ``unsent`` (this run's intent never went out: what earlier runs left stands), or
-        ``accept`` (never written: the ledger keeps acceptances)."""
-        kind, api_url, key = entry[:3]
-        if kind == "intend":
-            self.rows[api_url, key] = entry[1:]
-            self.settled.discard((api_url, key))
-        elif kind == "fail" and (api_url, key) in self.rows:
-            self.rows[api_url, key][9] = 1  # stored_failure
-        elif kind in ("forget", "unsent", "accept"):
-            self.rows.pop((api_url, key), None)
-            if kind == "forget":
-                self.settled.add((api_url, key))
-
-    def write_into(self, connection: sqlite3.Connection) -> None:
-        """Make the ledger's pending rows say what the lines said, in one transaction."""
-        with _transaction(connection):
-            if self.settled:
-                connection.execute(_SETTLED, (dumps(list(self.settled)).decode(),))
-            if self.rows:
-                connection.execute(_UNSETTLED, (dumps(list(self.rows.values())).decode(),))
-
-
-class Journal:
-    """A run's write-ahead log of what it sent: JSON lines appended beside the ledger, locked while
-    the run writes them, written into the ledger when the run ends (or, after a kill, by the next to
-    open the ledger), then removed."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-        self._lines = _Unsettled()
-        """What this run's lines add up to, so that its end need not read them back."""
-
-    @property
-    def is_open(self) -> bool:
-        return self._fd is not None
-
-    def open(self) -> None:
-        """Open for a run to append to; LedgerOpenError while another run has it."""
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise LedgerOpenError(
-                f"ledger {str(self.path).removesuffix(JOURNAL_SUFFIX)}: another send is using it "
-                "(its journal is locked); wait for it, or give this send a ledger of its own"
-            ) from None
-        self._fd = fd
-
-    def write(self, entry: list[Any], ledger: Path) -> None:
-        """Append one line. An end for a request this run never noted (one skipped before it went
-        out) changes nothing and is not written; an ``accept`` is only noted: the ledger keeps it."""
-        assert self._fd is not None, "a run's journal is opened by start_run"
-        if entry[0] != "intend" and (entry[1], entry[2]) not in self._lines.rows:
-            return
-        self._lines.add(entry)
-        if entry[0] == "accept":
-            return
-        try:
-            os.write(self._fd, dumps(entry) + b"\n")
-        except OSError as exc:
-            raise LedgerWriteError(
-                f"ledger {ledger}: cannot write {self.path}: {exc.strerror or exc}; the run stops"
-            ) from exc
-
-    def finish_into(self, connection: sqlite3.Connection) -> None:
-        """The run is over: write what its lines add up to into the ledger, and remove them."""
-        if self._fd is None:
-            return
-        self._lines.write_into(connection)
-        self.close()
-        self.path.unlink(missing_ok=True)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def fold_into(self, connection: sqlite3.Connection) -> None:
-        """Bring what a journal left by a killed run holds into the ledger, and remove it. Left
-        alone while a run holds it."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return  # a run is writing it, and writes it in itself when it ends
-            lines = _Unsettled()
-            with open(fd, "rb", closefd=False) as journal:
-                for line in journal:
-                    try:
-                        lines.add(json.loads(line))
-                    except (ValueError, TypeError, IndexError):
-                        continue  # a line cut short by the kill: its request never went out
-            lines.write_into(connection)
-            os.unlink(self.path)
-        finally:
-            os.close(fd)
 
 
 class Ledger:
@@ -414,7 +263,7 @@ class Ledger:
     def start_run(self, *, api_url: str, inputs: list[str], shard: str | None) -> None:
         """Record that a run began, and open its journal (refused while another run has it open)."""
         self._journal.open()
-        with self._lock, self._writing_to(), _transaction(self._writer):
+        with self._lock, self._writing_to(), transaction(self._writer):
             cursor = self._writer.execute(
                 "INSERT INTO runs (started_at, api_url, inputs, shard) VALUES (?, ?, ?, ?)",
                 (_now(), api_url, json.dumps(inputs), shard),
@@ -503,7 +352,7 @@ class Ledger:
         if self._broken is not None:
             raise self._broken
         try:
-            with self._lock, self._writing_to(), _transaction(self._writer):
+            with self._lock, self._writing_to(), transaction(self._writer):
                 self._writer.execute(_ACCEPT, (rows,))
         except LedgerError as exc:
             self._broken = exc
@@ -532,7 +381,7 @@ class Ledger:
         self.flush()
         if self.run is None:
             return
-        with self._lock, self._writing_to(), _transaction(self._writer):
+        with self._lock, self._writing_to(), transaction(self._writer):
             self._writer.execute(
                 "UPDATE runs SET ended_at = ?, stopped_by = ?, counts = ? WHERE id = ?",
                 (_now(), stopped_by, json.dumps(counts, sort_keys=True), self.run),
@@ -647,7 +496,7 @@ def _open_schema(connection: sqlite3.Connection, path: Path, *, create: bool) ->
     if not tables and not create:
         raise LedgerOpenError(f"ledger {path}: empty, not a segroute ledger")
     _tune(connection)
-    with _transaction(connection):
+    with transaction(connection):
         if not tables:
             for statement in (*_SCHEMA, *_VERSION_2):
                 connection.execute(statement)
@@ -722,22 +571,6 @@ def _run_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-class _transaction:  # noqa: N801 - used as a statement, like `with`
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an error (the connection is in autocommit mode)."""
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._connection = connection
-
-    def __enter__(self) -> None:
-        self._connection.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind: object, error: object, traceback: object) -> None:
-        if kind is None:
-            self._connection.execute("COMMIT")
-        elif self._connection.in_transaction:
-            self._connection.execute("ROLLBACK")
-
-
 def merge(output: Path, inputs: Iterable[Path]) -> tuple[int, int]:
     """Combine ledgers (one per shard, say) into ``output``: (requests added, runs added)."""
     sources = list(inputs)
@@ -751,7 +584,7 @@ def merge(output: Path, inputs: Iterable[Path]) -> tuple[int, int]:
         for source in sources:
             connection.execute("ATTACH DATABASE ? AS source", (str(source),))
             try:
-                with _transaction(connection):
+                with transaction(connection):
                     offset = connection.execute("SELECT coalesce(max(id), 0) FROM main.runs").fetchone()[0]
                     cursor = connection.execute(
                         "INSERT INTO main.runs SELECT id + ?, started_at, ended_at, api_url, inputs, shard, "

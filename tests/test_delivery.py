@@ -22,7 +22,8 @@ from typer.testing import CliRunner, Result
 
 from segroute.cli import app
 from segroute.config import Config, Link
-from segroute.delivery import INLINE_BATCH, WINDOW_PER_WORKER, DeliveryOptions, deliver, open_session
+from segroute.delivery import WINDOW_PER_WORKER, DeliveryOptions, deliver, open_session
+from segroute.feeds import INLINE_BATCH
 from segroute.models import Record, RequestResult
 from segroute.pipeline import plan
 from segroute.retry import Backoff, retry_after_seconds
