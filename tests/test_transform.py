@@ -136,6 +136,47 @@ def test_identify_body_exact_bytes() -> None:
     assert request.target == PROFILE
 
 
+def test_a_track_event_with_a_user_id_and_an_anonymous_id_goes_to_the_user_id() -> None:
+    event = make_event(
+        {"type": "track", "event": "E", "anonymousId": "anon-1", "userId": "user-1", "messageId": "m"}
+    )
+    [request] = build_requests(event, (Target("automation", "a"),), BASE)
+    assert request.body == (
+        b'{"brand":null,"data":{"type":"track","event":"E","anonymousId":"anon-1","userId":"user-1",'
+        b'"messageId":"m"},"profile":null,"recipient":"user-1"}'
+    )
+
+
+def test_an_identify_with_a_user_id_and_an_anonymous_id_merges_into_the_user_ids_profile() -> None:
+    event = make_event(
+        {
+            "type": "identify",
+            "anonymousId": "anon-1",
+            "userId": "user-1",
+            "messageId": "m",
+            "traits": {"a": 1},
+        },
+    )
+    [request] = build_requests(event, (PROFILE,), BASE)
+    assert request.path == "/profiles/user-1"
+
+
+def test_a_profile_is_merged_from_traits_and_never_from_context_traits() -> None:
+    # Segment's clients copy traits into context.traits on later calls; Courier's integration reads
+    # the identify's own traits.
+    event = make_event(
+        {
+            "type": "identify",
+            "userId": "user-1",
+            "messageId": "m",
+            "context": {"traits": {"plan": "free", "email": "old@example.com"}},
+            "traits": {"plan": "pro"},
+        }
+    )
+    [request] = build_requests(event, (PROFILE,), BASE)
+    assert request.body == b'{"profile":{"plan":"pro"}}'
+
+
 def test_content_type_is_json() -> None:
     assert CONTENT_TYPE == "application/json"
 
