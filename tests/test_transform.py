@@ -203,6 +203,47 @@ def test_reserved_characters_are_percent_encoded() -> None:
     assert request.path == "/profiles/a%25b%3Fc%23d%26e%2Bf"
 
 
+@pytest.mark.parametrize(
+    ("user_id", "segment"),
+    [
+        ("ana maria", "ana%20maria"),
+        ("a+b", "a%2Bb"),
+        ("first last+tag", "first%20last%2Btag"),
+        (" ", "%20"),
+        ("+", "%2B"),
+    ],
+)
+def test_an_ascii_user_id_with_a_space_or_a_plus_is_percent_encoded_in_the_path(
+    user_id: str, segment: str
+) -> None:
+    # Such ids are ASCII but not all unreserved characters: they must not take the as-is fast path.
+    event = make_event({"type": "identify", "userId": user_id, "messageId": "m", "traits": {"a": 1}})
+    [request] = build_requests(event, (PROFILE,), BASE)
+    assert request.path == f"/profiles/{segment}"
+    assert request.url == f"https://api.courier.com/profiles/{segment}"
+
+
+def test_an_ascii_automation_id_with_a_space_or_a_plus_is_percent_encoded_in_the_path() -> None:
+    event = make_event({"type": "track", "event": "E", "userId": "u", "messageId": "m"})
+    [request] = build_requests(event, (Target("automation", "spring sale+eu"),), BASE)
+    assert request.path == "/automations/spring%20sale%2Beu/invoke"
+
+
+@pytest.mark.parametrize(("dots", "segment"), [(".", "%2E"), ("..", "%2E%2E")])
+def test_an_id_of_one_or_two_dots_is_encoded_so_no_server_takes_it_as_a_step_along_the_path(
+    dots: str, segment: str
+) -> None:
+    # parse_event and config.Link refuse such ids; the path is the second line of defence.
+    track = make_event({"type": "track", "event": "E", "userId": "u", "messageId": "m"})
+    [invoke] = build_requests(track, (Target("automation", dots),), BASE)
+    assert invoke.path == f"/automations/{segment}/invoke"
+    assert invoke.url == f"https://api.courier.com/automations/{segment}/invoke"
+    identify = Event("gen:1", {"type": "identify", "traits": {"a": 1}}, "identify", "m", dots, None)
+    [merge] = build_requests(identify, (PROFILE,), BASE)
+    assert merge.path == f"/profiles/{segment}"
+    assert merge.url == f"https://api.courier.com/profiles/{segment}"
+
+
 def test_recipient_is_the_raw_user_id() -> None:
     event = make_event({"type": "track", "event": "E", "userId": "ana maría/eu", "messageId": "m"})
     [request] = build_requests(event, (Target("automation", "a"),), BASE)
