@@ -7,8 +7,9 @@ import importlib
 import io
 import json
 import re
+import string
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import msgspec
 import orjson
@@ -458,16 +459,54 @@ def test_keys_differ_across_automations(message_id: str, first: str, second: str
     assert (one.idempotency_key == two.idempotency_key) == (first == second)
 
 
+UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+"""RFC 3986's unreserved characters: the only ones a path segment keeps as they are."""
+
+
+def percent_encoded(value: str) -> str:
+    """RFC 3986 by hand, without urllib: each UTF-8 byte of a character outside UNRESERVED as %XX;
+    a segment of one or two dots (a step along the path) wholly encoded."""
+    if value in (".", ".."):
+        return {".": "%2E", "..": "%2E%2E"}[value]
+    return "".join(
+        char if char in UNRESERVED else "".join(f"%{byte:02X}" for byte in char.encode()) for char in value
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "segment"),
+    [
+        ("user-1", "user-1"),
+        ("A.z_0~9-", "A.z_0~9-"),
+        ("", ""),
+        ("...", "..."),
+        (".a", ".a"),
+        (".", "%2E"),
+        ("..", "%2E%2E"),
+        ("a b", "a%20b"),
+        ("a+b", "a%2Bb"),
+        ("a/b", "a%2Fb"),
+        ("50%", "50%25"),
+        ("é", "%C3%A9"),
+        ("☕", "%E2%98%95"),
+        ("😀", "%F0%9F%98%80"),
+    ],
+)
+def test_a_path_segment_keeps_unreserved_characters_and_encodes_every_other_byte(
+    value: str, segment: str
+) -> None:
+    assert path_segment(value) == segment
+
+
 @given(st.text() | st.from_regex(r"[A-Za-z0-9_.~-]*", fullmatch=True))
 # events.parse_event refuses such user ids and config.Link such automations; encoded all the same.
 @example(".")
 @example("..")
-def test_a_path_segment_is_what_quote_makes_of_it_and_never_a_dot_step(value: str) -> None:
+def test_a_path_segment_is_rfc_3986s_encoding_and_never_a_dot_step(value: str) -> None:
     segment = path_segment(value)
-    if value in (".", ".."):
-        assert segment == value.replace(".", "%2E")
-    else:
-        assert segment == quote(value, safe="")
+    assert segment == percent_encoded(value)
+    assert "/" not in segment
+    assert unquote(segment) == value
 
 
 def test_an_event_with_several_targets_gets_the_bodies_it_would_get_alone() -> None:
