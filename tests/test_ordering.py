@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Generator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,6 @@ from segroute import _json
 from segroute.events import parse_event
 from segroute.models import Event, Record, Rejected
 from segroute.ordering import order_by_time
-from segroute.selection import event_time, received_time
 
 NO_TIME = "not a time"
 
@@ -27,14 +27,50 @@ def make(n: int, value: dict[str, Any]) -> Event:
     return event
 
 
-def expected(events: list[Event]) -> list[Event]:
-    """Python's stable sort on (event time, received time, messageId), None last at each level."""
+def moment(value: Any) -> datetime | None:
+    """An ISO-8601 time as an aware datetime, by the standard library alone (naive means UTC)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
-    def key(event: Event) -> tuple[Any, ...]:
-        t, r = event_time(event.data), received_time(event.data)
-        return (t is None, t or 0, r is None, r or 0, event.message_id)
 
-    return sorted(events, key=key)
+def happened(event: Event) -> datetime | None:
+    """The documented event time: ``timestamp``, else ``originalTimestamp``, else ``receivedAt``."""
+    for name in ("timestamp", "originalTimestamp", "receivedAt"):
+        found = moment(event.data.get(name))
+        if found is not None:
+            return found
+    return None
+
+
+def goes_before(first: Event, then: Event, position: dict[str, int]) -> bool:
+    """Whether ``first`` may come right before ``then`` in the documented replay order, as a rule on
+    two events: the earlier event time, then the earlier receivedAt (a time before none), then the
+    smaller messageId, then the earlier input position."""
+    times = [
+        (happened(first), happened(then)),
+        (moment(first.data.get("receivedAt")), moment(then.data.get("receivedAt"))),
+    ]
+    for mine, theirs in times:
+        if mine != theirs:
+            return theirs is None or (mine is not None and mine < theirs)
+    if first.message_id != then.message_id:
+        return first.message_id < then.message_id
+    return position[first.origin] < position[then.origin]
+
+
+def assert_in_replay_order(result: list[Event], events: list[Event]) -> None:
+    """``result`` is ``events`` (each one once, unchanged) with every neighbour pair in replay order."""
+    position = {event.origin: n for n, event in enumerate(events)}
+    assert len(position) == len(events), "the origins must tell the events apart"
+    assert sorted(position[event.origin] for event in result) == list(range(len(events)))
+    assert result == [events[position[event.origin]] for event in result]
+    for first, then in zip(result, result[1:], strict=False):
+        assert goes_before(first, then, position), (first, then)
 
 
 def random_events(count: int, seed: int) -> list[Event]:
@@ -68,7 +104,7 @@ def test_small_input_is_sorted_in_memory(tmp_path: Path) -> None:
     ordered = order_by_time(events, tmpdir=str(tmp_path))
     first = next(ordered)
     assert leftovers(tmp_path) == []
-    assert [first, *ordered] == expected(events)
+    assert_in_replay_order([first, *ordered], events)
     assert leftovers(tmp_path) == []
 
 
@@ -79,9 +115,7 @@ def test_spills_and_merges_in_several_passes(tmp_path: Path) -> None:
     # By the first event the runs (hundreds at first) have been merged down to at most fan_in.
     runs = [path for path in leftovers(tmp_path) if path.is_file()]
     assert 1 <= len(runs) <= 3
-    result = [first, *ordered]
-    assert result == expected(events)
-    assert [e.origin for e in result] == [e.origin for e in expected(events)]
+    assert_in_replay_order([first, *ordered], events)
     assert leftovers(tmp_path) == []
 
 
@@ -111,6 +145,36 @@ def test_received_time_breaks_ties_with_none_last() -> None:
         make(3, {**base, "messageId": "0"}),
     ]
     assert [e.message_id for e in order_by_time(events, run_bytes=1)] == ["c", "b", "0", "a"]
+
+
+def test_the_event_time_is_the_timestamp_else_original_timestamp_else_received_at_across_offsets() -> None:
+    base = {"type": "track", "event": "E", "userId": "u"}
+    events = [
+        make(0, {**base, "messageId": "ist-0630", "timestamp": "2026-01-31T12:00:00+05:30"}),
+        make(1, {**base, "messageId": "original-0700", "originalTimestamp": "2026-01-31T07:00:00Z"}),
+        make(2, {**base, "messageId": "received-0600", "receivedAt": "2026-01-31T06:00:00.000Z"}),
+        make(3, {**base, "messageId": "naive-0645", "timestamp": "2026-01-31T06:45:00"}),
+        make(4, {**base, "messageId": "date-0000", "timestamp": "2026-01-31"}),
+        make(
+            5,
+            {
+                **base,
+                "messageId": "garbled-then-original-0640",
+                "timestamp": NO_TIME,
+                "originalTimestamp": "2026-01-31T01:40:00-05:00",
+                "receivedAt": "2026-01-31T00:00:00Z",
+            },
+        ),
+    ]
+    for run_bytes in (1, 10**6):
+        assert [e.message_id for e in order_by_time(events, run_bytes=run_bytes)] == [
+            "date-0000",
+            "received-0600",
+            "ist-0630",
+            "garbled-then-original-0640",
+            "naive-0645",
+            "original-0700",
+        ]
 
 
 def test_data_round_trips_exactly(tmp_path: Path) -> None:
@@ -178,7 +242,7 @@ def test_an_event_json_cannot_hold_stays_in_memory(tmp_path: Path) -> None:
     )
     events.insert(50, odd)
     result = list(order_by_time(events, run_bytes=1000, fan_in=2, tmpdir=str(tmp_path)))
-    assert result == expected(events)
+    assert_in_replay_order(result, events)
     assert any(e is odd for e in result)
 
 
@@ -232,11 +296,12 @@ values = st.fixed_dictionaries(
 
 @settings(deadline=None, max_examples=60)
 @given(st.lists(values, max_size=40), st.sampled_from([1, 400, 2000, 10**9]), st.sampled_from([2, 3, 64]))
-def test_external_sort_equals_sorted(items: list[dict[str, Any]], run_bytes: int, fan_in: int) -> None:
+def test_the_external_sort_puts_any_events_in_replay_order(
+    items: list[dict[str, Any]], run_bytes: int, fan_in: int
+) -> None:
     events = [make(n, {k: v for k, v in item.items() if v is not None}) for n, item in enumerate(items)]
     result = list(order_by_time(events, run_bytes=run_bytes, fan_in=fan_in))
-    assert result == expected(events)
-    assert [e.origin for e in result] == [e.origin for e in expected(events)]
+    assert_in_replay_order(result, events)
 
 
 def test_events_from_the_official_client(segment_events: list[dict[str, Any]], tmp_path: Path) -> None:
@@ -248,8 +313,8 @@ def test_events_from_the_official_client(segment_events: list[dict[str, Any]], t
         for n, (item, stamp) in enumerate(zip(segment_events, stamps, strict=True))
     ]
     result = list(order_by_time(events, run_bytes=4000, fan_in=3, tmpdir=str(tmp_path)))
-    assert result == expected(events)
-    moments = [t for t in (event_time(e.data) for e in result) if t is not None]
+    assert_in_replay_order(result, events)
+    moments = [t for t in (happened(e) for e in result) if t is not None]
     assert len(moments) == len(result)
     assert moments == sorted(moments)
     assert leftovers(tmp_path) == []
