@@ -123,6 +123,12 @@ def test_identify_without_traits(extra: dict[str, Any]) -> None:
     assert route({"type": "identify", "userId": "u1", **extra}) == "no_traits"
 
 
+@pytest.mark.parametrize("extra", [{}, {"traits": {}}], ids=["absent", "empty"])
+def test_an_identify_with_only_context_traits_has_no_traits_to_merge(extra: dict[str, Any]) -> None:
+    value = {"type": "identify", "userId": "u1", "context": {"traits": {"email": "u1@example.com"}}}
+    assert route({**value, **extra}) == "no_traits"
+
+
 def test_anonymous_identify() -> None:
     assert route({"type": "identify", "anonymousId": "anon-1", "traits": {"a": 1}}) == "anonymous"
 
