@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from segroute.cli import app
 from segroute.events import parse_event
 from segroute.models import Event, Record, Rejected
 from segroute.selection import (
@@ -138,6 +145,105 @@ def test_event_time_falls_back_in_order() -> None:
     assert event_time({}) is None
     assert received_time({"timestamp": a, "receivedAt": c}) == micros(c)
     assert received_time({"timestamp": a}) is None
+
+
+# Worked out with `date -u -d 2026-01-31T12:00:00Z +%s` and the like, not with Python.
+NOON = 1_769_860_800_000_000
+"""2026-01-31T12:00:00Z in microseconds since the epoch."""
+MIDNIGHT = 1_769_817_600_000_000
+"""2026-01-31T00:00:00Z."""
+NEXT_MIDNIGHT = 1_769_904_000_000_000
+"""2026-02-01T00:00:00Z."""
+
+
+@pytest.fixture(params=[("America/New_York", "-0500"), ("Asia/Kolkata", "+0530")], ids=lambda p: p[0])
+def local_zone(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The process in a local zone that is not UTC (TZ and tzset), put back as it was afterwards."""
+    if not hasattr(time, "tzset"):
+        pytest.skip("time.tzset is POSIX only")
+    zone, offset = request.param
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = zone
+    time.tzset()
+    try:
+        assert time.strftime("%z", time.localtime(NOON // 1_000_000)) == offset  # the zone took
+        yield zone
+    finally:
+        if saved is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = saved
+        time.tzset()
+
+
+def test_a_time_without_an_offset_is_utc_whatever_the_local_zone(local_zone: str) -> None:
+    assert parse_time("2026-01-31T12:00:00") == NOON
+    assert parse_time("2026-01-31T12:00:00.250") == NOON + 250_000
+    assert parse_time("2026-01-31") == MIDNIGHT
+    assert event_time({"timestamp": "2026-01-31T12:00:00"}) == NOON
+    assert event_time({"originalTimestamp": "2026-01-31T12:00:00"}) == NOON
+    assert event_time({"receivedAt": "2026-01-31T12:00:00"}) == NOON
+    assert received_time({"receivedAt": "2026-01-31T12:00:00"}) == NOON
+    assert format_time(NOON) == "2026-01-31T12:00:00Z"
+
+
+def test_a_bound_without_an_offset_is_utc_whatever_the_local_zone(local_zone: str) -> None:
+    assert parse_bound("2026-01-31T12:00:00", end=False) == NOON
+    assert parse_bound("2026-01-31T12:00:00", end=True) == NOON
+    assert parse_bound("2026-01-31", end=False) == MIDNIGHT
+    assert parse_bound("2026-01-31", end=True) == NEXT_MIDNIGHT
+
+
+WINDOW_EVENTS = [
+    ("before", "2026-01-30T23:59:59.999Z"),
+    ("midnight", "2026-01-31T00:00:00Z"),
+    ("kolkata-0700", "2026-01-31T12:30:00+05:30"),
+    ("just-before-noon", "2026-01-31T11:59:59.999Z"),
+    ("noon", "2026-01-31T12:00:00Z"),
+    ("naive-1230", "2026-01-31T12:30:00"),
+    ("new-york-1230", "2026-01-31T07:30:00-05:00"),
+    ("last-of-the-hour", "2026-01-31T12:59:59.999999Z"),
+    ("one", "2026-01-31T13:00:00Z"),
+    ("late", "2026-01-31T23:59:59Z"),
+    ("next-day", "2026-02-01T00:00:00Z"),
+]
+
+
+@pytest.mark.parametrize(
+    ("bounds", "planned"),
+    [
+        (
+            ["--since", "2026-01-31T12:00:00", "--until", "2026-01-31T13:00:00"],
+            ["noon", "naive-1230", "new-york-1230", "last-of-the-hour"],
+        ),
+        (
+            ["--since", "2026-01-31", "--until", "2026-01-31"],
+            [name for name, _ in WINDOW_EVENTS if name not in ("before", "next-day")],
+        ),
+    ],
+    ids=["date-times", "dates"],
+)
+def test_since_and_until_without_an_offset_select_in_utc_whatever_the_local_zone(
+    local_zone: str,
+    bounds: list[str],
+    planned: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEGROUTE_CONFIG", raising=False)
+    runner = CliRunner()
+    assert runner.invoke(app, ["link", "E", "a"]).exit_code == 0
+    Path("events.jsonl").write_text(
+        "".join(
+            json.dumps({"type": "track", "event": "E", "userId": "u", "messageId": name, "timestamp": stamp})
+            + "\n"
+            for name, stamp in WINDOW_EVENTS
+        )
+    )
+    result = runner.invoke(app, ["send", "events.jsonl", "--dry-run", "-o", "jsonl", "-q", *bounds])
+    assert result.exit_code == 0, result.stderr
+    assert [json.loads(line)["messageId"] for line in result.stdout.splitlines()] == planned
 
 
 def test_parse_bound_date_for_since_and_until() -> None:
