@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 
 from segroute.events import DERIVED_ID_PREFIX, MAX_EVENT_BYTES, parse_event
 from segroute.models import Event, Record, Rejected
+from segroute.sources import iter_stream
 
 DERIVED_PATTERN = re.compile(r"sr-[0-9a-f]{32}")
 
@@ -83,6 +85,61 @@ def test_size_limit_is_inclusive() -> None:
     base["pad"] = "x" * (32768 - len(json.dumps(base, separators=(",", ":"))))
     assert valid(base, size=32768).type == "track"
     assert invalid(dict(base, pad=base["pad"] + "x"), size=32769).reason == "too_large"
+
+
+def emoji_event(emoji: int) -> dict[str, Any]:
+    """A track event of 50 + 2 + 4 * emoji bytes as compact UTF-8 JSON, and 52 + emoji characters."""
+    return {"type": "track", "event": "E", "userId": "u", "pad": "xx" + "\N{GRINNING FACE}" * emoji}
+
+
+def read_one(name: str, text: str) -> Record:
+    """The one record a reader makes of an input."""
+    [record] = iter_stream(io.BytesIO(text.encode()), name)
+    assert isinstance(record, Record)
+    return record
+
+
+def compact(value: dict[str, Any]) -> str:
+    """Compact JSON text, by the standard library."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def as_array_item(value: dict[str, Any]) -> Record:
+    """The value as an item of a JSON array: its record's size counts characters, not bytes."""
+    return read_one("in.json", "[" + compact(value) + "]\n")
+
+
+def as_line(value: dict[str, Any]) -> Record:
+    """The value as an NDJSON line: its record's size counts bytes."""
+    return read_one("in.jsonl", compact(value) + "\n")
+
+
+@pytest.mark.parametrize(("read", "size"), [(as_array_item, 8_232), (as_line, 32_772)], ids=["array", "line"])
+def test_an_emoji_event_under_the_limit_in_characters_but_over_it_in_utf8_is_too_large(
+    read: Any, size: int
+) -> None:
+    # 8,180 four-byte emoji: 32,772 bytes as compact JSON in 8,232 characters, a quarter of the limit.
+    # Items of an array or a batch are measured in characters.
+    value = emoji_event(8_180)
+    assert len(compact(value).encode()) == 32_772
+    record = read(value)
+    assert record.size == size
+    result = parse_event(record)
+    assert isinstance(result, Rejected)
+    assert (result.reason, result.detail) == (
+        "too_large",
+        "32772 bytes as compact JSON, over Segment's 32768-byte limit",
+    )
+
+
+@pytest.mark.parametrize("read", [as_array_item, as_line], ids=["array", "line"])
+@pytest.mark.parametrize(("emoji", "size"), [(8_178, 32_764), (8_179, 32_768)], ids=["under", "at"])
+def test_an_emoji_event_within_the_limit_in_utf8_is_valid(read: Any, emoji: int, size: int) -> None:
+    value = emoji_event(emoji)
+    assert len(compact(value).encode()) == size
+    event = parse_event(read(value))
+    assert isinstance(event, Event), event
+    assert event.data == value
 
 
 @pytest.mark.parametrize("kind", [1, True, ["track"]])
