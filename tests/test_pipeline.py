@@ -26,6 +26,7 @@ from segroute.models import (
     Event,
     Note,
     Planned,
+    Prior,
     Rejected,
     Request,
     RequestResult,
@@ -41,8 +42,8 @@ BASE = "https://api.courier.com"
 CONFIG = Config(links=[Link(event="Checkout Complete", automation="order-confirmation")])
 
 
-def run(data: bytes, config: Config = CONFIG) -> list[Any]:
-    return list(plan(iter_stream(io.BytesIO(data), "in.jsonl"), Router(config), base_url=BASE))
+def run(data: bytes, config: Config = CONFIG, **options: Any) -> list[Any]:
+    return list(plan(iter_stream(io.BytesIO(data), "in.jsonl"), Router(config), base_url=BASE, **options))
 
 
 def lines(*events: Any) -> bytes:
@@ -304,3 +305,60 @@ def test_resume_picks_the_key_a_request_goes_out_under_again() -> None:
     for expires in (now - day, now + KEY_LIFETIME_MARGIN - 1):
         assert resume(Prior(expires_at=expires), now=now, resend_uncertain=False) == "uncertain"
         assert resume(Prior(expires_at=expires), now=now, resend_uncertain=True) == 0
+
+
+TWO_LINKS = Config(
+    links=[
+        Link(event="Checkout Complete", automation="order-confirmation"),
+        Link(event="Checkout Complete", automation="loyalty-points"),
+    ]
+)
+# "sr1-" + SHA-256 over "m1\nPOST <path>" (and "\n1" for generation 1), by sha256sum.
+ORDER_KEY = "sr1-b64fe1c845d025ecdae17d532c6e031f"
+LOYALTY_KEY = "sr1-6d457fe209ada093ff32bb53b4f0018a"
+LOYALTY_KEY_1 = "sr1-85f322c2e4ee1dcfc8156b8be68e36b5"
+
+
+def paths_and_keys(requests: tuple[Request, ...]) -> list[tuple[str, str]]:
+    return [(request.path, request.idempotency_key) for request in requests]
+
+
+def test_an_event_with_a_request_accepted_before_sends_only_the_rest() -> None:
+    known = {ORDER_KEY: Prior(accepted=True)}
+    [outcome] = run(lines(track("m1")), TWO_LINKS, prior=known.get)
+    assert isinstance(outcome, Planned)
+    assert paths_and_keys(outcome.requests) == [("/automations/loyalty-points/invoke", LOYALTY_KEY)]
+    assert paths_and_keys(outcome.done) == [("/automations/order-confirmation/invoke", ORDER_KEY)]
+    summary = Summary()
+    summary.add(outcome)
+    assert summary.outcomes == {("planned", ""): 1}
+    assert summary.targets == {
+        ("automation order-confirmation", "already_sent"): 1,
+        ("automation loyalty-points", "planned"): 1,
+    }
+
+
+def test_the_rest_of_an_event_accepted_in_part_goes_under_the_key_resume_picks() -> None:
+    # The other request got a 500 Courier keeps for its key: it goes again under generation 1's.
+    known = {ORDER_KEY: Prior(accepted=True), LOYALTY_KEY: Prior(stored_failure=True, expires_at=1.0)}
+    [outcome] = run(lines(track("m1")), TWO_LINKS, prior=known.get)
+    assert isinstance(outcome, Planned)
+    [rest] = outcome.requests
+    assert (rest.path, rest.idempotency_key, rest.generation, rest.ledger_key) == (
+        "/automations/loyalty-points/invoke",
+        LOYALTY_KEY_1,
+        1,
+        LOYALTY_KEY,
+    )
+    assert paths_and_keys(outcome.done) == [("/automations/order-confirmation/invoke", ORDER_KEY)]
+
+
+def test_an_event_with_every_request_accepted_before_is_skipped_as_already_sent() -> None:
+    known = {ORDER_KEY: Prior(accepted=True), LOYALTY_KEY: Prior(accepted=True)}
+    [outcome] = run(lines(track("m1")), TWO_LINKS, prior=known.get)
+    assert isinstance(outcome, Skipped)
+    assert (outcome.origin, outcome.reason, outcome.message_id) == ("in.jsonl:1", "already_sent", "m1")
+    assert paths_and_keys(outcome.requests) == [
+        ("/automations/order-confirmation/invoke", ORDER_KEY),
+        ("/automations/loyalty-points/invoke", LOYALTY_KEY),
+    ]
