@@ -35,6 +35,7 @@ from segroute.models import (
 )
 from segroute.pipeline import plan
 from segroute.routing import Router
+from segroute.selection import Selection, parse_bound
 from segroute.sources import iter_stream
 from segroute.summary import Summary
 
@@ -44,6 +45,19 @@ CONFIG = Config(links=[Link(event="Checkout Complete", automation="order-confirm
 
 def run(data: bytes, config: Config = CONFIG, **options: Any) -> list[Any]:
     return list(plan(iter_stream(io.BytesIO(data), "in.jsonl"), Router(config), base_url=BASE, **options))
+
+
+def origin(outcome: Planned | Skipped | Rejected) -> str:
+    """Where the record an outcome is about was read."""
+    return outcome.event.origin if isinstance(outcome, Planned) else outcome.origin
+
+
+def kinds(outcomes: list[Any]) -> list[tuple[str, str, str]]:
+    """(origin, outcome, reason) of each outcome, in input order."""
+    found = [
+        (origin(o), type(o).__name__, getattr(o, "reason", "")) for o in outcomes if not isinstance(o, Note)
+    ]
+    return sorted(found, key=lambda kind: int(kind[0].rsplit(":", 1)[1]))
 
 
 def lines(*events: Any) -> bytes:
@@ -106,6 +120,77 @@ def test_events_without_message_id_dedupe_on_their_content() -> None:
     event = {"type": "track", "event": "Checkout Complete", "userId": "u1"}
     outcomes = run(lines(event, event, dict(event, userId="u2")))
     assert [type(o).__name__ for o in outcomes] == ["Planned", "Skipped", "Planned"]
+
+
+def test_an_event_skipped_by_routing_is_remembered_so_a_later_copy_is_a_duplicate() -> None:
+    outcomes = run(
+        lines(
+            track("m1", name="Unlinked"),
+            track("m1"),
+            track("m2", user=None),
+            track("m2"),
+            {"type": "identify", "userId": "u1", "messageId": "m3"},
+            {"type": "identify", "userId": "u1", "messageId": "m3", "traits": {"a": 1}},
+        )
+    )
+    assert kinds(outcomes) == [
+        ("in.jsonl:1", "Skipped", "unlinked"),
+        ("in.jsonl:2", "Skipped", "duplicate"),
+        ("in.jsonl:3", "Skipped", "anonymous"),
+        ("in.jsonl:4", "Skipped", "duplicate"),
+        ("in.jsonl:5", "Skipped", "no_traits"),
+        ("in.jsonl:6", "Skipped", "duplicate"),
+    ]
+
+
+@pytest.mark.parametrize("order", ["input", "timestamp"])
+def test_an_event_the_selection_leaves_out_is_not_remembered_so_a_later_copy_goes_out(order: str) -> None:
+    # Only what is selected is checked for duplicates: a copy left out was never going to be sent.
+    old, new = "2026-01-30T23:00:00Z", "2026-01-31T08:00:00Z"
+    outcomes = run(
+        lines(
+            dict(track("m1"), timestamp=old),
+            dict(track("m1"), timestamp=new),
+            dict(track("m1"), timestamp=new),
+        ),
+        selection=Selection(since=parse_bound("2026-01-31", end=False)),
+        order=order,
+    )
+    assert kinds(outcomes) == [
+        ("in.jsonl:1", "Skipped", "filtered"),
+        ("in.jsonl:2", "Planned", ""),
+        ("in.jsonl:3", "Skipped", "duplicate"),
+    ]
+
+
+def test_an_event_of_another_shard_is_not_remembered_so_a_copy_that_falls_to_this_shard_goes_out() -> None:
+    # user-1 falls to shard 1 of 3 and user-0 to shard 2 (BLAKE2b of "u:<userId>", by b2sum).
+    data = lines(track("m1", user="user-1"), track("m1", user="user-0"), track("m1", user="user-0"))
+    assert kinds(run(data, shard=(2, 3))) == [
+        ("in.jsonl:1", "Skipped", "other_shard"),
+        ("in.jsonl:2", "Planned", ""),
+        ("in.jsonl:3", "Skipped", "duplicate"),
+    ]
+    assert kinds(run(data, shard=(1, 3))) == [
+        ("in.jsonl:1", "Planned", ""),
+        ("in.jsonl:2", "Skipped", "other_shard"),
+        ("in.jsonl:3", "Skipped", "other_shard"),
+    ]
+
+
+def test_a_duplicate_counts_toward_the_limit_and_a_copy_past_the_limit_is_skipped_as_limit() -> None:
+    # --limit counts selected events in replay order, duplicates too; with --order timestamp every
+    # event past it is skipped as `limit`, a copy of one planned too.
+    def at(message_id: str, hour: int) -> dict[str, Any]:
+        return dict(track(message_id), timestamp=f"2026-01-31T{hour:02d}:00:00Z")
+
+    outcomes = run(lines(at("m1", 13), at("m2", 12), at("m1", 10), at("m1", 11)), order="timestamp", limit=2)
+    assert kinds(outcomes) == [
+        ("in.jsonl:1", "Skipped", "limit"),
+        ("in.jsonl:2", "Skipped", "limit"),
+        ("in.jsonl:3", "Planned", ""),
+        ("in.jsonl:4", "Skipped", "duplicate"),
+    ]
 
 
 def test_seen_ids_are_exact_after_spilling_to_disk() -> None:
@@ -328,7 +413,7 @@ def test_an_event_with_a_request_accepted_before_sends_only_the_rest() -> None:
     [outcome] = run(lines(track("m1")), TWO_LINKS, prior=known.get)
     assert isinstance(outcome, Planned)
     assert paths_and_keys(outcome.requests) == [("/automations/loyalty-points/invoke", LOYALTY_KEY)]
-    assert paths_and_keys(outcome.done) == [("/automations/order-confirmation/invoke", ORDER_KEY)]
+    assert paths_and_keys(outcome.sent_before) == [("/automations/order-confirmation/invoke", ORDER_KEY)]
     summary = Summary()
     summary.add(outcome)
     assert summary.outcomes == {("planned", ""): 1}
@@ -350,7 +435,7 @@ def test_the_rest_of_an_event_accepted_in_part_goes_under_the_key_resume_picks()
         1,
         LOYALTY_KEY,
     )
-    assert paths_and_keys(outcome.done) == [("/automations/order-confirmation/invoke", ORDER_KEY)]
+    assert paths_and_keys(outcome.sent_before) == [("/automations/order-confirmation/invoke", ORDER_KEY)]
 
 
 def test_an_event_with_every_request_accepted_before_is_skipped_as_already_sent() -> None:
