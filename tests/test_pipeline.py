@@ -193,6 +193,50 @@ def test_a_duplicate_counts_toward_the_limit_and_a_copy_past_the_limit_is_skippe
     ]
 
 
+# BLAKE2b-64 of "u:<userId>" or "a:<anonymousId>" (by b2sum -l 64) modulo 3, plus 1.
+SHARD_OF = {
+    "u:user-0": 2,
+    "u:user-1": 1,
+    "u:user-2": 1,
+    "u:user-3": 1,
+    "u:user-4": 2,
+    "u:user-5": 3,
+    "u:user-6": 2,
+    "u:user-7": 1,
+    "u:user-8": 1,
+    "u:user-9": 2,
+    "a:anon-0": 2,
+    "a:anon-1": 3,
+    "a:anon-2": 2,
+    "a:anon-3": 3,
+    "a:anon-4": 3,
+}
+
+
+def test_shards_partition_the_records_by_user_each_record_in_exactly_one_shard() -> None:
+    records: list[Any] = []
+    owners: list[str] = []
+    for n in range(60):
+        user, visitor = f"user-{n % 10}", f"anon-{n % 5}"
+        records += [
+            track(f"t{n}", user=user),  # every one with anonymousId a1 as well: the userId decides
+            {"type": "identify", "userId": user, "messageId": f"i{n}", "traits": {"n": n}},
+            {"type": "track", "event": "Checkout Complete", "anonymousId": visitor, "messageId": f"a{n}"},
+        ]
+        owners += [f"u:{user}", f"u:{user}", f"a:{visitor}"]
+    data = lines(*records)
+    taken: dict[int, set[str]] = {}
+    for k in (1, 2, 3):
+        outcomes = [o for o in run(data, shard=(k, 3)) if not isinstance(o, Note)]
+        assert len(outcomes) == len(records)  # each shard accounts for every record it reads
+        taken[k] = {origin(o) for o in outcomes if not (isinstance(o, Skipped) and o.reason == "other_shard")}
+    everything = {f"in.jsonl:{n + 1}" for n in range(len(records))}
+    assert taken[1] | taken[2] | taken[3] == everything
+    assert taken[1].isdisjoint(taken[2]) and taken[1].isdisjoint(taken[3]) and taken[2].isdisjoint(taken[3])
+    for n, owner in enumerate(owners):
+        assert f"in.jsonl:{n + 1}" in taken[SHARD_OF[owner]], (n, owner)
+
+
 def test_seen_ids_are_exact_after_spilling_to_disk() -> None:
     seen = SeenIds(memory=3)
     assert [seen.add(x) for x in "abc"] == [True, True, True]  # the third fills memory: all move to disk
