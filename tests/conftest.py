@@ -46,6 +46,14 @@ def _ledger_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGROUTE_LEDGER", str(tmp_path / "segroute-ledger.sqlite3"))
 
 
+@pytest.fixture(autouse=True)
+def _this_checkout_in_subprocesses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A segroute run in a process of its own imports this checkout's package, not whichever one the
+    environment installed (an editable install of another worktree, say)."""
+    found = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), *([found] if found else [])]))
+
+
 @pytest.fixture
 def ledger() -> Path:
     """The ledger a send uses by default here: $SEGROUTE_LEDGER, which `_ledger_in_tmp` sets."""
