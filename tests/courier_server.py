@@ -52,6 +52,9 @@ class Fault:
     seconds: float = 0.0
     match: Callable[[Received], bool] = lambda _: True
     message: str = "Service Unavailable"
+    body: bytes | None = None
+    """For ``status``: this body as it is, as text/html (a gateway's error page), instead of Courier's
+    JSON error."""
 
 
 class TokenBucket:
@@ -94,6 +97,9 @@ class FakeCourier:
         """A rate limit in front of everything: 429 with ``Retry-After: 1`` above it."""
         self.throttled = 0
         self.lock = threading.Lock()
+        self.handling = 0
+        """Requests received and not answered yet (a scripted delay holds them)."""
+        self._answered = threading.Condition(self.lock)
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -123,6 +129,16 @@ class FakeCourier:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         received = Received(request.method, request.raw_path, dict(request.headers), await request.read())
         with self.lock:
+            self.handling += 1
+        try:
+            return await self._answer(request, received)
+        finally:
+            with self._answered:
+                self.handling -= 1
+                self._answered.notify_all()
+
+    async def _answer(self, request: web.Request, received: Received) -> web.StreamResponse:
+        with self.lock:
             self.received.append(received)
             limited = self.limit is not None and not self.limit.take()
             if limited:
@@ -132,6 +148,10 @@ class FakeCourier:
             return web.Response(status=429, body=body, headers={"Retry-After": "1"})
         fault = self._take_fault(received)
         if fault is not None:
+            if fault.kind == "status" and fault.body is not None:
+                return web.Response(
+                    status=fault.status, body=fault.body, headers=fault.headers, content_type="text/html"
+                )
             if fault.kind == "status":
                 kind = "api_error" if fault.status >= 500 else "invalid_request_error"
                 body = json.dumps({"message": fault.message, "type": kind}).encode()
@@ -194,7 +214,8 @@ class FakeCourier:
             self._loop = loop
             app = web.Application()
             app.router.add_route("*", "/{tail:.*}", self._handle)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            # Handlers still held by a scripted delay at the end are cancelled, not waited for.
+            runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
             loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, "127.0.0.1", 0)
             loop.run_until_complete(site.start())
@@ -216,6 +237,12 @@ class FakeCourier:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(10)
+
+    def wait_until_answered(self, timeout: float = 30.0) -> None:
+        """Wait until every request received so far has been answered (or its connection dropped)."""
+        with self._answered:
+            if not self._answered.wait_for(lambda: self.handling == 0, timeout):
+                raise AssertionError(f"{self.handling} requests still unanswered after {timeout:g}s")
 
     def acted_keys(self) -> set[str]:
         with self.lock:

@@ -191,7 +191,7 @@ def test_a_slow_answer_past_the_timeout_is_retried_and_acted_on_once(courier: Fa
     write_events([checkout(1, "u1")])
     result = send(courier, "events.jsonl", "--timeout", "0.3", "-o", "jsonl")
     assert result.exit_code == 0, result.stderr
-    time.sleep(1.5)  # let the slow handler finish: it must find the key already answered
+    courier.wait_until_answered()  # the slow handler too: it must find the key already answered
     assert_each_key_acted_on_once(courier, 2)
     assert max(line["attempts"] for line in lines(result)) >= 2
 
