@@ -1,16 +1,29 @@
-"""Shared fixtures: the repository, and real /v1/batch bodies written by the official Segment client."""
+"""Shared fixtures: the repository, and real /v1/batch bodies written by the official Segment client;
+and the helpers the ledger, resume and interrupt tests share: sends in this process or in one of
+their own, and what the ledger and the fake Courier hold afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import os
-from collections.abc import Iterator
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner, Result
 
+from segroute.cli import app
+from segroute.ledger import Ledger
 from tests.courier_server import FakeCourier
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,3 +100,120 @@ def courier() -> Iterator[FakeCourier]:
     server.start()
     yield server
     server.stop()
+
+
+# --- sends, and what they left ---------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def segroute_send(*args: str) -> list[str]:
+    """The command line of a send in a process of its own, for tests that signal it."""
+    return [sys.executable, "-m", "segroute", "send", *args]
+
+
+def send(courier: FakeCourier, *args: str) -> Result:
+    return runner.invoke(app, ["send", *args, "--api-url", courier.url])
+
+
+def expected_keys(courier: FakeCourier, *inputs: str) -> set[str]:
+    """The Idempotency-Keys a full send of the inputs makes, from a dry run that ignores any ledger."""
+    dry = send(courier, *inputs, "--dry-run", "--no-ledger", "-o", "jsonl")
+    assert dry.exit_code in (0, 1), dry.stderr
+    keys = [json.loads(line)["headers"]["Idempotency-Key"] for line in dry.stdout.splitlines()]
+    assert len(keys) == len(set(keys))
+    return set(keys)
+
+
+def ledger_rows(path: Path) -> list[dict[str, Any]]:
+    """What the ledger holds, opened as segroute opens an existing one."""
+    opened = Ledger(path, create=False)
+    try:
+        return list(opened.export())
+    finally:
+        opened.close()
+
+
+def ledger_keys(path: Path) -> set[str]:
+    rows = ledger_rows(path)
+    keys = {row["idempotency_key"] for row in rows}
+    assert len(keys) == len(rows)
+    return keys
+
+
+def integrity(path: Path) -> str:
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        found: str = connection.execute("PRAGMA integrity_check").fetchone()[0]
+        return found
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def received_keys(courier: FakeCourier, start: int = 0) -> Counter[str]:
+    """Idempotency-Key -> times it reached the server, from the ``start``-th request on."""
+    with courier.lock:
+        return Counter(received.key for received in courier.received[start:])
+
+
+def received_so_far(courier: FakeCourier) -> int:
+    with courier.lock:
+        return len(courier.received)
+
+
+def in_flight(courier: FakeCourier) -> bool:
+    """Some request reached the server and was not acted on yet (it waits in a scripted delay)."""
+    with courier.lock:
+        return bool({r.key for r in courier.received} - set(courier.acted))
+
+
+def assert_each_expected_key_acted_on_once(courier: FakeCourier, expected: set[str]) -> None:
+    with courier.lock:
+        assert set(courier.acted) == expected
+        assert set(courier.acted.values()) == {1}
+
+
+def report(path: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(Path(path).read_text())
+    return found
+
+
+def requests_of(found: dict[str, Any], kind: str) -> int:
+    """Requests of one kind (sent, already_sent, ...) in a report, over every target."""
+    return sum(target.get(kind, 0) for target in found["targets"].values())
+
+
+def table_rows(text: str) -> list[list[str]]:
+    return [line.split() for line in text.splitlines()]
+
+
+@dataclass
+class Background:
+    """A send in a process of its own; its output goes to files, so a full pipe never blocks it."""
+
+    proc: subprocess.Popen[bytes]
+    err: Path
+
+    def finish(self, timeout: float = 60) -> tuple[int, str]:
+        self.proc.wait(timeout=timeout)
+        return self.proc.returncode, self.err.read_text()
+
+
+@contextlib.contextmanager
+def background(courier: FakeCourier, name: str, *args: str) -> Iterator[Background]:
+    out, err = Path(f"{name}.out"), Path(f"{name}.err")
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            segroute_send(*args, "--api-url", courier.url), stdout=stdout, stderr=stderr, env=dict(os.environ)
+        )
+    try:
+        yield Background(proc, err)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

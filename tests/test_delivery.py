@@ -10,7 +10,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from segroute.pipeline import plan
 from segroute.retry import Backoff, retry_after_seconds
 from segroute.routing import Router
 from segroute.throttle import Throttle
+from tests.conftest import segroute_send as segroute_send  # test_health imports it from here
 from tests.courier_server import API_KEY, FakeCourier, Received
 
 runner = CliRunner()
@@ -75,11 +75,6 @@ def write_events(events: list[dict[str, Any]], path: str = "events.jsonl") -> st
 
 def send(courier: FakeCourier, *args: str) -> Result:
     return runner.invoke(app, ["send", *args, "--api-url", courier.url])
-
-
-def segroute_send(*args: str) -> list[str]:
-    """The command line of a send in a process of its own, for tests that signal it."""
-    return [sys.executable, "-m", "segroute", "send", *args]
 
 
 def lines(result: Result) -> list[dict[str, Any]]:

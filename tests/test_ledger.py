@@ -1,6 +1,6 @@
-"""The delivery ledger: a send stopped by SIGINT or SIGKILL, or while it retries a 503, resumes and
-every request is acted on once; duplicates across runs and files; shards and merge; the ledger
-commands. Sends that are signalled run in a process of their own, against a real server on 127.0.0.1.
+"""The delivery ledger: duplicates across runs and files; dry runs and --no-ledger; shards and merge;
+the ledger commands; and the Ledger itself: lookups, batches, a disk that fills, versions. (Sends
+stopped by a signal or killed, then resumed, are in test_interrupts.py.)
 """
 
 from __future__ import annotations
@@ -9,169 +9,46 @@ import contextlib
 import datetime
 import json
 import os
-import random
 import re
-import signal
 import sqlite3
 import subprocess
-import sys
-import textwrap
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
 from segroute.cli import app
 from segroute.errors import LedgerError
 from segroute.ledger import Ledger
 from segroute.models import Event, Request, RequestResult, Target
+from tests.conftest import (
+    assert_each_expected_key_acted_on_once,
+    background,
+    expected_keys,
+    integrity,
+    ledger_keys,
+    ledger_rows,
+    received_keys,
+    received_so_far,
+    report,
+    requests_of,
+    runner,
+    segroute_send,
+    send,
+    table_rows,
+)
 from tests.courier_server import FakeCourier
 
 # _isolated: the delivery tests' autouse fixture (a tmp folder with their config and API key),
 # brought in by name so it applies here too.
-from tests.test_delivery import CONFIG, _isolated, checkout, identify, segroute_send, write_events  # noqa: F401
+from tests.test_delivery import CONFIG, _isolated, checkout, identify, write_events  # noqa: F401
 
-runner = CliRunner()
-NEVER_SEEN = "did not finish (killed, or still running)"
 HOW_MADE = "(a send creates it)"
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def send(courier: FakeCourier, *args: str) -> Result:
-    return runner.invoke(app, ["send", *args, "--api-url", courier.url])
-
-
-def expected_keys(courier: FakeCourier, *inputs: str) -> set[str]:
-    """The Idempotency-Keys a full send of the inputs makes, from a dry run that ignores any ledger."""
-    dry = send(courier, *inputs, "--dry-run", "--no-ledger", "-o", "jsonl")
-    assert dry.exit_code in (0, 1), dry.stderr
-    keys = [json.loads(line)["headers"]["Idempotency-Key"] for line in dry.stdout.splitlines()]
-    assert len(keys) == len(set(keys))
-    return set(keys)
-
-
-def ledger_rows(path: Path) -> list[dict[str, Any]]:
-    """What the ledger holds, opened as segroute opens an existing one."""
-    opened = Ledger(path, create=False)
-    try:
-        return list(opened.export())
-    finally:
-        opened.close()
-
-
-def ledger_keys(path: Path) -> set[str]:
-    rows = ledger_rows(path)
-    keys = {row["idempotency_key"] for row in rows}
-    assert len(keys) == len(rows)
-    return keys
-
-
-def integrity(path: Path) -> str:
-    with contextlib.closing(sqlite3.connect(path)) as connection:
-        found: str = connection.execute("PRAGMA integrity_check").fetchone()[0]
-        return found
-
-
-def committed_rows(path: Path, keys: str = "%") -> int:
-    """Rows committed so far whose key is LIKE ``keys``, read while the writer may still be running;
-    0 when they cannot be read yet (no file, no tables, or a WAL only the writer may recover)."""
-    if not path.exists():
-        return 0
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as connection:
-            query = "SELECT count(*) FROM requests WHERE key LIKE ?"
-            found: int = connection.execute(query, (keys,)).fetchone()[0]
-            return found
-    except sqlite3.Error:
-        return 0
-
-
-def has_rows(path: Path, keys: str) -> Callable[[], bool]:
-    return lambda: committed_rows(path, keys) > 0
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def received_keys(courier: FakeCourier, start: int = 0) -> Counter[str]:
-    """Idempotency-Key -> times it reached the server, from the ``start``-th request on."""
-    with courier.lock:
-        return Counter(received.key for received in courier.received[start:])
-
-
-def received_so_far(courier: FakeCourier) -> int:
-    with courier.lock:
-        return len(courier.received)
-
-
-def in_flight(courier: FakeCourier) -> bool:
-    """Some request reached the server and was not acted on yet (it waits in a scripted delay)."""
-    with courier.lock:
-        return bool({r.key for r in courier.received} - set(courier.acted))
-
-
-def clear_faults(courier: FakeCourier) -> None:
-    with courier.lock:
-        courier.faults.clear()
-
-
-def assert_each_expected_key_acted_on_once(courier: FakeCourier, expected: set[str]) -> None:
-    with courier.lock:
-        assert set(courier.acted) == expected
-        assert set(courier.acted.values()) == {1}
-
-
-def report(path: str) -> dict[str, Any]:
-    found: dict[str, Any] = json.loads(Path(path).read_text())
-    return found
-
-
-def requests_of(found: dict[str, Any], kind: str) -> int:
-    """Requests of one kind (sent, already_sent, ...) in a report, over every target."""
-    return sum(target.get(kind, 0) for target in found["targets"].values())
-
-
-def table_rows(text: str) -> list[list[str]]:
-    return [line.split() for line in text.splitlines()]
-
-
-@dataclass
-class Background:
-    """A send in a process of its own; its output goes to files, so a full pipe never blocks it."""
-
-    proc: subprocess.Popen[bytes]
-    err: Path
-
-    def finish(self, timeout: float = 60) -> tuple[int, str]:
-        self.proc.wait(timeout=timeout)
-        return self.proc.returncode, self.err.read_text()
-
-
-@contextlib.contextmanager
-def background(courier: FakeCourier, name: str, *args: str) -> Iterator[Background]:
-    out, err = Path(f"{name}.out"), Path(f"{name}.err")
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen(
-            segroute_send(*args, "--api-url", courier.url), stdout=stdout, stderr=stderr, env=dict(os.environ)
-        )
-    try:
-        yield Background(proc, err)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def send_in_new_process(courier: FakeCourier, *args: str) -> tuple[int, str]:
@@ -179,228 +56,6 @@ def send_in_new_process(courier: FakeCourier, *args: str) -> tuple[int, str]:
         segroute_send(*args, "--api-url", courier.url), capture_output=True, env=dict(os.environ), timeout=60
     )
     return done.returncode, done.stderr.decode()
-
-
-# --- stopped mid-way, then resumed ------------------------------------------------------------
-
-
-def test_sigint_mid_way_then_a_rerun_sends_only_the_rest_each_key_acted_on_once(
-    courier: FakeCourier, segment_events: list[dict[str, Any]], ledger: Path
-) -> None:
-    write_events(segment_events)
-    expected = expected_keys(courier, "events.jsonl")
-    assert len(expected) > 150
-    courier.fault("delay", times=100_000, seconds=0.05)
-    with background(courier, "first", "events.jsonl", "--concurrency", "4", "--report", "first.json") as run:
-        wait_until(lambda: len(courier.acted_keys()) >= 20, "some requests acted on")
-        run.proc.send_signal(signal.SIGINT)
-        code, err = run.finish()
-    assert code == 130, err
-    first = report("first.json")
-    assert first["stopped_by"] == "SIGINT"
-    assert first["totals"]["not_attempted"] >= 1
-    assert integrity(ledger) == "ok"
-    recorded = ledger_keys(ledger)
-    # Every request that was answered got recorded at the stop, and nothing Courier did not act on.
-    assert recorded == courier.acted_keys()
-    assert 20 <= len(recorded) < len(expected)
-    assert requests_of(first, "sent") == len(recorded)
-    opened = Ledger(ledger, create=False)
-    try:
-        last = opened.summary().last_run
-    finally:
-        opened.close()
-    assert last is not None
-    assert (last["stopped_by"], last["counts"]) == ("SIGINT", first["totals"])
-
-    clear_faults(courier)
-    start = received_so_far(courier)
-    again = send(courier, "events.jsonl", "--report", "second.json")
-    assert again.exit_code == 0, again.stderr
-    resent = received_keys(courier, start)
-    assert set(resent) == expected - recorded
-    assert set(resent.values()) == {1}
-    second = report("second.json")
-    assert requests_of(second, "already_sent") == len(recorded)
-    assert requests_of(second, "sent") == len(expected) - len(recorded)
-    done_events = second["outcomes"]["skipped"]["already_sent"]
-    assert done_events >= 1
-    assert ["skipped", "already_sent", str(done_events)] in table_rows(again.stderr)
-    assert_each_expected_key_acted_on_once(courier, expected)
-    assert ledger_keys(ledger) == expected
-
-
-def test_sigkill_mid_way_leaves_a_ledger_never_ahead_and_in_flight_requests_go_again(
-    courier: FakeCourier, segment_events: list[dict[str, Any]], ledger: Path
-) -> None:
-    write_events(segment_events)
-    expected = expected_keys(courier, "events.jsonl")
-    # Slow answers: at any moment of the run requests wait in the server, past the client's reach.
-    courier.fault("delay", times=100_000, seconds=0.2)
-    with background(courier, "first", "events.jsonl", "--concurrency", "8") as run:
-        wait_until(
-            lambda: committed_rows(ledger) >= 1 and in_flight(courier),
-            "a committed batch and requests in flight",
-        )
-        run.proc.kill()
-        code, _ = run.finish()
-    assert code == -signal.SIGKILL
-    # The server finishes what reached it (aiohttp does not cancel a handler whose client went away).
-    wait_until(lambda: not in_flight(courier), "the server to act on what it received")
-    assert integrity(ledger) == "ok"
-    recorded = ledger_keys(ledger)
-    acted = courier.acted_keys()
-    assert recorded and recorded <= acted  # never ahead of Courier
-    unrecorded = acted - recorded
-    assert unrecorded  # at least the requests in flight at the kill
-    opened = Ledger(ledger, create=False)
-    try:
-        last = opened.summary().last_run
-    finally:
-        opened.close()
-    assert last is not None
-    assert (last["ended_at"], last["stopped_by"], last["counts"]) == (None, NEVER_SEEN, None)
-    shown = runner.invoke(app, ["ledger"])
-    assert shown.exit_code == 0, shown.stderr
-    assert shown.stdout.splitlines()[-1] == (
-        f"last run (#1 of 1): {last['started_at']} to - ({NEVER_SEEN}); no counts; "
-        f"to {courier.url}; inputs: events.jsonl"
-    )
-
-    clear_faults(courier)
-    start = received_so_far(courier)
-    again = send(courier, "events.jsonl", "--report", "second.json")
-    assert again.exit_code == 0, again.stderr
-    resent = received_keys(courier, start)
-    assert set(resent) == expected - recorded
-    # Acted on before the kill but not recorded: sent again with the same key, answered from the store.
-    total = received_keys(courier)
-    assert all(total[key] == 2 for key in unrecorded)
-    second = report("second.json")
-    assert second["http_statuses"] == {"200": len(expected) - len(recorded)}
-    assert requests_of(second, "already_sent") == len(recorded)
-    assert_each_expected_key_acted_on_once(courier, expected)
-    assert ledger_keys(ledger) == expected
-
-
-def test_sigint_while_retrying_a_503_then_a_rerun_acts_on_each_key_once(
-    courier: FakeCourier, segment_events: list[dict[str, Any]], ledger: Path
-) -> None:
-    write_events(segment_events)
-    expected = expected_keys(courier, "events.jsonl")
-    blocked = {"/profiles/user-3", "/profiles/user-5"}
-    courier.fault(
-        "status", times=100_000, status=503, headers={"Retry-After": "1"}, match=lambda r: r.path in blocked
-    )
-
-    def retrying() -> bool:
-        with courier.lock:
-            counts = Counter(r.key for r in courier.received if r.path in blocked)
-        return any(n >= 2 for n in counts.values())
-
-    with background(courier, "first", "events.jsonl", "--report", "first.json") as run:
-        wait_until(lambda: retrying() and len(courier.acted_keys()) >= 10, "a retry, and requests acted on")
-        run.proc.send_signal(signal.SIGINT)  # the retry after the next Retry-After is pending
-        code, err = run.finish()
-    assert code == 130, err
-    first = report("first.json")
-    assert first["stopped_by"] == "SIGINT"
-    assert first["retries"] >= 1
-    assert "failed" not in first["totals"]  # a retry cut short is not attempted, not failed
-    assert first["totals"]["not_attempted"] >= 1
-    assert integrity(ledger) == "ok"
-    recorded = ledger_keys(ledger)
-    assert recorded == courier.acted_keys()
-    with courier.lock:
-        refused = {r.key for r in courier.received if r.path in blocked}
-    assert refused and refused.isdisjoint(recorded)
-
-    clear_faults(courier)
-    again = send(courier, "events.jsonl", "--report", "second.json")
-    assert again.exit_code == 0, again.stderr
-    assert requests_of(report("second.json"), "already_sent") == len(recorded)
-    assert_each_expected_key_acted_on_once(courier, expected)
-    assert refused <= courier.acted_keys()
-    assert ledger_keys(ledger) == expected
-
-
-CHILD = textwrap.dedent(
-    """
-    import sys
-    from pathlib import Path
-
-    from segroute import ledger as ledger_module
-    from segroute.models import Event, Request, RequestResult, Target
-
-    ledger_module.FLUSH_ROWS = int(sys.argv[3])
-    ledger_module.FLUSH_SECONDS = 3600.0  # batches by size only, so each commit is FLUSH_ROWS rows
-    url, path, round_ = "http://127.0.0.1:9", "/automations/order-confirmation/invoke", sys.argv[2]
-    opened = ledger_module.Ledger(Path(sys.argv[1]))
-    opened.start_run(api_url=url, inputs=["loop"], shard=None)
-    target = Target("automation", "order-confirmation")
-    print("ready", flush=True)
-    n = 0
-    while True:
-        event = Event(f"loop:{n}", {"n": n}, "track", f"{round_}-{n}", f"user-{n % 7}", "Checkout Complete")
-        request = Request("POST", url + path, path, b"{}", f"{round_}-key-{n}", target)
-        opened.record(url, RequestResult(request, event, "sent", "", 200, 1, run_id=f"run-{n}"))
-        n += 1
-    """
-)
-
-
-def test_a_kill_at_any_moment_leaves_a_ledger_that_opens_with_whole_batches(tmp_path: Path) -> None:
-    path = tmp_path / "killed.sqlite3"
-    batch = 100
-    rng = random.Random(2026)
-    rounds = 6
-    for round_ in range(rounds):
-        with subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(path), f"r{round_}", str(batch)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        ) as proc:
-            assert proc.stdout is not None
-            assert proc.stdout.readline() == b"ready\n"
-            wait_until(has_rows(path, f"r{round_}-%"), "a committed batch of this process")
-            time.sleep(rng.uniform(0.0, 0.1))  # then anywhere in a batch or its commit
-            proc.kill()
-            proc.wait()
-        assert proc.returncode == -signal.SIGKILL
-    opened = Ledger(path, create=False)
-    try:
-        rows = list(opened.export())
-        summary = opened.summary()
-    finally:
-        opened.close()
-    assert integrity(path) == "ok"
-    assert len(rows) % batch == 0
-    assert summary.runs == rounds
-    assert summary.last_run is not None and summary.last_run["stopped_by"] == NEVER_SEEN
-    per_round: dict[str, list[int]] = defaultdict(list)
-    for row in rows:
-        round_, _, n = row["idempotency_key"].partition("-key-")
-        number = int(n)
-        assert row == {
-            "api_url": "http://127.0.0.1:9",
-            "idempotency_key": f"{round_}-key-{number}",
-            "automation": "order-confirmation",
-            "messageId": f"{round_}-{number}",
-            "recipient": f"user-{number % 7}",
-            "status": 200,
-            "runId": f"run-{number}",
-            "requestId": None,
-            "accepted_at": row["accepted_at"],
-            "run": int(round_[1:]) + 1,
-        }
-        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", row["accepted_at"])
-        datetime.datetime.fromisoformat(row["accepted_at"])
-        per_round[round_].append(number)
-    # Each process committed whole batches, in order: a prefix of what it recorded.
-    assert sorted(per_round) == [f"r{n}" for n in range(rounds)]
-    for numbers in per_round.values():
-        assert sorted(numbers) == list(range(len(numbers)))
-        assert len(numbers) % batch == 0 and numbers
 
 
 # --- duplicates -------------------------------------------------------------------------------

@@ -17,6 +17,16 @@ from typer.testing import CliRunner
 from segroute.cli import app
 from segroute.ledger import Ledger
 from segroute.models import Event, Request, RequestResult, Target
+from tests.conftest import (
+    background,
+    expected_keys,
+    in_flight,
+    ledger_keys,
+    received_keys,
+    received_so_far,
+    send,
+    wait_until,
+)
 from tests.courier_server import FakeCourier, Received
 
 # _isolated: the delivery tests' autouse fixture (a tmp folder with their config and API key).
@@ -26,16 +36,6 @@ from tests.test_delivery import (
     checkout,
     identify,
     write_events,
-)
-from tests.test_ledger import (
-    background,
-    expected_keys,
-    in_flight,
-    ledger_keys,
-    received_keys,
-    received_so_far,
-    send,
-    wait_until,
 )
 
 runner = CliRunner()
