@@ -224,6 +224,19 @@ def test_a_400_is_not_retried_and_lands_in_the_failure_file(courier: FakeCourier
     assert_each_key_acted_on_once(courier, 5)
 
 
+def test_a_408_is_retried_under_the_same_key_then_accepted(courier: FakeCourier) -> None:
+    courier.fault("status", times=1, status=408, message="Request Timeout")
+    write_events([identify(1, "u1")])
+    result = send(courier, "events.jsonl", "-o", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    assert [(line["status"], line["attempts"], line["outcome"]) for line in lines(result)] == [
+        (200, 2, "sent")
+    ]
+    assert [r.path for r in courier.received] == ["/profiles/u1", "/profiles/u1"]
+    assert len({r.key for r in courier.received}) == 1
+    assert_each_key_acted_on_once(courier, 1)
+
+
 def test_a_409_counts_as_delivered(courier: FakeCourier) -> None:
     courier.fault("status", times=1, status=409, match=lambda r: r.path == "/profiles/u3")
     write_events([identify(3, "u3")])
@@ -250,19 +263,26 @@ def test_retries_run_out_for_one_request_while_the_api_answers_others(courier: F
     assert_each_key_acted_on_once(courier, 1)
 
 
-def test_a_401_stops_the_run_and_nothing_is_lost(
-    courier: FakeCourier, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_401_or_a_403_stops_the_run_and_nothing_is_lost(
+    courier: FakeCourier, monkeypatch: pytest.MonkeyPatch, status: int
 ) -> None:
-    monkeypatch.setenv("COURIER_API_KEY", "sk_wrong_key_0000")
+    if status == 401:  # a key Courier does not know
+        monkeypatch.setenv("COURIER_API_KEY", "sk_wrong_key_0000")
+        message = "Unauthorized"
+    else:  # a key Courier knows, without the right to send
+        courier.fault("status", times=10**6, status=403, message="Forbidden")
+        message = "Forbidden"
     events = [identify(n, f"u{n}") for n in range(300)]
     write_events(events)
     result = send(
         courier, "events.jsonl", "--concurrency", "2", "--failed", "failed.jsonl", "--report", "r.json"
     )
     assert result.exit_code == 2
-    assert (
-        "error: Courier refused the API key (HTTP 401: Unauthorized); check COURIER_API_KEY" in result.stderr
-    )
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: Courier refused the API key (HTTP {status}: {message}); check COURIER_API_KEY. "
+        "The run stopped: what was not sent is counted as not attempted."
+    ]
     assert len(courier.received) < 50
     assert courier.acted == {}
     failed = [json.loads(line) for line in Path("failed.jsonl").read_text().splitlines()]
