@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from segroute import ledger as ledger_module
 from segroute.cli import app
 from segroute.errors import LedgerError
 from segroute.ledger import Ledger
@@ -492,6 +493,34 @@ def test_lookups_answer_from_the_filter_and_the_database_alike(tmp_path: Path) -
         assert not any(opened.accepted(other, f"k-{n}") for n in range(700))
     finally:
         opened.close()
+
+
+def test_a_key_the_filter_takes_for_a_sent_one_is_looked_up_and_sent(
+    courier: FakeCourier, ledger: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The filter in front of the ledger answers "maybe sent" now and then for a key never sent: the
+    database decides. Forced here, as if every key collided: each one hashes alike."""
+    write_events([identify(1, "u1")], "first.jsonl")
+    assert send(courier, "first.jsonl").exit_code == 0
+    hashed: list[object] = []
+
+    def one_hash_for_all(value: object) -> int:
+        hashed.append(value)
+        return 0
+
+    monkeypatch.setattr(ledger_module, "hash", one_hash_for_all, raising=False)
+    opened = Ledger(ledger, create=False)
+    try:
+        assert opened.prior(courier.url, "sr1-never-sent") is None
+        assert "sr1-never-sent" in hashed  # the filter was asked, and said "maybe"
+    finally:
+        opened.close()
+    write_events([identify(1, "u1"), identify(2, "u2")], "second.jsonl")
+    start = received_so_far(courier)
+    result = send(courier, "second.jsonl", "--report", "r.json")
+    assert result.exit_code == 0, result.stderr
+    assert report("r.json")["outcomes"] == {"sent": {"ok": 1}, "skipped": {"already_sent": 1}}
+    assert [r.path for r in courier.received[start:]] == ["/profiles/u2"]
 
 
 def test_each_row_is_written_as_it_was_recorded(tmp_path: Path) -> None:
