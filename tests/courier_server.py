@@ -78,6 +78,14 @@ class TokenBucket:
         return True
 
 
+async def _cancel_the_rest() -> None:
+    """End the handlers a delay still holds, so the loop closes with no task pending."""
+    left = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in left:
+        task.cancel()
+    await asyncio.gather(*left, return_exceptions=True)
+
+
 class FakeCourier:
     """The server's state; `start` runs it on a thread of its own."""
 
@@ -226,6 +234,7 @@ class FakeCourier:
             ready.set()
             loop.run_forever()
             loop.run_until_complete(runner.cleanup())
+            loop.run_until_complete(_cancel_the_rest())
             loop.close()
 
         self._thread = threading.Thread(target=serve, daemon=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import random
 import re
 import signal
@@ -43,7 +44,7 @@ from tests.courier_server import FakeCourier
 
 # _isolated: the delivery tests' autouse fixture (a tmp folder with their config and API key),
 # brought in by name so it applies here too.
-from tests.test_delivery import _isolated, write_events  # noqa: F401
+from tests.test_delivery import _isolated, identify, write_events  # noqa: F401
 
 NEVER_SEEN = "did not finish (killed, or still running)"
 
@@ -215,6 +216,53 @@ def test_sigint_while_retrying_a_503_then_a_rerun_acts_on_each_key_once(
     assert_each_expected_key_acted_on_once(courier, expected)
     assert refused <= courier.acted_keys()
     assert ledger_keys(ledger) == expected
+
+
+def test_sigint_while_a_request_waits_out_a_long_retry_after_ends_it_at_once_and_keeps_it(
+    courier: FakeCourier,
+) -> None:
+    """Courier asked u1's request to wait 3,000 s before retrying. Ctrl-C ends that wait at once
+    (before the 10 s the run gives requests in flight), with no second attempt: the request is not
+    attempted, and its event is in the failure file."""
+    courier.fault(
+        "status",
+        times=10**6,
+        status=503,
+        headers={"Retry-After": "3000"},
+        match=lambda r: r.path == "/profiles/u1",
+    )
+    events = [identify(0, "u0"), identify(1, "u1"), identify(2, "u2")]
+    write_events(events)
+    args = ("events.jsonl", "-o", "jsonl", "--failed", "failed.jsonl", "--report", "report.json")
+    with background(courier, "run", *args, "--max-time", "7200", "--give-up-after", "7200") as run:
+        wait_until(
+            lambda: received_keys(courier).total() == 3 and len(courier.acted_keys()) == 2,
+            "u1's 503, and the others accepted",
+        )
+        run.proc.send_signal(signal.SIGINT)
+        code, err = run.finish(timeout=30)
+    assert code == 130, err
+    assert [r.path for r in courier.received].count("/profiles/u1") == 1
+    ended = {
+        line["url"].rsplit("/", 1)[1]: line
+        for line in map(json.loads, Path("run.out").read_text().splitlines())
+    }
+    assert {user: line["outcome"] for user, line in ended.items()} == {
+        "u0": "sent",
+        "u1": "not_attempted",
+        "u2": "sent",
+    }
+    u1 = ended["u1"]
+    # Ended by the stop during its wait, not cut off by the drain time-out after it.
+    assert (u1["status"], u1["attempts"], u1["reason"], u1["detail"]) == (
+        503,
+        1,
+        "stopped",
+        "HTTP 503: Service Unavailable",
+    )
+    found = report("report.json")
+    assert (found["stopped_by"], found["totals"]) == ("SIGINT", {"sent": 2, "not_attempted": 1})
+    assert [json.loads(line) for line in Path("failed.jsonl").read_text().splitlines()] == [events[1]]
 
 
 CHILD = textwrap.dedent(
