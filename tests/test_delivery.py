@@ -403,6 +403,49 @@ def test_ctrl_c_on_a_slow_server_stops_cleanly(courier: FakeCourier, tmp_path: P
     never_leaks_the_key(out.decode(), err.decode(), Path("report.json").read_text())
 
 
+ODD_IDS = ["..", ".", "a/b", "a b", "a+b"]
+
+
+def test_odd_user_ids_reach_the_server_percent_encoded_and_dot_segments_never_do(
+    courier: FakeCourier,
+) -> None:
+    """The raw path the server got: a client or proxy that decoded or normalised it would merge these
+    profiles into others ('a/b' into a path of two segments, '..' into the API's root)."""
+    write_events([identify(n, user) for n, user in enumerate(ODD_IDS)])
+    result = send(courier, "events.jsonl", "--report", "r.json")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[:2] == [
+        "events.jsonl:1: rejected (unsafe_id): userId '..' would name another URL path",
+        "events.jsonl:2: rejected (unsafe_id): userId '.' would name another URL path",
+    ]
+    assert sorted(r.path for r in courier.received) == [
+        "/profiles/a%20b",
+        "/profiles/a%2Bb",
+        "/profiles/a%2Fb",
+    ]
+    assert json.loads(Path("r.json").read_text())["totals"] == {"rejected": 2, "sent": 3}
+
+
+def test_dot_user_ids_that_got_past_the_event_check_still_go_out_as_literal_segments(
+    courier: FakeCourier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path is built and sent as it is encoded: '.' and '..' as %2E and %2E%2E, never resolved into
+    /profiles/ or / on the way (as a URL parsed again would be)."""
+    from segroute import events
+
+    monkeypatch.setattr(events, "UNSAFE_IDS", ())  # as if the check on events were gone
+    write_events([identify(n, user) for n, user in enumerate(ODD_IDS)])
+    result = send(courier, "events.jsonl")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(r.path for r in courier.received) == [
+        "/profiles/%2E",
+        "/profiles/%2E%2E",
+        "/profiles/a%20b",
+        "/profiles/a%2Bb",
+        "/profiles/a%2Fb",
+    ]
+
+
 # --- the retry policy's parts, without a server ----------------------------------------------
 
 
