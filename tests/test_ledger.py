@@ -415,6 +415,22 @@ def test_ledger_shows_exports_and_names_a_missing_file(courier: FakeCourier, led
     assert merge.stderr == "error: missing.sqlite3: no such ledger\n"
 
 
+def test_merging_a_ledger_into_itself_is_refused_and_changes_nothing(
+    courier: FakeCourier, ledger: Path
+) -> None:
+    write_events([identify(1, "u1"), checkout(2, "u2")])
+    assert send(courier, "events.jsonl").exit_code == 0
+    before = ledger_rows(ledger)
+    assert len(before) == 3
+    for output, source in ((str(ledger), str(ledger)), (f"./{ledger.name}", str(ledger))):
+        merged = runner.invoke(app, ["ledger", "merge", output, source])
+        assert merged.exit_code == 2
+        assert merged.stderr == f"error: ledger merge: {source} is the output too\n"
+    assert ledger_rows(ledger) == before
+    shown = runner.invoke(app, ["ledger", "-o", "json"])
+    assert json.loads(shown.stdout)["runs"] == 1
+
+
 def test_a_database_that_is_not_a_ledger_is_refused_and_left_alone() -> None:
     """`segroute ledger` only reads: pointed at another program's SQLite file, it must not add tables."""
     with contextlib.closing(sqlite3.connect("other.db")) as connection:

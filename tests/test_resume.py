@@ -284,6 +284,24 @@ def test_a_ledger_of_a_newer_version_is_refused(ledger: Path) -> None:
     assert shown.stderr == f"error: ledger {ledger}: schema version 3; this segroute reads 2\n"
 
 
+def test_a_ledger_that_names_no_schema_version_is_refused_as_it_is(ledger: Path) -> None:
+    """No version row: neither taken for the current version nor for version 1 (and "upgraded"), but a
+    clear error, for every command that opens the ledger."""
+    Ledger(ledger).close()
+    with contextlib.closing(sqlite3.connect(ledger)) as connection:
+        connection.execute("DELETE FROM meta WHERE key = 'schema'")
+        connection.commit()
+    write_events([identify(1, "u1")])
+    for args in (["ledger"], ["ledger", "export"], ["send", "events.jsonl", "--dry-run", "-o", "jsonl"]):
+        result = runner.invoke(app, args)
+        assert (result.exit_code, result.stdout) == (2, ""), args
+        assert result.stderr.splitlines()[-1] == (
+            f"error: ledger {ledger}: schema version none; this segroute reads 2"
+        ), args
+    with contextlib.closing(sqlite3.connect(ledger)) as connection:
+        assert connection.execute("SELECT * FROM meta").fetchall() == []
+
+
 def test_one_ledger_takes_one_send_at_a_time_and_can_be_looked_at_meanwhile(
     courier: FakeCourier, ledger: Path
 ) -> None:
