@@ -302,6 +302,66 @@ def test_a_401_or_a_403_stops_the_run_and_nothing_is_lost(
     assert "sk_wrong_key_0000" not in result.stdout + result.stderr + Path("r.json").read_text()
 
 
+def test_a_gateway_error_page_that_is_not_json_fails_the_request_with_one_clean_line(
+    courier: FakeCourier,
+) -> None:
+    page = (
+        b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+        b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+    )
+    courier.fault(
+        "status",
+        times=100,
+        status=502,
+        body=page,
+        headers={"Retry-After": "0"},
+        match=lambda r: r.path == "/profiles/u1",
+    )
+    write_events([identify(1, "u1"), identify(2, "u2")])
+    result = send(courier, "events.jsonl", "--max-retries", "2", "--report", "report.json", "-o", "jsonl")
+    assert result.exit_code == 1
+    assert [r.path for r in courier.received].count("/profiles/u1") == 3  # retried, then failed
+    detail = "HTTP 502; gave up after 3 attempts"
+    assert [line for line in result.stderr.splitlines() if "failed (" in line] == [
+        f"events.jsonl:1: failed (http_502): {detail} [POST {courier.url}/profiles/u1]"
+    ]
+    assert "<" not in result.stderr + result.stdout
+    ended = {line["url"].rsplit("/", 1)[1]: (line["outcome"], line.get("detail")) for line in lines(result)}
+    assert ended == {"u1": ("failed", detail), "u2": ("sent", None)}
+    assert [problem["detail"] for problem in json.loads(Path("report.json").read_text())["problems"]] == [
+        detail
+    ]
+
+
+def test_a_send_with_a_rate_cap_spaces_its_starts_and_sends_everything(
+    courier: FakeCourier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--rate 4: each request after the first starts a quarter of a second after the one before. The
+    send keeps time by a clock of the test's, moved on only by the waits the send asks for."""
+    from segroute import delivery
+
+    now = [1000.0]
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+        await asyncio.sleep(0)
+
+    real_deliver = delivery.deliver
+
+    async def deliver_on_the_tests_clock(*args: Any, **kwargs: Any) -> DeliveryStats:
+        return await real_deliver(*args, **kwargs, sleep=sleep, clock=lambda: now[0])
+
+    monkeypatch.setattr(delivery, "deliver", deliver_on_the_tests_clock)
+    write_events([identify(n, f"u{n}") for n in range(5)])
+    result = send(courier, "events.jsonl", "--rate", "4", "--concurrency", "1", "--report", "r.json")
+    assert result.exit_code == 0, result.stderr
+    assert waits == [0.25] * 4
+    assert_each_key_acted_on_once(courier, 5)
+    assert json.loads(Path("r.json").read_text())["outcomes"] == {"sent": {"ok": 5}}
+
+
 def test_per_recipient_order_holds_at_concurrency_16(courier: FakeCourier) -> None:
     rng = random.Random(7)
     events: list[dict[str, Any]] = []
