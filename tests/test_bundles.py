@@ -259,6 +259,46 @@ def test_zip_symlinks_are_refused(tmp_path: Path) -> None:
     assert len(values(items)) == 1
 
 
+def zip_with_a_broken_first_member(broken: str) -> bytes:
+    """A zip of a.jsonl, broken as named, then b.jsonl, sound: the flag of an encrypted member, a
+    CRC-32 that does not match, or compressed data cut to half its length (both headers agree)."""
+    data = bytearray(zip_bytes({"a.jsonl": EVENT * 50, "b.jsonl": EVENT}))
+    info = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo("a.jsonl")
+    local, central = info.header_offset, bytes(data).index(b"PK\x01\x02")  # a.jsonl's entry is first
+    if broken == "encrypted":  # general purpose flag, bit 0
+        struct.pack_into("<H", data, local + 6, info.flag_bits | 1)
+        struct.pack_into("<H", data, central + 8, info.flag_bits | 1)
+    elif broken == "bad CRC":
+        struct.pack_into("<I", data, local + 14, info.CRC ^ 0xFFFFFFFF)
+        struct.pack_into("<I", data, central + 16, info.CRC ^ 0xFFFFFFFF)
+    else:  # truncated
+        struct.pack_into("<I", data, local + 18, info.compress_size // 2)
+        struct.pack_into("<I", data, central + 20, info.compress_size // 2)
+    return bytes(data)
+
+
+CUT_OFF = "read failed: the bundle is cut off or broken here (Bad CRC-32 for file 'a.jsonl')"
+
+
+@pytest.mark.parametrize(
+    ("broken", "origin", "detail"),
+    [
+        ("encrypted", "a.jsonl", "encrypted: segroute reads only unencrypted members"),
+        ("bad CRC", "a.jsonl:1", CUT_OFF),
+        ("truncated", "a.jsonl:1", CUT_OFF),
+    ],
+    ids=["encrypted", "bad CRC", "truncated"],
+)
+def test_an_encrypted_or_corrupt_zip_member_is_one_rejected_record_and_the_next_is_read(
+    tmp_path: Path, broken: str, origin: str, detail: str
+) -> None:
+    path = tmp_path / "broken.zip"
+    path.write_bytes(zip_with_a_broken_first_member(broken))
+    items = read(path)
+    assert problems(items) == [(f"{path}!{origin}", "unreadable", detail)]
+    assert [item.origin for item in items if isinstance(item, Record)] == [f"{path}!b.jsonl:1"]
+
+
 def test_a_huge_tar_header_is_refused_without_reading_it(tmp_path: Path) -> None:
     bundle = tmp_path / "pax.tar"
     bundle.write_bytes(tar_with(member("a.jsonl"), member("x" * (2 * 1024 * 1024)), content=EVENT))
