@@ -31,6 +31,7 @@ from segroute.pipeline import plan
 from segroute.retry import Backoff, retry_after_seconds
 from segroute.routing import Router
 from segroute.throttle import Throttle
+from tests.conftest import received_so_far
 from tests.conftest import segroute_send as segroute_send  # test_health imports it from here
 from tests.courier_server import API_KEY, FakeCourier, Received
 
@@ -877,11 +878,6 @@ def identifies(count: int) -> Iterator[Record]:
         yield Record(f"events:{n + 1}", identify(n, f"u{n}"), 100)
 
 
-def received_so_far(courier: FakeCourier) -> int:
-    with courier.lock:
-        return len(courier.received)
-
-
 @pytest.mark.parametrize("wait", ["Retry-After", "backoff"])
 def test_a_stop_wakes_a_request_waiting_to_retry_and_it_is_not_tried_again(
     courier: FakeCourier, wait: str
@@ -908,8 +904,7 @@ def test_requests_hanging_on_a_slow_server_are_cut_off_once_the_drain_time_is_up
     courier: FakeCourier,
 ) -> None:
     """After a stop, requests in flight get ``drain_timeout`` (0.1 s here) to finish; those the server
-    holds longer end as not attempted, with Courier's side of their keys unknown: the ledger keeps
-    them as uncertain, and a resume sends them again under the same keys."""
+    holds longer are cut off and end as not attempted."""
     courier.fault("delay", times=10**6, seconds=HANGS)
     options = dataclasses.replace(LONG_OPTIONS, concurrency=2)
     _, results, _ = deliver_until_stopped(
