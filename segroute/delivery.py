@@ -286,8 +286,10 @@ class Sender:
         except (aiohttp.ClientError, TimeoutError) as exc:
             attempt = unanswered(exc, timeout)
         finally:
-            sending.in_flight = False
             self.throttle.release()
+        # Not on a cancellation (the drain's cut-off): then the request is still in flight, and
+        # `Sending.cut_off` says Courier may hold it.
+        sending.in_flight = False
         sending.key_state = attempt.key_state(sending.key_state)
         return attempt
 
@@ -582,7 +584,7 @@ async def deliver(
     try:
         while not stop.is_set() and (batch := await feed.next_batch(stop)) is not None:
             await take(batch)
-        await take(feed.stop())
+        await take(await feed.stop())
         stats.input_read = feed.finished
         await dispatcher.join()
     finally:

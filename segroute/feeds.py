@@ -24,6 +24,8 @@ READ_AHEAD_BATCHES = 8
 """Batches the reader thread may read ahead of the loop: a bound on memory."""
 INLINE_BATCH = 16
 """Outcomes read per turn on the loop's thread: well under a millisecond of work."""
+STOP_WAIT = 1.0
+"""Seconds a stop waits for the reader thread to hand over the batch it holds."""
 
 
 class Feed(Protocol):
@@ -35,7 +37,7 @@ class Feed(Protocol):
     async def next_batch(self, stop: asyncio.Event) -> list[Outcome | Note] | None:
         """The next batch; None at the end, or at a stop."""
 
-    def stop(self) -> list[Outcome | Note]:
+    async def stop(self) -> list[Outcome | Note]:
         """Stop reading; what was read and not taken yet."""
 
 
@@ -47,7 +49,9 @@ def make_feed(outcomes: Iterable[Outcome | Note], *, streaming: bool, read_inlin
 
 
 _END: Final[list[Outcome | Note]] = []
-"""What the reader thread hands over after the last batch."""
+"""What the reader thread hands over after the last batch of the input."""
+_STOPPED: Final[list[Outcome | Note]] = []
+"""What it hands over after its last batch when it was asked to stop before the end."""
 
 
 class ThreadFeed:
@@ -72,6 +76,7 @@ class ThreadFeed:
 
     def _run(self) -> None:
         batch: list[Outcome | Note] = []
+        last = _STOPPED
         try:
             for item in self._items:
                 batch.append(item)
@@ -80,15 +85,21 @@ class ThreadFeed:
                     batch = []
                 if self._stopping.is_set():
                     break
+            else:
+                last = _END
         except BaseException as exc:  # handed to the loop, which raises it
             self._error = exc
+            last = _END
         if batch:
             self._hand_over(batch)
-        self._hand_over(_END)
+        self._hand_over(last)
 
     def _hand_over(self, batch: list[Outcome | Note]) -> None:
         self._room.acquire()
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, batch)
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, batch)
+        except RuntimeError:  # the loop is closed: the run gave up waiting for this thread
+            pass
 
     async def next_batch(self, stop: asyncio.Event) -> list[Outcome | Note] | None:
         """The next batch; None at the end of the input, or at a stop while the reader is still busy."""
@@ -109,17 +120,23 @@ class ThreadFeed:
             return None
         return batch
 
-    def stop(self) -> list[Outcome | Note]:
-        """Ask the thread to stop; what it already handed over and was not taken yet."""
+    async def stop(self) -> list[Outcome | Note]:
+        """Ask the thread to stop; what it read and has not been taken: what it handed over, and
+        the batch it hands over as it stops. A thread still blocked in a read after STOP_WAIT
+        seconds (stdin, say) has read nothing more, and is left."""
         self._stopping.set()
         left: list[Outcome | Note] = []
-        while not self._queue.empty():
-            batch = self._queue.get_nowait()
+        deadline = self._loop.time() + STOP_WAIT
+        while True:
+            try:
+                batch = await asyncio.wait_for(self._queue.get(), max(0.0, deadline - self._loop.time()))
+            except TimeoutError:
+                return left
             self._room.release()
-            if batch is _END:
-                self.finished = self._error is None
+            if batch is _END or batch is _STOPPED:
+                self.finished = batch is _END and self._error is None
+                return left
             left.extend(batch)
-        return left
 
 
 class InlineFeed:
@@ -138,6 +155,6 @@ class InlineFeed:
         self.finished = not batch
         return batch or None
 
-    def stop(self) -> list[Outcome | Note]:
+    async def stop(self) -> list[Outcome | Note]:
         """Nothing is read ahead."""
         return []

@@ -915,12 +915,6 @@ def test_requests_hanging_on_a_slow_server_are_cut_off_once_the_drain_time_is_up
     assert received_so_far(courier) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Sender.send's finally sets in_flight to False before the Dispatcher asks Sending.cut_off() "
-    "what Courier may hold, so a request cut off in flight ends with key_state 'unused' and the ledger "
-    "forgets it instead of keeping it uncertain",
-)
 def test_a_request_cut_off_in_flight_stays_uncertain_in_the_ledger(
     courier: FakeCourier, tmp_path: Path
 ) -> None:
