@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import json
 import re
@@ -17,7 +16,6 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from segroute import transform
 from segroute.events import parse_event
 from segroute.models import Event, Record, Target
 from segroute.routing import PROFILE
@@ -260,21 +258,6 @@ def test_idempotency_key_format_and_formula() -> None:
     assert KEY_PATTERN.fullmatch(request.idempotency_key)
     assert request.idempotency_key.startswith(IDEMPOTENCY_KEY_PREFIX)
     assert request.idempotency_key == expected_key("msg-1", "POST", "/automations/order-confirmation/invoke")
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=300))
-def test_the_sha256_keys_use_is_hashlibs(data: bytes) -> None:
-    """CPython's own SHA-256, or hashlib's where a build lacks it: the same digest either way."""
-    assert transform._sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
-
-
-def test_keys_fall_back_to_hashlib_without_the_builtin(monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_such_module(name: str) -> None:
-        raise ImportError(name)
-
-    monkeypatch.setattr(importlib, "import_module", no_such_module)
-    assert transform._builtin_sha256() is hashlib.sha256
 
 
 def test_idempotency_key_uses_the_encoded_path() -> None:
