@@ -19,8 +19,8 @@ from segroute import __version__, render, views
 from segroute.errors import ConfigError, ExitCode, OutputError, SegrouteError, UsageError
 from segroute.health import DEFAULT_GIVE_UP_AFTER
 
-# The reading, routing and ledger modules load in the commands that use them, as the config does:
-# `--help` and `links` need none of them (they take a sixth of their start-up).
+# Heavy modules (pydantic, aiohttp, the readers) are imported inside each command, to keep --help
+# and start-up fast.
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -550,7 +550,7 @@ def _delivery_options(
     ttl: float | None,
     give_up_after: float,
 ) -> DeliveryOptions:
-    from segroute.delivery import DeliveryOptions  # aiohttp loads only when something is sent
+    from segroute.delivery import DeliveryOptions
 
     return DeliveryOptions(
         concurrency=concurrency,
@@ -613,7 +613,6 @@ def _input_names(inputs: list[str] | None) -> list[str]:
 
 def _load(option: str | None, *, must_exist: bool | None = None) -> ConfigFile:
     """The config; by default a missing file is an error only when the user named it."""
-    # Here and in each command, not at the top: pydantic takes 0.2 s to load, and --help needs none.
     from segroute import config as settings
 
     path, named = settings.config_path(option, os.environ)

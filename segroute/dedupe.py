@@ -26,14 +26,9 @@ class SeenIds:
     """Every messageId seen in a run, exactly, in bounded memory.
 
     The most recent ids are a set; when it fills, they move to a private temporary SQLite database
-    (deleted when closed). From that first move on, a one-probe Bloom filter of BLOOM_BYTES holds
-    every id seen, each marked as it is added. An id missing from the set is looked up in SQLite
-    only when the filter says it may be there: for a new id, rarely.
-
-    The move is one SQL statement (the ids as one JSON array, sorted by SQLite) run on a thread of
-    its own: SQLite lets go of the GIL for the whole statement, so the insert costs the caller
-    almost nothing. Until it is committed, the moving ids stay a set that lookups consult; the
-    database is in WAL mode and read through a second connection, which never waits for the insert.
+    (deleted when closed). From that first move on, a Bloom filter of BLOOM_BYTES holds every id
+    seen. An id missing from the set is looked up in SQLite only when the filter says it may be
+    there: for a new id, rarely.
     """
 
     def __init__(self, memory: int | None = None) -> None:
@@ -55,10 +50,9 @@ class SeenIds:
         if message_id in self._recent:
             return False
         if self._reader is not None:
-            # One probe: Python's str hash, cached on the string and fixed for the process, as the
-            # filter is. A false positive costs one lookup, never a wrong answer. The id's bit is set
-            # now, while its byte is at hand: the filter holds the recent ids too, which only ever
-            # costs a lookup, and a spill has nothing left to mark.
+            # Bloom filter, one probe (str's hash, fixed for the process): a clear bit means never
+            # seen; a set bit may be a false positive, so SQLite confirms it. The bit is marked now,
+            # so a spill has nothing left to mark.
             bit = hash(message_id) & self._mask
             byte = self._bloom[bit >> 3]
             flag = 1 << (bit & 7)
@@ -83,6 +77,10 @@ class SeenIds:
         return True
 
     def _spill(self) -> None:
+        # The move is one SQL statement (the ids as one JSON array) on a thread of its own, which
+        # SQLite runs without the GIL. Until it is committed, the moving ids stay a set that lookups
+        # consult; the database is in WAL mode and read through a second connection, which never
+        # waits for the insert.
         if self._reader is None:
             _sweep_stale_folders()
             self._folder = tempfile.TemporaryDirectory(prefix=f"{_SEEN_PREFIX}{os.getpid()}-")

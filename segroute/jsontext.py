@@ -126,7 +126,7 @@ def _iter_lines(stream: Readable, cursor: Cursor) -> Iterator[bytes | None]:
     pending_size = 0
     too_long = False
     while chunk := stream.read(CHUNK_BYTES):
-        # BytesIO finds newlines with memchr: twice as fast as bytes.split, which steps byte by byte.
+        # BytesIO.readlines finds newlines with memchr, bytes.split does not (benchmarks.md, 2nd pass).
         parts = io.BytesIO(chunk).readlines()
         tail = b"" if chunk.endswith(b"\n") else parts.pop()
         if not parts:
@@ -158,7 +158,6 @@ def _iter_lines(stream: Readable, cursor: Cursor) -> Iterator[bytes | None]:
 
 def _iter_ndjson(stream: Readable, name: str, cursor: Cursor) -> Iterator[Item]:
     """Newline-delimited JSON: each line is a record, or a /v1/batch body of records."""
-    loads = _json.loads
     for line in _iter_lines(stream, cursor):
         if line is None:
             yield _too_long_line(at(name, cursor.line))
@@ -166,17 +165,18 @@ def _iter_ndjson(stream: Readable, name: str, cursor: Cursor) -> Iterator[Item]:
         if line.isspace() or not line:
             continue
         try:
-            value = loads(line)  # the newline is JSON whitespace
+            value = _json.loads(line)  # the newline is JSON whitespace
         except ValueError as exc:
             yield _bad_json(at(name, cursor.line), line.removesuffix(b"\n"), exc)
             continue
         size = len(line) - 1 if line[-1] == _NEWLINE else len(line)
         stripped = line.strip(WHITESPACE)
-        # `in` with the byte as an int is a memchr; with b"\r" it costs 0.5 us on 1 KB.
+        # A line holding a CR is not kept as text: some readers take the CR for a line break.
+        # (Searched for as an int, which is a memchr: docs/benchmarks.md, fifth pass.)
         text = None if _CR in stripped else stripped
         if type(value) is dict and "batch" in value:
             yield from _expand(value, f"{name}:{cursor.line}", size, text)
-        else:  # the usual line, one event: no generator to make
+        else:
             yield Record(f"{name}:{cursor.line}", value, size, text)
 
 

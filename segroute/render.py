@@ -69,7 +69,7 @@ class JsonlWriter:
                 "messageId": event.message_id,
             }
             text = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
-            lines.append(text)  # `_add`, inline: this runs once per request of a dry run
+            lines.append(text)  # `_add`, inline: the dry run's hottest loop
             self._size += len(text)
         if self._size >= JSONL_BUFFER:
             self._write()

@@ -64,7 +64,7 @@ class Prefixed:
 
 _decompressobj: Callable[..., Any]
 _INFLATE_ERRORS: tuple[type[Exception], ...]
-try:  # python-isal (the ``fast`` extra) inflates about twice as fast as zlib, with the same API
+try:  # python-isal (the ``fast`` extra): zlib's API, faster (docs/benchmarks.md, seventh pass)
     from isal import isal_zlib
 
     _decompressobj = isal_zlib.decompressobj
