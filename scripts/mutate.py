@@ -32,7 +32,7 @@ from types import FrameType
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODULES = [
     f"segroute/{name}.py"
-    for name in ("transform", "routing", "events", "pipeline", "selection", "delivery", "ledger")
+    for name in ("transform", "routing", "events", "pipeline", "selection", "retry", "delivery", "ledger")
 ]
 COMPARISONS: dict[type[ast.cmpop], tuple[str, type[ast.cmpop]]] = {
     ast.Lt: ("<", ast.LtE),

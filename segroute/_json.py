@@ -20,6 +20,13 @@ from typing import Any
 import msgspec
 import orjson
 
+__all__ = [
+    "IntegerTooLongError",
+    "JSONDecodeError",
+    "dumps",
+    "loads",
+]
+
 _MAYBE_BIG_INT = re.compile(r"\d{20}|-\d{19}")
 _MAYBE_BIG_INT_BYTES = re.compile(rb"\d{20}|-\d{19}")
 

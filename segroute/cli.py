@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import io
 import os
 import shlex
 import sys
@@ -25,11 +24,15 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from segroute.config import ConfigFile
-    from segroute.delivery import DeliveryOptions
     from segroute.ledger import Ledger
     from segroute.runner import RunOptions, RunResult
     from segroute.selection import Selection, Shard
     from segroute.summary import Summary
+
+__all__ = [
+    "app",
+    "main",
+]
 
 T = TypeVar("T")
 
@@ -88,6 +91,13 @@ def _opt(*names: str, text: str, panel: str | None = None, **kwargs: Any) -> Any
     return typer.Option(*names, help=text, show_default=False, rich_help_panel=panel, **kwargs)
 
 
+InputsArgument = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Files, folders or bundles of Segment events, or - for stdin. [default: stdin, when piped]",
+        show_default=False,
+    ),
+]
 ConfigOption = Annotated[
     str | None, _opt("--config", "-c", text="Config file. [default: $SEGROUTE_CONFIG, else ./segroute.toml]")
 ]
@@ -205,13 +215,7 @@ def _main(
 @app.command()
 def send(
     ctx: typer.Context,
-    inputs: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help="Files or folders of Segment events, or - for stdin. [default: stdin, when piped]",
-            show_default=False,
-        ),
-    ] = None,
+    inputs: InputsArgument = None,
     config: ConfigOption = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the requests instead of sending them; needs no API key.")
@@ -364,8 +368,16 @@ def send(
                     f"Name the config with -c PATH or ${settings.CONFIG_ENV}, or create it here with: "
                     f"segroute link EVENT AUTOMATION (an empty {loaded.path} sends identify events only)"
                 )
-            delivery = _delivery_options(
-                concurrency, rate, max_retries, timeout, max_time, ttl, give_up_after
+            from segroute.delivery import DeliveryOptions  # aiohttp: only when something is sent
+
+            delivery = DeliveryOptions(
+                concurrency=concurrency,
+                rate=rate,
+                max_retries=max_retries,
+                attempt_timeout=timeout,
+                request_deadline=max_time,
+                idempotency_ttl=ttl,
+                give_up_after=give_up_after,
             )
         options = _run_options(
             names,
@@ -530,39 +542,6 @@ def _command_line(ctx: typer.Context, inputs: list[str], replace: dict[str, obje
     return shlex.join(words)
 
 
-def _stdin() -> BinaryIO | None:
-    """stdin, unbuffered: a reader thread still blocked in it at exit then holds no lock the
-    interpreter needs to shut down."""
-    if sys.stdin is None:
-        return None
-    try:
-        return open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
-    except (OSError, ValueError, io.UnsupportedOperation):  # no real descriptor (tests)
-        return sys.stdin.buffer
-
-
-def _delivery_options(
-    concurrency: int,
-    rate: float | None,
-    max_retries: int,
-    timeout: float,
-    max_time: float,
-    ttl: float | None,
-    give_up_after: float,
-) -> DeliveryOptions:
-    from segroute.delivery import DeliveryOptions
-
-    return DeliveryOptions(
-        concurrency=concurrency,
-        rate=rate,
-        max_retries=max_retries,
-        attempt_timeout=timeout,
-        request_deadline=max_time,
-        idempotency_ttl=ttl,
-        give_up_after=give_up_after,
-    )
-
-
 def _parsed(option: str, text: str | None, parse: Callable[[str], T]) -> T | None:
     """A value of an option parsed by the library, None when not given; ValueError -> UsageError."""
     if text is None:
@@ -600,6 +579,12 @@ _STOP_CODES = {
 }
 
 
+def _stdin() -> BinaryIO | None:
+    from segroute.sources import open_stdin
+
+    return open_stdin(sys.stdin)
+
+
 def _input_names(inputs: list[str] | None) -> list[str]:
     from segroute.sources import check_inputs
 
@@ -621,13 +606,7 @@ def _load(option: str | None, *, must_exist: bool | None = None) -> ConfigFile:
 
 @app.command()
 def inspect(
-    inputs: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help="Files, folders or bundles of Segment events, or - for stdin. [default: stdin, when piped]",
-            show_default=False,
-        ),
-    ] = None,
+    inputs: InputsArgument = None,
     config: ConfigOption = None,
     output: ListOutputOption = ListFormat.table,
     fail_on: Annotated[

@@ -18,6 +18,35 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from segroute.errors import AuthError, ConfigError, UsageError
 
+__all__ = [
+    "API_KEY_ENVS",
+    "BASE_URL_ENV",
+    "CONFIG_ENV",
+    "DEFAULT_API_URL",
+    "DEFAULT_CONFIG",
+    "DEFAULT_PORTS",
+    "LOOPBACK_HOSTS",
+    "MAX_KEY_LIFETIME",
+    "MIN_KEY_LIFETIME",
+    "REGION_URLS",
+    "Config",
+    "ConfigFile",
+    "Link",
+    "add_link",
+    "check_api_url",
+    "check_automation",
+    "config_path",
+    "is_loopback",
+    "load_config",
+    "make_link",
+    "parse_key_lifetime",
+    "remove_links",
+    "resolve_api_key",
+    "resolve_api_url",
+    "save_config",
+    "validate_config",
+]
+
 DEFAULT_CONFIG = "segroute.toml"
 CONFIG_ENV = "SEGROUTE_CONFIG"
 DEFAULT_API_URL = "https://api.courier.com"

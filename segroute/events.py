@@ -12,6 +12,15 @@ from typing import Any, Literal
 from segroute._json import dumps
 from segroute.models import Event, Record, Rejected
 
+__all__ = [
+    "DERIVED_ID_PREFIX",
+    "EVENT_TYPES",
+    "MAX_EVENT_BYTES",
+    "UNSAFE_IDS",
+    "derive_message_id",
+    "parse_event",
+]
+
 EVENT_TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias"})
 MAX_EVENT_BYTES = 32 * 1024
 """Segment's limit for one message."""

@@ -12,6 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable
 
+__all__ = [
+    "DEFAULT_GIVE_UP_AFTER",
+    "MAX_KINDS_OF_REFUSAL",
+    "REFUSALS_TO_STOP",
+    "ApiHealth",
+    "TargetWatch",
+]
+
 DEFAULT_GIVE_UP_AFTER = 30.0
 """Seconds with failures and no answer after which a run stops (``--give-up-after``)."""
 REFUSALS_TO_STOP = 10

@@ -16,6 +16,12 @@ from segroute.summary import Summary
 if TYPE_CHECKING:
     from segroute.config import Config
 
+__all__ = [
+    "FIRST_ORIGINS",
+    "MAX_NAMES",
+    "Inventory",
+]
+
 MAX_NAMES = 10_000
 """Distinct track event names counted one by one; any more are counted together."""
 FIRST_ORIGINS = 5

@@ -36,6 +36,19 @@ from segroute.errors import LedgerError, LedgerOpenError, LedgerWriteError, Usag
 from segroute.journal import ISO_FROM_EPOCH, JOURNAL_SUFFIX, Journal, json_columns, transaction
 from segroute.models import Event, Prior, Request, RequestResult
 
+__all__ = [
+    "DEFAULT_KEY_LIFETIME",
+    "DEFAULT_NAME",
+    "FLUSH_ROWS",
+    "FLUSH_SECONDS",
+    "NO_TARGET",
+    "SCHEMA_VERSION",
+    "Ledger",
+    "LedgerSummary",
+    "default_path",
+    "merge",
+]
+
 DEFAULT_NAME = "segroute-ledger.sqlite3"
 """The ledger's file name, beside the config file unless --ledger or $SEGROUTE_LEDGER says otherwise."""
 SCHEMA_VERSION = 2

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import re
 
+__all__ = [
+    "ESCAPED_BYTE",
+    "display_name",
+]
+
 ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 """A byte that was not UTF-8, as Python's ``surrogateescape`` keeps it in a str."""
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")

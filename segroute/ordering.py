@@ -19,6 +19,13 @@ from segroute.errors import TempStorageError
 from segroute.models import Event
 from segroute.selection import event_time, received_time
 
+__all__ = [
+    "ENTRY_OVERHEAD",
+    "Key",
+    "order_by_time",
+    "sort_key",
+]
+
 T = TypeVar("T")
 Key = tuple[int, int, int, int, str, int]
 """(no event time, event time, no received time, received time, messageId, input position)."""

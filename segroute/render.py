@@ -25,6 +25,29 @@ if TYPE_CHECKING:
     from segroute.models import Event, Note, Planned, Rejected, Request, RequestResult
     from segroute.runner import Progress
 
+__all__ = [
+    "JSONL_BUFFER",
+    "MAX_SHOWN",
+    "PLAIN_PROGRESS_EVERY",
+    "RATE_WINDOW",
+    "JsonlWriter",
+    "RunDisplay",
+    "TextWriter",
+    "input_of",
+    "jsonl_line",
+    "result_record",
+    "show_error",
+    "show_message",
+    "show_note",
+    "show_rejected",
+    "show_warning",
+    "size",
+    "stderr_console",
+    "stdout_console",
+    "write_document",
+    "write_jsonl",
+]
+
 
 def stdout_console() -> Console:
     """The console for data shown to a person (tables of links)."""

@@ -24,6 +24,15 @@ from segroute.models import (
 )
 from segroute.summary import UNSENT_SKIPS, Summary
 
+__all__ = [
+    "MAX_LISTED_PROBLEMS",
+    "FailedWriter",
+    "ProblemLog",
+    "build_report",
+    "check_outputs",
+    "write_report",
+]
+
 MAX_LISTED_PROBLEMS = 1000
 """Failures and rejections listed one by one in the report; the counts cover all of them."""
 

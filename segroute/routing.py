@@ -9,6 +9,11 @@ from segroute.models import Event, SkipReason, Target
 if TYPE_CHECKING:
     from segroute.config import Config
 
+__all__ = [
+    "PROFILE",
+    "Router",
+]
+
 
 PROFILE = Target("profile")
 

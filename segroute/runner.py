@@ -31,6 +31,17 @@ if TYPE_CHECKING:
     from segroute.config import Config
     from segroute.delivery import DeliveryOptions, KeyRefusedError
 
+__all__ = [
+    "PROGRESS_INTERVAL",
+    "SEND_SWITCH_INTERVAL",
+    "Display",
+    "Progress",
+    "RunOptions",
+    "RunResult",
+    "run",
+    "take_inventory",
+]
+
 PROGRESS_INTERVAL = 0.25
 
 

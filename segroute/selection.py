@@ -15,6 +15,24 @@ from typing import Any, NamedTuple
 
 from segroute.models import Event
 
+__all__ = [
+    "BOUND_FORMS",
+    "DAY_MS",
+    "Selection",
+    "Shard",
+    "event_time",
+    "format_time",
+    "in_sample",
+    "in_shard",
+    "parse_bound",
+    "parse_shard",
+    "parse_time",
+    "received_time",
+    "sample_fraction",
+    "shard_key",
+    "stable_hash",
+]
+
 DAY_MS = 86_400_000
 """One Segment archive day folder, in the milliseconds its name is written in."""
 _DAY_US = 86_400_000_000

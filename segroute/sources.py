@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO, TextIO
 
 from segroute.errors import InputError
 from segroute.jsontext import WHITESPACE, Cursor, at, iter_values
@@ -50,6 +50,7 @@ __all__ = [
     "check_inputs",
     "iter_items",
     "iter_stream",
+    "open_stdin",
 ]
 
 MAX_GZIP_LAYERS = 3
@@ -116,6 +117,17 @@ ZIP_DOCUMENTS: tuple[tuple[bytes, str], ...] = (
 # escape): deleting these from a chunk leaves its control bytes to count. DEL is not counted: JSON
 # writers leave it unescaped in strings, so counting it could call valid JSON binary.
 _TEXT_BYTES = bytes(sorted(set(range(256)) - set(range(0x20)) | set(b"\t\n\r\f\v\b\x1b")))
+
+
+def open_stdin(stdin: TextIO | None) -> BinaryIO | None:
+    """The process's stdin as bytes, unbuffered, so a reader thread still blocked in it at exit holds
+    no lock the interpreter needs to shut down; None when it is closed."""
+    if stdin is None:
+        return None
+    try:
+        return open(stdin.fileno(), "rb", buffering=0, closefd=False)
+    except (OSError, ValueError, io.UnsupportedOperation):  # no real descriptor (tests)
+        return stdin.buffer
 
 
 def check_inputs(inputs: Iterable[str]) -> None:

@@ -16,6 +16,20 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 
+__all__ = [
+    "DECREASE",
+    "DEFAULT_PAUSE",
+    "MAX_SAMPLES",
+    "MIN_RATE",
+    "PROBE_PER_SECOND",
+    "RATE_WINDOW",
+    "RECOVER_PER_SECOND",
+    "Clock",
+    "Sleep",
+    "Throttle",
+    "sleep_unless_stopped",
+]
+
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 

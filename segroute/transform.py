@@ -11,6 +11,15 @@ import msgspec
 from segroute._json import dumps
 from segroute.models import Event, Request, Target
 
+__all__ = [
+    "CONTENT_TYPE",
+    "IDEMPOTENCY_KEY_PREFIX",
+    "build_requests",
+    "idempotency_key",
+    "path_segment",
+    "rekeyed",
+]
+
 IDEMPOTENCY_KEY_PREFIX = "sr1-"
 CONTENT_TYPE = "application/json"
 

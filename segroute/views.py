@@ -24,6 +24,24 @@ if TYPE_CHECKING:
     from segroute.runner import RunResult
     from segroute.summary import Summary
 
+__all__ = [
+    "MAX_UNLINKED_SHOWN",
+    "how_much_read",
+    "links_json",
+    "pretty_json",
+    "show_failing_targets",
+    "show_files",
+    "show_inventory",
+    "show_ledger",
+    "show_ledger_line",
+    "show_links",
+    "show_run_end",
+    "show_stop",
+    "show_summary",
+    "show_uncertain",
+    "show_unlinked",
+]
+
 
 def show_run_end(
     err: Callable[[], Console],
