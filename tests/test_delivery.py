@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import email.utils
 import json
 import os
 import random
@@ -28,7 +27,6 @@ from segroute.feeds import INLINE_BATCH, READ_BATCH
 from segroute.ledger import Ledger
 from segroute.models import Event, Record, Request, RequestResult
 from segroute.pipeline import plan
-from segroute.retry import Backoff, retry_after_seconds
 from segroute.routing import Router
 from segroute.throttle import Throttle
 from tests.conftest import received_so_far
@@ -510,23 +508,6 @@ def test_dot_user_ids_that_got_past_the_event_check_still_go_out_as_literal_segm
 # --- the retry policy's parts, without a server ----------------------------------------------
 
 
-def test_retry_after_forms() -> None:
-    now = 1_800_000_000.0
-    http_date = email.utils.formatdate(now + 30, usegmt=True)
-    assert retry_after_seconds({"Retry-After": "7"}, now=now) == 7.0
-    assert retry_after_seconds({"Retry-After": http_date}, now=now) == 30.0
-    assert retry_after_seconds({"Retry-After-Ms": "250", "Retry-After": "9"}, now=now) == 0.25
-    assert retry_after_seconds({"Retry-After": email.utils.formatdate(now - 5, usegmt=True)}, now=now) == 0.0
-    assert retry_after_seconds({"Retry-After": "soon"}, now=now) is None
-    assert retry_after_seconds({}, now=now) is None
-
-
-def test_backoff_doubles_with_jitter_up_to_its_cap() -> None:
-    low, high = Backoff(0.5, 8.0, rng=lambda: 0.0), Backoff(0.5, 8.0, rng=lambda: 0.999999)
-    assert [low.delay(n) for n in range(6)] == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0]
-    assert [round(high.delay(n), 3) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
-
-
 def test_rate_limiter_spaces_starts_evenly() -> None:
     now = [100.0]
     waits: list[float] = []
@@ -754,54 +735,6 @@ def test_reading_waits_while_the_window_of_open_requests_is_full(courier: FakeCo
 
 
 # --- what an answer calls for, and what Courier then holds under the key ------------------------
-
-
-def test_the_retry_policy_in_one_table() -> None:
-    from segroute.retry import classify
-
-    assert {status: classify(status) for status in (None, 200, 202, 302, 400, 401, 403, 404, 408, 409)} == {
-        None: "retry",
-        200: "accepted",
-        202: "accepted",
-        302: "refused",
-        400: "refused",
-        401: "unauthorized",
-        403: "unauthorized",
-        404: "refused",
-        408: "retry",
-        409: "accepted",
-    }
-    assert [classify(status) for status in (429, 500, 502, 503, 504)] == ["throttled"] + ["retry"] * 4
-
-
-def test_what_courier_holds_under_a_key_after_each_kind_of_attempt() -> None:
-    """Only a 500 means Courier stored a failure (a new key is safe); a dropped answer or a gateway's
-    502/504 leaves it unknown (only the same key is safe); a refusal or no connection means nothing."""
-    from segroute.retry import Attempt, classify
-
-    def answer(status: int) -> Attempt:
-        return Attempt(status, classify(status))
-
-    no_connection = Attempt(None, "retry", reached="no")
-    no_answer = Attempt(None, "retry", reached="maybe")
-    assert answer(200).key_state("unused") == "accepted"
-    assert answer(500).key_state("unused") == "stored_failure"
-    assert answer(500).key_state("unknown") == "stored_failure"  # its stored answer is the 500
-    for status in (502, 504):
-        assert answer(status).key_state("unused") == "unknown"
-    assert no_answer.key_state("unused") == "unknown"
-    for before in ("unused", "unknown"):
-        # No connection, a 429, a 503, a 408: this attempt did not reach Courier's application.
-        for attempt in (no_connection, answer(429), answer(503), answer(408)):
-            assert attempt.key_state(before) == before
-    # A refusal answers for the key: an earlier attempt Courier had acted on would be answered from
-    # its store instead.
-    assert answer(400).key_state("unknown") == "unused"
-    assert answer(401).key_state("unknown") == "unused"
-    # Once settled, later attempts change nothing, but an acceptance: after a 500 it means that 500
-    # came from something in front of Courier, which stored nothing.
-    assert answer(502).key_state("stored_failure") == "stored_failure"
-    assert answer(200).key_state("stored_failure") == "accepted"
 
 
 # --- a stop: waits cut short, requests in flight cut off, nothing read lost ----------------------

@@ -4,34 +4,19 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
-import tempfile
-from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from segroute import dedupe
 from segroute.config import Config, Link
-from segroute.dedupe import SeenIds
-from segroute.errors import ExitCode, TempStorageError
 from segroute.models import (
     NOT_JSON,
-    Delivered,
-    Event,
     Note,
     Planned,
     Prior,
     Rejected,
     Request,
-    RequestResult,
     Skipped,
-    Target,
 )
 from segroute.pipeline import plan
 from segroute.routing import Router
@@ -235,182 +220,6 @@ def test_shards_partition_the_records_by_user_each_record_in_exactly_one_shard()
     assert taken[1].isdisjoint(taken[2]) and taken[1].isdisjoint(taken[3]) and taken[2].isdisjoint(taken[3])
     for n, owner in enumerate(owners):
         assert f"in.jsonl:{n + 1}" in taken[SHARD_OF[owner]], (n, owner)
-
-
-def test_seen_ids_are_exact_after_spilling_to_disk() -> None:
-    seen = SeenIds(memory=3)
-    assert [seen.add(x) for x in "abc"] == [True, True, True]  # the third fills memory: all move to disk
-    assert [seen.add(x) for x in "abcd"] == [False, False, False, True]
-    assert [seen.add(x) for x in "efgh"] == [True, True, True, True]
-    assert [seen.add(x) for x in "abcdefgh"] == [False] * 8
-    seen.close()
-
-
-def test_seen_ids_answer_from_the_moving_set_while_the_insert_runs() -> None:
-    seen = SeenIds(memory=3)
-    assert all(seen.add(x) for x in "abc")
-    seen._wait()
-    assert seen._moving is None and seen._writer is not None
-    # As if the insert had not committed yet: SQLite does not have the ids, the moving set does.
-    seen._writer.execute("DELETE FROM seen")
-    seen._moving = set("abc")
-    assert [seen.add(x) for x in "abcd"] == [False, False, False, True]
-    seen.close()
-
-
-def test_seen_ids_raise_a_failed_insert_at_the_next_spill_and_clean_up() -> None:
-    seen = SeenIds(memory=2)
-    assert all(seen.add(x) for x in "ab")
-    assert seen._folder is not None and seen._writer is not None
-    folder = Path(seen._folder.name)
-    seen._wait()
-    seen._writer.execute("DROP TABLE seen")  # the next insert fails, as on a full disk
-    assert all(seen.add(x) for x in "cd")
-    with pytest.raises(TempStorageError, match="^the duplicate check cannot write its temporary file in "):
-        seen.add("e")
-        seen.add("f")
-    seen.close()
-    assert not folder.exists()
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from([f"m{n}" for n in range(12)]), max_size=60), st.integers(1, 5))
-def test_seen_ids_match_a_plain_set(ids: list[str], memory: int) -> None:
-    seen, plain = SeenIds(memory=memory), set()
-    for message_id in ids:
-        assert seen.add(message_id) is (message_id not in plain)
-        plain.add(message_id)
-    seen.close()
-
-
-def test_seen_ids_stay_exact_when_the_filter_is_all_false_positives(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dedupe, "BLOOM_BYTES", 1)  # 8 bits: nearly every new id looks spilled
-    seen = SeenIds(memory=10)
-    first = [f"id-{n}" for n in range(100)]
-    assert all(seen.add(x) for x in first)
-    assert not any(seen.add(x) for x in first)
-    assert all(seen.add(f"new-{n}") for n in range(100))
-    seen.close()
-
-
-def test_summary_counts_add_up_and_set_the_exit_code() -> None:
-    summary = Summary()
-    for outcome in run(lines(track("m1"), track("m1"), b"nope", track("m2", name="Other"))):
-        assert not isinstance(outcome, Note)
-        summary.add(outcome)
-    assert summary.read == 4
-    assert dict(summary.outcomes) == {
-        ("planned", ""): 1,
-        ("skipped", "duplicate"): 1,
-        ("skipped", "unlinked"): 1,
-        ("rejected", "invalid_json"): 1,
-    }
-    assert dict(summary.targets) == {("automation order-confirmation", "planned"): 1}
-    assert summary.exit_code is ExitCode.FAILED
-    clean = Summary()
-    clean.add(Skipped("x:1", "unlinked", "m"))
-    assert clean.exit_code is ExitCode.OK
-
-
-def test_summary_counts_what_a_send_delivered() -> None:
-    automation, profile = Target("automation", "order-confirmation"), Target("profile")
-    event = Event("in.jsonl:1", {"type": "identify"}, "identify", "m1", "u1", None)
-
-    def request(target: Target, key: str) -> Request:
-        return Request("POST", "https://x/p", "/p", b"{}", key, target)
-
-    summary = Summary()
-    first, second, earlier = request(automation, "k1"), request(profile, "k2"), request(profile, "k0")
-    summary.add(
-        Delivered(
-            event,
-            (
-                RequestResult(first, event, "sent", "", 202, attempts=3),
-                RequestResult(second, event, "failed", "http_500", 500, attempts=2),
-            ),
-            sent_before=(earlier,),
-        )
-    )
-    summary.add(Delivered(event, (RequestResult(first, event, "sent", "duplicate", 409, attempts=1),)))
-    summary.add(Delivered(event, (RequestResult(second, event, "not_attempted", "stopped"),)))
-    summary.add(Skipped("in.jsonl:4", "already_sent", "m4", event, (earlier,)))
-    assert summary.outcomes == {
-        ("failed", "http_500"): 1,
-        ("sent", "duplicate"): 1,
-        ("not_attempted", "stopped"): 1,
-        ("skipped", "already_sent"): 1,
-    }
-    assert summary.targets == {
-        ("automation order-confirmation", "sent"): 2,
-        ("profile merge", "failed"): 1,
-        ("profile merge", "not_attempted"): 1,
-        ("profile merge", "already_sent"): 2,
-    }
-    assert summary.statuses == {202: 1, 500: 1, 409: 1}
-    assert summary.retries == 3
-    assert summary.read == 4 and summary.exit_code is ExitCode.FAILED
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    st.lists(
-        st.one_of(
-            st.builds(track, st.sampled_from(["m1", "m2", "m3", "m4"]), st.sampled_from(["u1", None])),
-            st.just({"type": "page", "userId": "u"}),
-            st.just(b"not json"),
-            st.just(b""),
-            st.just({"type": "bogus"}),
-        ),
-        max_size=30,
-    ),
-    st.sets(st.integers(0, 30)),
-)
-def test_outcomes_add_up_to_what_was_read(events: list[Any], read_after: set[int]) -> None:
-    data = lines(*events)
-    outcomes = [o for o in run(data) if not isinstance(o, Note)]
-    non_blank = [e for e in events if e != b""]
-    assert len(outcomes) == len(non_blank)
-    summary = Summary()
-    expected: Counter[tuple[str, str]] = Counter()
-    planned: Counter[tuple[str, str]] = Counter()
-    for n, outcome in enumerate(outcomes):
-        summary.add(outcome)
-        if isinstance(outcome, Planned):
-            expected["planned", ""] += 1
-            planned.update((request.target.label, "planned") for request in outcome.requests)
-        else:
-            expected["skipped" if isinstance(outcome, Skipped) else "rejected", outcome.reason] += 1
-        if n in read_after:  # reading in the middle of a run changes nothing that is counted after
-            assert summary.outcomes == expected and summary.targets == planned
-    assert summary.outcomes == expected and summary.targets == planned
-    assert summary.read == len(non_blank)
-    assert summary.count("planned") + summary.count("skipped") + summary.count("rejected") == summary.read
-
-
-@pytest.mark.skipif(os.name != "posix", reason="the sweep asks with signal 0, which only POSIX has")
-def test_a_spill_sweeps_the_folders_killed_runs_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    ended = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
-    stale = tmp_path / f"segroute-seen-{int(ended.stdout)}-abc"  # its process is gone: killed, say
-    stale.mkdir()
-    (stale / "seen.sqlite3").write_bytes(b"ids")
-    running = tmp_path / f"segroute-seen-{os.getpid()}-def"  # a run still going
-    running.mkdir()
-    unrelated = tmp_path / "segroute-seen-notes"
-    unrelated.mkdir()
-    kept = tmp_path / "kept"  # a link with a dead process's name is never followed into
-    (kept / "data").mkdir(parents=True)
-    link = tmp_path / f"segroute-seen-{int(ended.stdout)}-link"
-    link.symlink_to(kept)
-    seen = SeenIds(memory=2)
-    assert seen.add("a") and seen.add("b")  # the first spill makes its folder
-    assert not stale.exists() and running.exists() and unrelated.exists()
-    assert link.is_symlink() and (kept / "data").is_dir()
-    [own] = [p for p in tmp_path.glob(f"segroute-seen-{os.getpid()}-*") if p != running]
-    seen.close()
-    assert not own.exists()
 
 
 def test_resume_picks_the_key_a_request_goes_out_under_again() -> None:
