@@ -350,7 +350,10 @@ def send(
         if region is not None and api_url:
             raise UsageError("--region and --api-url both name the API: give one")
         base_url = settings.resolve_api_url(
-            api_url or (region and settings.REGION_URLS[region]), os.environ, loaded.config
+            api_url or (region and settings.REGION_URLS[region]),
+            os.environ,
+            loaded.config,
+            source="--region" if region else "--api-url",
         )
         if FailOn.rejected in (fail_on or ()):
             raise UsageError("--fail-on rejected is how send always works; it takes only unlinked")
@@ -645,7 +648,7 @@ def inspect(
     with _boundary():
         names = _input_names(inputs)
         loaded = _load(config)
-        base_url = settings.resolve_api_url(api_url, os.environ, loaded.config)
+        base_url = settings.resolve_api_url(api_url, os.environ, loaded.config, source="--api-url")
         selection = _selection(types, events, users, since, until, sample)
         options = _run_options(names, loaded, base_url, selection, dry_run=True, limit=limit, ledger=ledger)
         inventory = take_inventory(options, stdin=_stdin())

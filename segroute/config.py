@@ -295,14 +295,17 @@ def remove_links(raw: dict[str, Any], event: str, automation: str | None) -> int
     return removed
 
 
-def resolve_api_url(option: str | None, environ: Mapping[str, str], config: Config) -> str:
-    """The base URL: ``--api-url``, then COURIER_BASE_URL, then the config, then Courier's default."""
-    for source, value in (("--api-url", option), (BASE_URL_ENV, environ.get(BASE_URL_ENV))):
+def resolve_api_url(
+    option: str | None, environ: Mapping[str, str], config: Config, *, source: str = "the API URL given"
+) -> str:
+    """The base URL: ``option`` (a bad one is named as ``source``), then COURIER_BASE_URL, then the
+    config, then Courier's default."""
+    for named, value in ((source, option), (BASE_URL_ENV, environ.get(BASE_URL_ENV))):
         if value:
             try:
                 return check_api_url(value)
             except ValueError as exc:
-                raise ConfigError(f"{source}: {exc}") from exc
+                raise ConfigError(f"{named}: {exc}") from exc
     return config.api_url or DEFAULT_API_URL
 
 

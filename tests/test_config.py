@@ -459,7 +459,9 @@ def test_api_url_trailing_slash_is_stripped() -> None:
 
 def test_bad_api_url_option_names_its_source() -> None:
     with pytest.raises(ConfigError) as info:
-        resolve_api_url("api.courier.com", {BASE_URL_ENV: "https://env.example"}, Config())
+        resolve_api_url(
+            "api.courier.com", {BASE_URL_ENV: "https://env.example"}, Config(), source="--api-url"
+        )
     message = str(info.value)
     assert message.startswith("--api-url: ")
     assert "'api.courier.com'" in message
