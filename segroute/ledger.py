@@ -584,12 +584,26 @@ def _run_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
+_PENDING_UPDATED = (
+    "sent_key generation target message_id recipient sent_at expires_at stored_failure run".split()
+)
+"""The columns of an unsettled request's row that a later send's row replaces."""
+
+
 def merge(output: Path, inputs: Iterable[Path]) -> tuple[int, int]:
-    """Combine ledgers (one per shard, say) into ``output``: (requests added, runs added)."""
+    """Combine ledgers (one per shard, say) into ``output``: (requests added, runs added).
+
+    Merging a ledger again adds nothing: a run already held (the same start, API, inputs and shard)
+    is not added twice, and of two rows for one unsettled request the later send's is kept.
+    """
     sources = list(inputs)
+    seen: dict[Path, Path] = {}
     for source in sources:
         if source.resolve() == output.resolve():
             raise UsageError(f"ledger merge: {source} is the output too")
+        if source.resolve() in seen:
+            raise UsageError(f"ledger merge: {source} is named twice (as {seen[source.resolve()]} too)")
+        seen[source.resolve()] = source
         Ledger(source, create=False).close()  # checks it is a ledger of this version, before any change
     added_requests = added_runs = 0
     with Ledger(output) as target:
@@ -601,7 +615,9 @@ def merge(output: Path, inputs: Iterable[Path]) -> tuple[int, int]:
                     offset = connection.execute("SELECT coalesce(max(id), 0) FROM main.runs").fetchone()[0]
                     cursor = connection.execute(
                         "INSERT INTO main.runs SELECT id + ?, started_at, ended_at, api_url, inputs, shard, "
-                        "stopped_by, counts FROM source.runs",
+                        "stopped_by, counts FROM source.runs AS new WHERE NOT EXISTS (SELECT 1 FROM "
+                        "main.runs AS held WHERE held.started_at = new.started_at AND held.api_url = "
+                        "new.api_url AND held.inputs = new.inputs AND held.shard IS new.shard)",
                         (offset,),
                     )
                     added_runs += cursor.rowcount
@@ -615,7 +631,10 @@ def merge(output: Path, inputs: Iterable[Path]) -> tuple[int, int]:
                     connection.execute(
                         "INSERT INTO main.pending SELECT api_url, key, sent_key, generation, "
                         "target, message_id, recipient, sent_at, expires_at, stored_failure, run + ? "
-                        "FROM source.pending",
+                        "FROM source.pending WHERE true ON CONFLICT (api_url, key) DO UPDATE SET "
+                        + ", ".join(f"{name} = excluded.{name}" for name in _PENDING_UPDATED)
+                        + " WHERE (excluded.generation, excluded.sent_at) > "
+                        "(pending.generation, pending.sent_at)",
                         (offset,),
                     )
                     # A shard's unanswered request another shard saw accepted is settled.

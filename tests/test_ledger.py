@@ -603,3 +603,34 @@ def test_a_batch_that_fails_on_the_writing_thread_stops_the_ledger_at_a_whole_pr
         finally:
             ledger.close()
     assert ledger_keys(ledger_path) == {f"k-{n}" for n in range(500)}
+
+
+def test_merging_a_ledger_again_adds_nothing_and_keeps_its_unsettled_requests(tmp_path: Path) -> None:
+    """A shard's ledger merged twice (a re-run of the merge step, say) adds its runs once, and its
+    unsettled requests, held already, are kept once and not refused as duplicates."""
+    url, path = "http://127.0.0.1:9", "/profiles/u1"
+    event = Event("f:1", {}, "identify", "m-1", "u1", None)
+    target = Target("profile")
+    sent = Request("POST", url + path, path, b"{}", "sr1-sent", target)
+    unknown = Request("POST", url + path, path, b"{}", "sr1-unknown", target)
+    shard = tmp_path / "shard-1.sqlite3"
+    with Ledger(shard) as opened:
+        opened.start_run(api_url=url, inputs=["in.jsonl"], shard="1/2")
+        for request in (sent, unknown):
+            opened.intend(url, request, event, key_lifetime=3600)
+        opened.record(url, RequestResult(sent, event, "sent", "", 202, 1, key_state="accepted"))
+        opened.end_run(counts={"sent": 1}, stopped_by="SIGINT")
+    out = tmp_path / "all.sqlite3"
+    first = runner.invoke(app, ["ledger", "merge", str(out), str(shard)])
+    again = runner.invoke(app, ["ledger", "merge", str(out), str(shard)])
+    assert (first.exit_code, again.exit_code) == (0, 0), again.stderr
+    assert first.stderr == f"{out}: 1 accepted requests and 1 runs merged in\n"
+    assert again.stderr == f"{out}: 0 accepted requests and 0 runs merged in\n"
+    with Ledger(out, create=False) as merged:
+        assert [row["idempotency_key"] for row in merged.export()] == ["sr1-sent"]
+        assert [row["idempotency_key"] for row in merged.unsettled()] == ["sr1-unknown"]
+        assert merged.summary().as_dict()["runs"] == 1
+    twice = runner.invoke(app, ["ledger", "merge", str(tmp_path / "other.sqlite3"), str(shard), str(shard)])
+    assert twice.exit_code == 2
+    assert twice.stderr == f"error: ledger merge: {shard} is named twice (as {shard} too)\n"
+    assert not (tmp_path / "other.sqlite3").exists()
