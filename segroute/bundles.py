@@ -17,6 +17,7 @@ import stat
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Generator, Iterator
 from typing import IO, Any, NamedTuple
 
@@ -174,8 +175,8 @@ def _zip_member(bundle: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> It
 
 
 class _Content:
-    """A member's bytes; a cut-off bundle, a bad checksum or a broken entry becomes an OSError, the
-    error every reader handles."""
+    """A member's bytes; a cut-off bundle, a bad checksum, compressed data that does not inflate or a
+    broken entry becomes an OSError, the error every reader handles."""
 
     def __init__(self, content: IO[bytes]) -> None:
         self._content = content
@@ -184,7 +185,7 @@ class _Content:
         try:
             read1 = getattr(self._content, "read1", self._content.read)
             data: bytes = read1(size)
-        except (tarfile.TarError, zipfile.BadZipFile, EOFError, NotImplementedError) as exc:
+        except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
             raise OSError(f"the bundle is cut off or broken here ({exc})") from exc
         return data
 

@@ -261,7 +261,8 @@ def test_zip_symlinks_are_refused(tmp_path: Path) -> None:
 
 def zip_with_a_broken_first_member(broken: str) -> bytes:
     """A zip of a.jsonl, broken as named, then b.jsonl, sound: the flag of an encrypted member, a
-    CRC-32 that does not match, or compressed data cut to half its length (both headers agree)."""
+    CRC-32 that does not match, compressed data that is not deflate, or compressed data cut to half
+    its length (both headers agree)."""
     data = bytearray(zip_bytes({"a.jsonl": EVENT * 50, "b.jsonl": EVENT}))
     info = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo("a.jsonl")
     local, central = info.header_offset, bytes(data).index(b"PK\x01\x02")  # a.jsonl's entry is first
@@ -271,6 +272,10 @@ def zip_with_a_broken_first_member(broken: str) -> bytes:
     elif broken == "bad CRC":
         struct.pack_into("<I", data, local + 14, info.CRC ^ 0xFFFFFFFF)
         struct.pack_into("<I", data, central + 16, info.CRC ^ 0xFFFFFFFF)
+    elif broken == "garbled":  # the compressed data itself, from its first byte
+        name_length, extra_length = struct.unpack_from("<HH", data, local + 26)
+        start = local + 30 + name_length + extra_length
+        data[start : start + 16] = b"\xff" * 16
     else:  # truncated
         struct.pack_into("<I", data, local + 18, info.compress_size // 2)
         struct.pack_into("<I", data, central + 20, info.compress_size // 2)
@@ -286,8 +291,14 @@ CUT_OFF = "read failed: the bundle is cut off or broken here (Bad CRC-32 for fil
         ("encrypted", "a.jsonl", "encrypted: segroute reads only unencrypted members"),
         ("bad CRC", "a.jsonl:1", CUT_OFF),
         ("truncated", "a.jsonl:1", CUT_OFF),
+        (
+            "garbled",
+            "a.jsonl:1",
+            "read failed: the bundle is cut off or broken here "
+            "(Error -3 while decompressing data: invalid block type)",
+        ),
     ],
-    ids=["encrypted", "bad CRC", "truncated"],
+    ids=["encrypted", "bad CRC", "truncated", "garbled"],
 )
 def test_an_encrypted_or_corrupt_zip_member_is_one_rejected_record_and_the_next_is_read(
     tmp_path: Path, broken: str, origin: str, detail: str
