@@ -108,4 +108,4 @@ class OutputError(SegrouteError):
 
 class TempStorageError(SegrouteError):
     """Temporary files could not be written: the duplicate check's, past DEDUPE_MEMORY ids, or the
-    sort's, with ``--order timestamp``. They go to the system's temporary folder (``TMPDIR``)."""
+    event-time sort's. They go to the system's temporary folder (``TMPDIR``)."""
