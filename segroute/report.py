@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import IO, Any
 
@@ -182,10 +183,16 @@ def build_report(
     }
 
 
-def check_outputs(outputs: dict[str, Path | None], *, inputs: list[str], ledger: Path | None) -> None:
+def check_outputs(
+    outputs: dict[str, Path | None],
+    *,
+    inputs: list[str],
+    ledger: Path | None,
+    written_while_reading: Collection[str] = (),
+) -> None:
     """Refuse, before anything is read, output files (named by what they are: ``report``, say) that
-    cannot be made, or that would overwrite an input, the ledger or one another, or land in an input
-    folder (which would read them back as they are written)."""
+    cannot be made, or that would overwrite an input, the ledger or one another; and those
+    ``written_while_reading`` that lie in an input folder, which would read them back as they grow."""
     taken: dict[Path, str] = {} if ledger is None else {ledger.resolve(): "the ledger"}
     folders = [Path(name).resolve() for name in inputs if name != "-" and os.path.isdir(name)]
     for what, path in outputs.items():
@@ -195,7 +202,7 @@ def check_outputs(outputs: dict[str, Path | None], *, inputs: list[str], ledger:
         for name in inputs:
             if name != "-" and os.path.exists(name) and path.exists() and os.path.samefile(name, path):
                 raise UsageError(f"{what} {path} is also an input: write it elsewhere, then replay it")
-        if any(where.is_relative_to(folder) for folder in folders):
+        if what in written_while_reading and any(where.is_relative_to(folder) for folder in folders):
             raise UsageError(f"{what} {path} is in an input folder, which would read it back")
         if where in taken:
             raise UsageError(f"{what} {path} is also {taken[where]}: give each its own file")

@@ -203,6 +203,7 @@ def run(
         {"failure file": options.failed_path, "report": options.report_path},
         inputs=options.inputs,
         ledger=options.ledger_path,
+        written_while_reading={"failure file"},
     )
     if not options.dry_run:
         # aiohttp loads before the clock starts: it is start-up, as the interpreter's is.

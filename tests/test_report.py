@@ -412,10 +412,23 @@ def test_an_output_in_an_input_folder_is_refused_as_it_would_be_read_back(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     Path("logs/day").mkdir(parents=True)
+    growing = {"failure file"}
     for output in (Path("logs/failed.jsonl"), Path("logs/day/failed.jsonl"), tmp_path / "logs" / "f.jsonl"):
         with pytest.raises(UsageError, match=f"^failure file {output} is in an input folder"):
-            check_outputs({"failure file": output}, inputs=["logs"], ledger=None)
-    check_outputs({"failure file": Path("logs-failed.jsonl")}, inputs=["logs"], ledger=None)
+            check_outputs(
+                {"failure file": output}, inputs=["logs"], ledger=None, written_while_reading=growing
+            )
+    check_outputs(
+        {"failure file": Path("logs-failed.jsonl")},
+        inputs=["logs"],
+        ledger=None,
+        written_while_reading=growing,
+    )
+    # A report is written once everything was read: in the input folder, it is read by no run but the
+    # next (as a record that is not an event), which is the user's to choose.
+    check_outputs(
+        {"report": Path("logs/report.json")}, inputs=["logs"], ledger=None, written_while_reading=growing
+    )
 
 
 def test_outputs_that_are_the_ledger_or_one_another_are_refused(
