@@ -598,6 +598,10 @@ async def deliver(
     return stats
 
 
+# The two watchdogs keep the loop's own time, not the injected sleep and clock: those pace the
+# attempts, and a test's instant sleep would spin a watchdog without end.
+
+
 async def _cut_off_after_stop(stop: asyncio.Event, dispatcher: Dispatcher, drain_timeout: float) -> None:
     await stop.wait()
     await asyncio.sleep(drain_timeout)
