@@ -71,6 +71,8 @@ class ThreadFeed:
         self._stopping = threading.Event()
         self._error: BaseException | None = None
         self.finished = False
+        self._ended = False
+        """Whether the thread's last hand-over was taken: nothing more will come."""
         self._thread = threading.Thread(target=self._run, name="segroute-reader", daemon=True)
         self._thread.start()
 
@@ -114,6 +116,7 @@ class ThreadFeed:
         batch = get.result()
         self._room.release()
         if batch is _END:
+            self._ended = True
             if self._error is not None:
                 raise self._error
             self.finished = True
@@ -127,16 +130,18 @@ class ThreadFeed:
         self._stopping.set()
         left: list[Outcome | Note] = []
         deadline = self._loop.time() + STOP_WAIT
-        while True:
+        while not self._ended:
             try:
                 batch = await asyncio.wait_for(self._queue.get(), max(0.0, deadline - self._loop.time()))
             except TimeoutError:
                 return left
             self._room.release()
             if batch is _END or batch is _STOPPED:
+                self._ended = True
                 self.finished = batch is _END and self._error is None
-                return left
-            left.extend(batch)
+            else:
+                left.extend(batch)
+        return left
 
 
 class InlineFeed:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+import pytest
+
+from segroute import feeds
 from segroute.feeds import READ_AHEAD_BATCHES, READ_BATCH, InlineFeed, ThreadFeed
 from segroute.models import Note, Outcome, Skipped
 
@@ -52,3 +55,18 @@ def test_a_feed_read_to_its_end_says_so_and_a_stop_after_it_has_nothing_left() -
 
     assert asyncio.run(thread_feed()) == (1000, True, 0)
     assert asyncio.run(inline_feed()) == (1000, True, 0)
+
+
+def test_a_stop_after_the_end_returns_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every send calls stop() when its input is done; with the end already taken there is nothing to
+    wait for. (Waiting STOP_WAIT here would hit the test's time-out.)"""
+    monkeypatch.setattr(feeds, "STOP_WAIT", 3600.0)
+
+    async def run() -> tuple[int, bool, list[Outcome | Note]]:
+        feed = ThreadFeed(skipped(300, [0]), streaming=False)
+        taken = 0
+        while (batch := await feed.next_batch(asyncio.Event())) is not None:
+            taken += len(batch)
+        return taken, feed.finished, await feed.stop()
+
+    assert asyncio.run(run()) == (300, True, [])
