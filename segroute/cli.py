@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal, TypeVar
 
 import typer
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from segroute.config import ConfigFile
+    from segroute.delivery import DeliveryOptions
     from segroute.ledger import Ledger
     from segroute.runner import RunOptions, RunResult
     from segroute.selection import Selection, Shard
@@ -186,6 +187,10 @@ def _boundary() -> Iterator[None]:
     except KeyboardInterrupt:
         render.show_error(render.stderr_console(), "interrupted")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
+    except OSError as exc:  # the last resort, for a failure no part of segroute named
+        where = f"{exc.filename}: " if exc.filename else ""
+        render.show_error(render.stderr_console(), f"{where}{exc.strerror or exc}")
+        raise typer.Exit(ExitCode.FAILED) from None
 
 
 def _discard_stdout() -> None:
@@ -430,7 +435,13 @@ def _run_options(
     limit: int | None,
     ledger: Path | None,
     no_ledger: bool = False,
-    **more: Any,
+    api_key: str | None = None,
+    delivery: DeliveryOptions | None = None,
+    failed_path: Path | None = None,
+    report_path: Path | None = None,
+    order: Literal["input", "timestamp"] = "input",
+    shard: Shard | None = None,
+    resend_uncertain: bool = False,
 ) -> RunOptions:
     """What `send` and `inspect` share: the inputs, the config, the API, the selection, the ledger."""
     from segroute.ledger import default_path as default_ledger
@@ -441,10 +452,16 @@ def _run_options(
         loaded.config,
         base_url,
         dry_run,
+        api_key=api_key,
+        failed_path=failed_path,
+        report_path=report_path,
+        delivery=delivery,
         selection=selection,
+        order=order,
         limit=limit,
+        shard=shard,
         ledger_path=None if no_ledger else ledger or default_ledger(loaded.path, os.environ),
-        **more,
+        resend_uncertain=resend_uncertain,
     )
 
 

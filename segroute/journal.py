@@ -130,7 +130,10 @@ class Journal:
 
     def open(self) -> None:
         """Open for a run to append to; LedgerOpenError while another run has it."""
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise self._open_error(exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -163,7 +166,12 @@ class Journal:
             return
         self._lines.write_into(connection)
         self.close()
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise LedgerWriteError(
+                f"ledger: cannot remove its journal {self.path}: {exc.strerror or exc}"
+            ) from exc
 
     def close(self) -> None:
         if self._fd is not None:
@@ -177,6 +185,8 @@ class Journal:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return
+        except OSError as exc:
+            raise self._open_error(exc) from exc
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -191,5 +201,11 @@ class Journal:
                         continue  # a line cut short by the kill: its request never went out
             lines.write_into(connection)
             os.unlink(self.path)
+        except OSError as exc:
+            raise self._open_error(exc) from exc
         finally:
             os.close(fd)
+
+    def _open_error(self, exc: OSError) -> LedgerOpenError:
+        ledger = str(self.path).removesuffix(JOURNAL_SUFFIX)
+        return LedgerOpenError(f"ledger {ledger}: cannot use its journal {self.path}: {exc.strerror or exc}")

@@ -193,22 +193,37 @@ def check_outputs(
     """Refuse, before anything is read, output files (named by what they are: ``report``, say) that
     cannot be made, or that would overwrite an input, the ledger or one another; and those
     ``written_while_reading`` that lie in an input folder, which would read them back as they grow."""
-    taken: dict[Path, str] = {} if ledger is None else {ledger.resolve(): "the ledger"}
-    folders = [Path(name).resolve() for name in inputs if name != "-" and os.path.isdir(name)]
+    taken: dict[Path, str] = {} if ledger is None else {_resolved("ledger", ledger): "the ledger"}
+    folders = [_resolved("input", Path(name)) for name in inputs if name != "-" and os.path.isdir(name)]
     for what, path in outputs.items():
         if path is None:
             continue
-        where = path.resolve()
+        where = _resolved(what, path)
         for name in inputs:
             if name != "-" and os.path.exists(name) and path.exists() and os.path.samefile(name, path):
                 raise UsageError(f"{what} {path} is also an input: write it elsewhere, then replay it")
-        if what in written_while_reading and any(where.is_relative_to(folder) for folder in folders):
+        if what in written_while_reading and any(_read_in(where, folder) for folder in folders):
             raise UsageError(f"{what} {path} is in an input folder, which would read it back")
         if where in taken:
             raise UsageError(f"{what} {path} is also {taken[where]}: give each its own file")
         taken[where] = f"the {what}"
         if where.is_dir() or not where.parent.is_dir() or not os.access(where.parent, os.W_OK):
             raise UsageError(f"{what} {path}: cannot write there")
+
+
+def _resolved(what: str, path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a loop of symbolic links
+        raise UsageError(f"{what} {path}: cannot follow the path: {exc}") from exc
+
+
+def _read_in(path: Path, folder: Path) -> bool:
+    """Whether a walk of ``folder`` reads ``path``: it is below it, and not hidden (as the walk
+    leaves out names that start with a dot)."""
+    return path.is_relative_to(folder) and not any(
+        part.startswith(".") for part in path.relative_to(folder).parts
+    )
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:

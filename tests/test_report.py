@@ -459,3 +459,23 @@ def test_a_report_through_a_broken_link_is_refused_before_anything_is_sent(
     Path("r.json").symlink_to(tmp_path / "gone" / "r.json")
     with pytest.raises(UsageError, match="^report r.json: cannot write there$"):
         check_outputs({"report": Path("r.json")}, inputs=["-"], ledger=None)
+
+
+def test_a_hidden_failure_file_in_an_input_folder_is_allowed_as_the_walk_leaves_it_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("logs/.segroute").mkdir(parents=True)
+    for output in (Path("logs/.failed.jsonl"), Path("logs/.segroute/failed.jsonl")):
+        check_outputs(
+            {"failure file": output}, inputs=["logs"], ledger=None, written_while_reading={"failure file"}
+        )
+
+
+def test_an_output_behind_a_loop_of_links_is_refused_with_a_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("loop.json").symlink_to("loop.json")
+    with pytest.raises(UsageError, match="^report loop.json: cannot follow the path: "):
+        check_outputs({"report": Path("loop.json")}, inputs=["-"], ledger=None)
