@@ -634,3 +634,46 @@ def test_merging_a_ledger_again_adds_nothing_and_keeps_its_unsettled_requests(tm
     assert twice.exit_code == 2
     assert twice.stderr == f"error: ledger merge: {shard} is named twice (as {shard} too)\n"
     assert not (tmp_path / "other.sqlite3").exists()
+
+
+def test_a_run_merged_before_it_ended_is_finished_and_keeps_its_requests_at_the_next_merge(
+    tmp_path: Path,
+) -> None:
+    url = "http://127.0.0.1:9"
+    event = Event("f:1", {}, "identify", "m-1", "u1", None)
+    shard = tmp_path / "shard-1.sqlite3"
+    with Ledger(shard) as opened:
+        opened.start_run(api_url=url, inputs=["in.jsonl"], shard="1/2")
+        for n in (1, 2):
+            path = f"/profiles/u{n}"
+            request = Request("POST", url + path, path, b"{}", f"sr1-{n}", Target("profile"))
+            opened.intend(url, request, event, key_lifetime=3600)
+            opened.record(url, RequestResult(request, event, "sent", "", 202, 1, key_state="accepted"))
+        opened.end_run(counts={"sent": 2}, stopped_by=None)
+    with contextlib.closing(sqlite3.connect(shard)) as connection, connection:
+        # As the shard's ledger was while its run went on: unfinished, the second acceptance to come.
+        connection.execute("UPDATE runs SET ended_at = NULL, counts = NULL")
+        connection.execute("CREATE TABLE later AS SELECT * FROM requests WHERE key = 'sr1-2'")
+        connection.execute("DELETE FROM requests WHERE key = 'sr1-2'")
+    out = tmp_path / "all.sqlite3"
+    assert runner.invoke(app, ["ledger", "merge", str(out), str(shard)]).exit_code == 0
+    with contextlib.closing(sqlite3.connect(shard)) as connection, connection:
+        connection.execute("INSERT INTO requests SELECT * FROM later")
+        connection.execute("UPDATE runs SET ended_at = '2026-12-04T10:00:00.000Z', counts = '{\"sent\": 2}'")
+    again = runner.invoke(app, ["ledger", "merge", str(out), str(shard)])
+    assert again.stderr == f"{out}: 1 accepted requests and 0 runs merged in\n"
+    with contextlib.closing(sqlite3.connect(out)) as connection:
+        runs = connection.execute("SELECT id, ended_at, counts FROM runs").fetchall()
+        requests = connection.execute("SELECT key, run FROM requests ORDER BY key").fetchall()
+    assert runs == [(1, "2026-12-04T10:00:00.000Z", '{"sent": 2}')]
+    assert requests == [("sr1-1", 1), ("sr1-2", 1)]
+
+
+def test_a_journal_that_cannot_be_read_is_an_error_naming_it_not_a_traceback(ledger: Path) -> None:
+    Ledger(ledger).close()
+    Path(f"{ledger}.intents").mkdir()
+    shown = runner.invoke(app, ["ledger", "--ledger", str(ledger)])
+    assert shown.exit_code == 2
+    assert (
+        shown.stderr == f"error: ledger {ledger}: cannot use its journal {ledger}.intents: Is a directory\n"
+    )
