@@ -158,13 +158,12 @@ class _Outputs:
     """Every outcome passes here: counted, shown, kept in the failure file if it did not go out, and
     in the ledger once Courier accepted it."""
 
-    def __init__(
-        self, display: Display, failed: FailedWriter | None, ledger: Ledger | None, base_url: str
-    ) -> None:
+    def __init__(self, display: Display, ledger: Ledger | None, base_url: str) -> None:
         self.summary = Summary()
         self.problems = ProblemLog()
         self.display = display
-        self._failed = failed
+        self.failed: FailedWriter | None = None
+        """The failure file, once opened."""
         self.ledger = ledger
         self._base_url = base_url
 
@@ -180,8 +179,8 @@ class _Outputs:
             if isinstance(outcome, Rejected):
                 self.problems.add_rejected(outcome)
                 self.display.rejected(outcome)
-        if self._failed is not None:
-            self._failed.add(outcome)
+        if self.failed is not None:
+            self.failed.add(outcome)
 
     def result(self, result: RequestResult) -> None:
         if self.ledger is not None:
@@ -212,20 +211,21 @@ def run(
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         stack.callback(display.close)
-        ledger = _open_ledger(options)  # before the failure file, which opening empties
+        # The ledger is opened, and taken for this send, before the failure file, which opening
+        # empties: a send refused because another holds the ledger leaves that file as it was.
+        ledger = _open_ledger(options)
+        outputs = _Outputs(display, ledger, options.base_url)
+        result = RunResult(outputs.summary, 0.0, options.dry_run, problems=outputs.problems)
         if ledger is not None:
             stack.callback(ledger.close)
-        failed = FailedWriter(options.failed_path) if options.failed_path else None
-        outputs = _Outputs(display, failed, ledger, options.base_url)
-        result = RunResult(outputs.summary, 0.0, options.dry_run, problems=outputs.problems)
-        if failed is not None:
-            stack.callback(_close_failed, failed, result)
-        if ledger is not None:
             result.ledger_path = ledger.path
-            stack.callback(_close_ledger, ledger, result)
             if not options.dry_run:
                 shard = None if options.shard is None else str(options.shard)
                 ledger.start_run(api_url=options.base_url, inputs=options.inputs, shard=shard)
+            stack.callback(_close_ledger, ledger, result)
+        if options.failed_path is not None:
+            outputs.failed = FailedWriter(options.failed_path)
+            stack.callback(_close_failed, outputs.failed, result)
         meter = ReadMeter(options.inputs)
         result.total_bytes = meter.total
         outcomes = _outcomes(options, stdin, ledger, meter)
@@ -493,4 +493,4 @@ async def _send(
         result.input_read = stats.input_read
         result.failing_targets = dict(stats.failing_targets)
         result.throttled = stats.throttle.throttled_count if stats.throttle is not None else 0
-    show_progress()
+        show_progress()  # the last word, however the send ended

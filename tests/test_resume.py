@@ -309,7 +309,8 @@ def test_one_ledger_takes_one_send_at_a_time_and_can_be_looked_at_meanwhile(
     write_events([identify(n, f"u{n}") for n in range(200)])
     with background(courier, "first", "events.jsonl", "--concurrency", "2") as run:
         wait_until(lambda: len(courier.acted_keys()) >= 5, "the first send under way")
-        second = send(courier, "events.jsonl")
+        Path("keep.jsonl").write_text("an earlier run's failures\n")
+        second = send(courier, "events.jsonl", "--failed", "keep.jsonl")
         shown = runner.invoke(app, ["ledger"])
         assert Path(f"{ledger}.intents").exists()  # looked at, not folded in under the running send
         run.proc.send_signal(signal.SIGINT)
@@ -322,6 +323,8 @@ def test_one_ledger_takes_one_send_at_a_time_and_can_be_looked_at_meanwhile(
     )
     assert shown.exit_code == 0, shown.stderr
     assert not Path(f"{ledger}.intents").exists()  # folded in by the run when it stopped
+    # Refused before it opened its failure file: the file is as it was.
+    assert Path("keep.jsonl").read_text() == "an earlier run's failures\n"
 
 
 def _result(request: Request, event: Event, **fields: Any) -> RequestResult:
