@@ -842,7 +842,7 @@ def ledger_merge(
 
     Example: segroute ledger merge all.sqlite3 shard-1.sqlite3 shard-2.sqlite3
     """
-    from segroute.ledger import merge
+    from segroute.merging import merge
 
     with _boundary():
         for path in inputs:
