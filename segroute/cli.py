@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import os
@@ -10,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
 
 import typer
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from segroute.config import ConfigFile
-    from segroute.delivery import DeliveryOptions
     from segroute.ledger import Ledger
     from segroute.runner import RunOptions, RunResult
     from segroute.selection import Selection, Shard
@@ -387,21 +387,16 @@ def send(
                 idempotency_ttl=ttl,
                 give_up_after=give_up_after,
             )
-        options = _run_options(
-            names,
-            loaded,
-            base_url,
-            selection,
-            dry_run=dry_run,
-            limit=limit,
-            ledger=None if no_ledger else ledger,
-            no_ledger=no_ledger,
+        shared = _run_options(names, loaded, base_url, selection, dry_run=dry_run, limit=limit, ledger=ledger)
+        options = dataclasses.replace(
+            shared,
             api_key=api_key,
             delivery=delivery,
             failed_path=failed,
             report_path=report,
             order=order.value,
             shard=shard_share,
+            ledger_path=None if no_ledger else shared.ledger_path,
             resend_uncertain=resend_uncertain,
         )
         # Made when something is shown: a quiet run with nothing to say never loads rich.
@@ -434,34 +429,14 @@ def _run_options(
     dry_run: bool,
     limit: int | None,
     ledger: Path | None,
-    no_ledger: bool = False,
-    api_key: str | None = None,
-    delivery: DeliveryOptions | None = None,
-    failed_path: Path | None = None,
-    report_path: Path | None = None,
-    order: Literal["input", "timestamp"] = "input",
-    shard: Shard | None = None,
-    resend_uncertain: bool = False,
 ) -> RunOptions:
     """What `send` and `inspect` share: the inputs, the config, the API, the selection, the ledger."""
     from segroute.ledger import default_path as default_ledger
     from segroute.runner import RunOptions
 
+    ledger_path = ledger or default_ledger(loaded.path, os.environ)
     return RunOptions(
-        names,
-        loaded.config,
-        base_url,
-        dry_run,
-        api_key=api_key,
-        failed_path=failed_path,
-        report_path=report_path,
-        delivery=delivery,
-        selection=selection,
-        order=order,
-        limit=limit,
-        shard=shard,
-        ledger_path=None if no_ledger else ledger or default_ledger(loaded.path, os.environ),
-        resend_uncertain=resend_uncertain,
+        names, loaded.config, base_url, dry_run, selection=selection, limit=limit, ledger_path=ledger_path
     )
 
 
