@@ -1,4 +1,5 @@
-"""Everything segroute shows a person or a script: requests, warnings, summaries, links, errors.
+"""What a run shows as it goes: requests or results on stdout, progress, and one-line notes,
+warnings and errors on stderr (`views` shows what a command shows once it is done).
 
 rich loads with the first thing shown to a person, not with this module: a quiet run that has
 nothing to say, and output for scripts, never load it (50 ms of start-up).
