@@ -76,6 +76,18 @@ class Order(enum.StrEnum):
     timestamp = "timestamp"
 
 
+class Shell(enum.StrEnum):
+    """Shells `completion` writes a script for."""
+
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+COMPLETE_VAR = "_SEGROUTE_COMPLETE"
+"""Set by a completion script when the shell asks segroute what may come next."""
+
+
 class FailOn(enum.StrEnum):
     """What else makes a run exit 1."""
 
@@ -829,9 +841,35 @@ def ledger_merge(
         )
 
 
+@app.command()
+def completion(
+    shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish.", show_default=False)],
+) -> None:
+    """Print the script that completes segroute's commands, options and their values in a shell.
+
+    Examples:
+      eval "$(segroute completion bash)"    # in ~/.bashrc
+      eval "$(segroute completion zsh)"     # in ~/.zshrc, after compinit
+      segroute completion fish > ~/.config/fish/completions/segroute.fish
+    """
+    # typer's own scripts; typer offers them publicly only as --show-completion, for the shell it
+    # detects. tests/test_cli.py runs the bash one in bash, so a typer that moves them fails there.
+    from typer._completion_shared import get_completion_script
+
+    with _boundary():
+        script = get_completion_script(prog_name="segroute", complete_var=COMPLETE_VAR, shell=shell.value)
+        render.write_document(sys.stdout, script.encode() + b"\n")
+
+
 def main() -> None:
     """The console script's entry point."""
+    if COMPLETE_VAR in os.environ:  # a shell asks what may come next: answer with typer's completion
+        from typer._completion_classes import completion_init
+
+        completion_init()
     try:
-        app()
+        # Named, not taken from argv[0]: `python -m segroute` is segroute too, in usage lines and in
+        # the variable completion scripts set (COMPLETE_VAR).
+        app(prog_name="segroute")
     except KeyboardInterrupt:  # before a command set up its own handling: nothing was read yet
         sys.exit(ExitCode.INTERRUPTED)

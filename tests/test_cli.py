@@ -679,3 +679,65 @@ def test_a_dry_run_report_and_failure_file() -> None:
     assert [p["origin"] for p in report["problems"]] == ["e.jsonl:4", "e.jsonl:5"]
     # Rejected records that are still JSON are kept for a replay; text that is not JSON cannot be.
     assert Path("f.jsonl").read_text() == "[1]\n"
+
+
+# --- shell completion ------------------------------------------------------------------------------
+
+
+def _on_path(tmp_path: Path) -> dict[str, str]:
+    """An environment whose PATH starts with a `segroute` that runs this checkout, as a shell's would."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    launcher = bin_dir / "segroute"
+    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m segroute "$@"\n')
+    launcher.chmod(0o755)
+    root = str(Path(__file__).resolve().parent.parent)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": root}
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("segroute se", ["send"]),
+        ("segroute l", ["link", "links", "ledger"]),
+        ("segroute send --ord", ["--order"]),
+        ("segroute send --order ''", ["input", "timestamp"]),
+        ("segroute completion ''", ["bash", "zsh", "fish"]),
+    ],
+)
+def test_the_bash_completion_script_completes_commands_options_and_values_in_bash(
+    tmp_path: Path, words: str, expected: list[str]
+) -> None:
+    env = _on_path(tmp_path)
+    script = subprocess.run(
+        ["segroute", "completion", "bash"], env=env, capture_output=True, check=True
+    ).stdout.decode()
+    assert "complete -o default -F _segroute_completion segroute" in script
+    shell = (
+        f'eval "$(segroute completion bash)"; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); '
+        '_segroute_completion segroute; printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    done = subprocess.run(["bash", "-c", shell], env=env, capture_output=True, check=True)
+    assert sorted(done.stdout.decode().split()) == sorted(expected)
+
+
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+def test_the_zsh_and_fish_scripts_ask_segroute_what_comes_next_and_it_answers(
+    tmp_path: Path, shell: str
+) -> None:
+    """No zsh or fish here to load them in: the scripts must call back with the variable segroute
+    answers to, and its answer must name the commands."""
+    env = _on_path(tmp_path)
+    script = subprocess.run(["segroute", "completion", shell], env=env, capture_output=True, check=True)
+    assert f"_SEGROUTE_COMPLETE=complete_{shell}" in script.stdout.decode()
+    asked = {**env, "_SEGROUTE_COMPLETE": f"complete_{shell}", "_TYPER_COMPLETE_ARGS": "segroute se"}
+    if shell == "fish":
+        asked["_TYPER_COMPLETE_FISH_ACTION"] = "get-args"
+    answer = subprocess.run(["segroute"], env=asked, capture_output=True, check=True).stdout.decode()
+    assert "send" in answer
+
+
+def test_completion_for_a_shell_it_does_not_know_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["completion", "tcsh"])
+    assert result.exit_code == 2
+    assert "tcsh" in result.stderr
