@@ -275,9 +275,14 @@ def send(
     ] = 120.0,
     failed: Annotated[
         Path | None,
-        _opt(text="Write every event that did not go out to this file, one per line, to replay with send."),
+        _opt(
+            text="Write every event that did not go out to this file (- for stdout), one per line, to "
+            "replay with send."
+        ),
     ] = None,
-    report: Annotated[Path | None, _opt(text="Write a JSON report of the run to this file.")] = None,
+    report: Annotated[
+        Path | None, _opt(text="Write a JSON report of the run to this file (- for stdout).")
+    ] = None,
     order: Annotated[
         Order,
         typer.Option(
@@ -376,6 +381,11 @@ def send(
             raise UsageError("--fail-on rejected is how send always works; it takes only unlinked")
         if no_ledger and ledger is not None:
             raise UsageError("--ledger and --no-ledger: give one")
+        to_stdout = [name for name, path in (("--failed", failed), ("--report", report)) if path == STDOUT]
+        if output is not None:
+            to_stdout.insert(0, "--output")
+        if len(to_stdout) > 1:
+            raise UsageError(f"{' and '.join(to_stdout)} both write to stdout: give all but one a file")
         selection = _selection(types, events, users, since, until, sample)
         shard_share = _parsed("--shard", shard, _parse_shard)
         ttl = _parsed("--idempotency-ttl", idempotency_ttl, settings.parse_key_lifetime)
@@ -404,8 +414,8 @@ def send(
             shared,
             api_key=api_key,
             delivery=delivery,
-            failed_path=failed,
-            report_path=report,
+            failed_path=_file_or_stdout(failed),
+            report_path=_file_or_stdout(report),
             order=order.value,
             shard=shard_share,
             ledger_path=None if no_ledger else shared.ledger_path,
@@ -415,7 +425,9 @@ def send(
         err = functools.cache(render.stderr_console)
         if not loaded.exists and not quiet:
             render.show_message(err(), f"note: no {loaded.path} here, so no links: track events are skipped")
-        display = _send_display(output, dry_run=dry_run, quiet=quiet, err=err, streaming="-" in names)
+        # A dry run prints its requests on stdout unless asked for something else there.
+        requests = dry_run and not to_stdout
+        display = _send_display(output, requests=requests, quiet=quiet, err=err, streaming="-" in names)
         result = run(options, display, stdin=_stdin(), on_signal=functools.partial(_on_signal, quiet=quiet))
         code = _show_send_result(ctx, result, options, loaded, err=err, failed=failed, quiet=quiet)
         if code is ExitCode.OK and result.summary.read == 0 and not allow_empty:
@@ -453,10 +465,10 @@ def _run_options(
 
 
 def _send_display(
-    output: RequestFormat | None, *, dry_run: bool, quiet: bool, err: Callable[[], Console], streaming: bool
+    output: RequestFormat | None, *, requests: bool, quiet: bool, err: Callable[[], Console], streaming: bool
 ) -> render.RunDisplay:
     """What a send shows: the requests (a dry run) or results on stdout, the rest on stderr."""
-    if output is None and dry_run:
+    if output is None and requests:
         output = RequestFormat.text if sys.stdout and sys.stdout.isatty() else RequestFormat.jsonl
     if output is not None and sys.stdout is None:
         raise UsageError("stdout is closed: there is nowhere to print the requests")
@@ -491,7 +503,7 @@ def _show_send_result(
     names = options.inputs
     resume = _command_line(ctx, names, resolved)
     replay = None
-    if failed is not None and result.input_read:
+    if failed is not None and failed != STDOUT and result.input_read:
         replay = _command_line(ctx, [str(failed)], {**resolved, **dict.fromkeys(_NOT_FOR_REPLAY)})
     views.show_run_end(
         err,
@@ -547,6 +559,18 @@ def _command_line(ctx: typer.Context, inputs: list[str], replace: dict[str, obje
                 item = item.value
             words += [flag, f"{item:g}" if isinstance(item, float) else str(item)]
     return shlex.join(words)
+
+
+STDOUT = Path("-")
+"""What --failed and --report take to mean stdout."""
+
+
+def _file_or_stdout(path: Path | None) -> Path | BinaryIO | None:
+    if path != STDOUT:
+        return path
+    if sys.stdout is None:
+        raise UsageError("stdout is closed: name a file instead of -")
+    return sys.stdout.buffer
 
 
 def _parsed(option: str, text: str | None, parse: Callable[[str], T]) -> T | None:

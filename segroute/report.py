@@ -6,7 +6,7 @@ import datetime
 import os
 from collections.abc import Collection
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 import orjson
 
@@ -42,10 +42,12 @@ class FailedWriter:
     """Every event that did not go out, one per line, so that ``segroute send FILE`` replays them:
     its line as read when it had one of its own, else as parsed (same fields, same order)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path | BinaryIO) -> None:
+        """``path`` is a file to make, or a stream to write to (stdout), which is flushed, not closed."""
+        self.path = path if isinstance(path, Path) else "stdout"
+        self._stream = not isinstance(path, Path)
         try:
-            self._out: IO[bytes] = path.open("wb")
+            self._out: IO[bytes] = path.open("wb") if isinstance(path, Path) else path
         except OSError as exc:
             raise OutputError(f"failure file {path}: cannot write: {exc.strerror or exc}") from exc
         self.written = 0
@@ -81,14 +83,16 @@ class FailedWriter:
         self.written += 1
 
     def close(self) -> None:
-        """Flush to disk."""
+        """Flush to disk (a stream: flush it, and leave it open)."""
         try:
             self._out.flush()
-            os.fsync(self._out.fileno())
+            if not self._stream:
+                os.fsync(self._out.fileno())
         except OSError as exc:
             raise self._error(exc) from exc
         finally:
-            self._out.close()
+            if not self._stream:
+                self._out.close()
 
     def _error(self, exc: OSError) -> OutputError:
         return OutputError(f"failure file {self.path}: cannot write: {exc.strerror or exc}")
@@ -184,7 +188,7 @@ def build_report(
 
 
 def check_outputs(
-    outputs: dict[str, Path | None],
+    outputs: dict[str, Path | BinaryIO | None],
     *,
     inputs: list[str],
     ledger: Path | None,
@@ -196,7 +200,7 @@ def check_outputs(
     taken: dict[Path, str] = {} if ledger is None else {_resolved("ledger", ledger): "the ledger"}
     folders = [_resolved("input", Path(name)) for name in inputs if name != "-" and os.path.isdir(name)]
     for what, path in outputs.items():
-        if path is None:
+        if not isinstance(path, Path):  # none, or a stream
             continue
         where = _resolved(what, path)
         for name in inputs:
@@ -226,9 +230,17 @@ def _read_in(path: Path, folder: Path) -> bool:
     )
 
 
-def write_report(path: Path, report: dict[str, Any]) -> None:
-    """Write the report as indented JSON."""
+def write_report(path: Path | BinaryIO, report: dict[str, Any]) -> None:
+    """Write the report as indented JSON, to a file or a stream (stdout)."""
+    data = orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n"
     try:
-        path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+        if isinstance(path, Path):
+            path.write_bytes(data)
+        else:
+            path.write(data)
+            path.flush()
+    except BrokenPipeError:
+        raise
     except OSError as exc:
-        raise OutputError(f"report {path}: cannot write: {exc.strerror or exc}") from exc
+        where = path if isinstance(path, Path) else "stdout"
+        raise OutputError(f"report {where}: cannot write: {exc.strerror or exc}") from exc

@@ -98,8 +98,10 @@ class RunOptions:
     base_url: str
     dry_run: bool
     api_key: str | None = None
-    failed_path: Path | None = None
-    report_path: Path | None = None
+    failed_path: Path | BinaryIO | None = None
+    """The failure file, or a stream (stdout) to write its lines to."""
+    report_path: Path | BinaryIO | None = None
+    """The report's file, or a stream (stdout) to write it to."""
     delivery: DeliveryOptions | None = None
     """How to send; None for a dry run, which never imports aiohttp."""
     selection: Selection = field(default_factory=Selection)
@@ -141,7 +143,7 @@ class RunResult:
     """... of this many; None when one input is stdin."""
     failed_written: int | None = None
     failed_unwritable: int = 0
-    report_path: Path | None = None
+    report_path: Path | BinaryIO | None = None
     problems: ProblemLog = field(default_factory=ProblemLog)
     ledger_path: Path | None = None
     """The ledger the run used, if any."""

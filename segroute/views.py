@@ -7,6 +7,7 @@ As in `render`, rich loads with the first thing shown, not with this module.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -66,6 +67,7 @@ def show_run_end(
             result.report_path,
             unwritable=result.failed_unwritable,
             replay=replay,
+            input_read=result.input_read,
         )
         if result.ledger_path is not None:
             show_ledger_line(err(), result.ledger_path, result.ledger_recorded, dry_run=result.dry_run)
@@ -147,11 +149,13 @@ def show_files(
     *,
     unwritable: int = 0,
     replay: str | None = None,
+    input_read: bool = True,
 ) -> None:
     """Where the failure file and the report went; how to replay the failure file, when every input
     was read (else the file holds only part of what did not go out: `show_stop` says how to resume)."""
     from rich.text import Text
 
+    failed, report = _file_name(failed), _file_name(report)
     if unwritable:
         console.print(Text(f"{failed}: {unwritable:,} events nested too deeply to write back were left out"))
     if failed is not None and failed_written is not None:
@@ -162,6 +166,8 @@ def show_files(
             console.print(
                 Text(f"{failed}: {failed_written:,} event{plural} that did not go out; replay with: {replay}")
             )
+        elif input_read:
+            console.print(Text(f"{failed}: {failed_written:,} event{plural} that did not go out"))
         else:
             console.print(
                 Text(
@@ -171,6 +177,13 @@ def show_files(
             )
     if report is not None:
         console.print(Text(f"{report}: the report of this run"))
+
+
+def _file_name(file: object) -> object:
+    """A file as the end of a run names it: its path; ``stdout`` for the stream or ``-``."""
+    if file is None or (isinstance(file, str | PurePath) and str(file) != "-"):
+        return file
+    return "stdout"
 
 
 _STOPPED_BY = {

@@ -904,3 +904,27 @@ def test_at_a_stop_every_event_the_reader_handed_over_ends_once_as_not_attempted
     assert Counter((r.outcome, r.reason) for r in results) == {("not_attempted", "stopped"): count}
     assert stats.read == count
     assert received_so_far(courier) == 1
+
+
+def test_the_failure_file_or_the_report_may_be_stdout_but_only_one_thing_is(courier: FakeCourier) -> None:
+    courier.rejected_recipients.add("bad-user")
+    events = [checkout(1, "u1"), checkout(2, "bad-user"), identify(3, "u3")]
+    write_events(events)
+    failed = send(courier, "events.jsonl", "--failed", "-")
+    assert failed.exit_code == 1
+    assert failed.stdout.splitlines() == Path("events.jsonl").read_text().splitlines()[1:2]
+    assert "stdout: 1 event that did not go out\n" in failed.stderr  # no replay command for stdout
+    assert not Path("-").exists()
+    dry = send(courier, "events.jsonl", "--dry-run", "--report", "-")
+    assert dry.exit_code == 0
+    report = json.loads(dry.stdout)  # the report alone: the dry run's requests make way for it
+    # What is left after the send: the refused event; the two accepted are already sent.
+    assert (report["mode"], report["read"], report["totals"]) == ("dry-run", 3, {"planned": 1, "skipped": 2})
+    assert "stdout: the report of this run\n" in dry.stderr
+    for args, names in (
+        (["--failed", "-", "--report", "-"], "--failed and --report"),
+        (["--output", "jsonl", "--failed", "-"], "--output and --failed"),
+    ):
+        both = send(courier, "events.jsonl", "--dry-run", *args)
+        assert both.exit_code == 2
+        assert both.stderr == f"error: {names} both write to stdout: give all but one a file\n"
