@@ -20,7 +20,17 @@ from segroute import __version__
 from segroute.errors import AuthError
 from segroute.feeds import make_feed
 from segroute.health import DEFAULT_GIVE_UP_AFTER, ApiHealth, TargetWatch
-from segroute.models import Delivered, Event, KeyState, Note, Outcome, Planned, Request, RequestResult
+from segroute.models import (
+    Delivered,
+    Event,
+    KeyState,
+    Note,
+    Outcome,
+    Planned,
+    Request,
+    RequestResult,
+    Skipped,
+)
 from segroute.retry import Attempt, Backoff, answered, decide, unanswered
 from segroute.throttle import Sleep, Throttle, sleep_unless_stopped
 from segroute.transform import CONTENT_TYPE
@@ -83,6 +93,8 @@ class DeliveryStats:
     """Counters the progress display reads while a send runs, and why it stopped early, if it did."""
 
     read: int = 0
+    already_sent: int = 0
+    """Events read and skipped as accepted in an earlier run."""
     requests_done: int = 0
     failed: int = 0
     retries: int = 0
@@ -579,6 +591,8 @@ async def deliver(
             else:
                 if not isinstance(item, Note):
                     stats.read += 1
+                    if isinstance(item, Skipped) and item.reason == "already_sent":
+                        stats.already_sent += 1
                 on_outcome(item)
 
     try:

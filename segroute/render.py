@@ -20,7 +20,7 @@ from segroute.names import display_name
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.live import Live
+    from rich.progress import Progress as ProgressBar
 
     # The pipeline's modules load only in the commands that read events.
     from segroute.models import Event, Note, Planned, Rejected, Request, RequestResult
@@ -31,6 +31,9 @@ __all__ = [
     "MAX_SHOWN",
     "PLAIN_PROGRESS_EVERY",
     "RATE_WINDOW",
+    "Rates",
+    "duration",
+    "progress_line",
     "JsonlWriter",
     "RunDisplay",
     "TextWriter",
@@ -255,6 +258,67 @@ the report and the failure file hold all of them."""
 _LINE_SUFFIX = re.compile(r":\d+(\[\d+\])?$")
 
 
+class Rates:
+    """Events, requests and input bytes a second, over the last ``window`` seconds: the current
+    pace, not the run's average."""
+
+    def __init__(self, window: float) -> None:
+        self._window = window
+        self._samples: collections.deque[tuple[float, int, int, int]] = collections.deque()
+
+    def add(self, now: float, events: int, requests: int, read_bytes: int) -> tuple[float, float, float]:
+        """Note where the run is; (events, requests, bytes) a second since the window's start."""
+        samples = self._samples
+        samples.append((now, events, requests, read_bytes))
+        while len(samples) > 2 and samples[1][0] <= now - self._window:
+            samples.popleft()
+        first = samples[0]
+        seconds = now - first[0]
+        if seconds <= 0:
+            return 0.0, 0.0, 0.0
+        return (
+            (events - first[1]) / seconds,
+            (requests - first[2]) / seconds,
+            (read_bytes - first[3]) / seconds,
+        )
+
+
+def progress_line(progress: Progress, rates: tuple[float, float, float], *, with_share: bool = True) -> str:
+    """How far a send has come, in one line: counts, the current rates, the share of the input read
+    and when the rest will be (for files; ``with_share`` leaves the share to a bar)."""
+    events_rate, requests_rate, bytes_rate = rates
+    line = (
+        f"read {progress.read:,} events · {progress.done:,} requests done · {events_rate:,.0f} events/s · "
+        f"{requests_rate:,.0f} requests/s · {progress.failed:,} failed · {progress.retries:,} retries"
+    )
+    if progress.total_bytes:
+        share = min(1.0, progress.read_bytes / progress.total_bytes)
+        if with_share:
+            line += f" · {share:.0%} of {size(progress.total_bytes)} read"
+        left = progress.total_bytes - progress.read_bytes
+        if left > 0 and bytes_rate > 0:
+            line += f" · ETA {duration(left / bytes_rate)}"
+    if progress.already_sent:
+        line += f" · skipping already sent: {progress.already_sent:,} events"
+    if progress.throttled:
+        pace = "" if progress.pace is None else f", at most {progress.pace:,.0f}/s"
+        line += (
+            f" · throttled by Courier ({progress.throttled:,} × 429): "
+            f"{progress.concurrency} of {progress.max_concurrency} in flight{pace}"
+        )
+    return line
+
+
+def duration(seconds: float) -> str:
+    """A time left as a person reads it: ``45s``, ``2m 10s``, ``1h 03m``."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+
+
 def input_of(origin: str) -> str:
     """The input an origin names, without its line (and item)."""
     return _LINE_SUFFIX.sub("", origin)
@@ -299,15 +363,23 @@ class RunDisplay:
             self._requests = JsonlWriter(stdout.buffer)
         elif output == "text":
             self._requests = TextWriter(stdout)
-        self._live: Live | None = None
+        self._bar: ProgressBar | None = None
         if live_progress and not quiet:
-            from rich.live import Live
+            from rich.progress import BarColumn, TaskProgressColumn, TextColumn
+            from rich.progress import Progress as ProgressBar
 
-            self._live = Live(console=err(), auto_refresh=False, transient=True)
-            self._live.start()
+            self._bar = ProgressBar(
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.description}"),
+                console=err(),
+                auto_refresh=False,
+                transient=True,
+            )
+            self._task = self._bar.add_task("", total=None)
+            self._bar.start()
         self._last_line = time.monotonic()
-        self._samples: collections.deque[tuple[float, int]] = collections.deque()
-        """(time, requests done) over the last RATE_WINDOW seconds, for the current rate."""
+        self._rates = Rates(RATE_WINDOW)
         self._problems = _Shown()
         self._given_up: set[str] = set()
 
@@ -372,36 +444,24 @@ class RunDisplay:
         from rich.text import Text
 
         now = time.monotonic()
-        samples = self._samples
-        samples.append((now, progress.done))
-        while len(samples) > 2 and samples[1][0] <= now - RATE_WINDOW:
-            samples.popleft()
-        first_time, first_done = samples[0]
-        rate = (progress.done - first_done) / (now - first_time) if now > first_time else 0.0
-        line = (
-            f"read {progress.read:,} events · {progress.done:,} requests done · {rate:,.0f}/s · "
-            f"{progress.failed:,} failed · {progress.retries:,} retries"
-        )
-        if progress.total_bytes:
-            share = min(1.0, progress.read_bytes / progress.total_bytes)
-            line += f" · {share:.0%} of {size(progress.total_bytes)} read"
-        if progress.throttled:
-            pace = "" if progress.pace is None else f", at most {progress.pace:,.0f}/s"
-            line += (
-                f" · throttled by Courier ({progress.throttled:,} × 429): "
-                f"{progress.concurrency} of {progress.max_concurrency} in flight{pace}"
+        rates = self._rates.add(now, progress.read, progress.done, progress.read_bytes)
+        if self._bar is not None:
+            self._bar.update(
+                self._task,
+                completed=progress.read_bytes,
+                total=progress.total_bytes or None,
+                description=progress_line(progress, rates, with_share=False),
             )
-        if self._live is not None:
-            self._live.update(Text(line), refresh=True)
+            self._bar.refresh()
         elif now - self._last_line >= PLAIN_PROGRESS_EVERY:
             self._last_line = now
-            self._err().print(Text(f"progress: {line}"))
+            self._err().print(Text(f"progress: {progress_line(progress, rates)}"))
 
     def close(self) -> None:
         """Stop the live line, say how many problem lines were left out, and flush stdout."""
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
         for kind, count in self._problems.unshown():
             show_message(self._err(), display_name(f"... and {count:,} more {kind}"))
         try:

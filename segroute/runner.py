@@ -87,6 +87,8 @@ class Progress:
     """Bytes of the inputs read so far ..."""
     total_bytes: int | None = None
     """... of this many; None when one input is stdin."""
+    already_sent: int = 0
+    """Events skipped as accepted in an earlier run (a resume passing over what went out)."""
 
 
 @dataclass
@@ -444,6 +446,7 @@ async def _send(
                 pace=None if throttle is None else throttle.rate,
                 read_bytes=meter.position,
                 total_bytes=meter.total,
+                already_sent=stats.already_sent,
             )
         )
 

@@ -928,3 +928,47 @@ def test_the_failure_file_or_the_report_may_be_stdout_but_only_one_thing_is(cour
         both = send(courier, "events.jsonl", "--dry-run", *args)
         assert both.exit_code == 2
         assert both.stderr == f"error: {names} both write to stdout: give all but one a file\n"
+
+
+def test_on_a_terminal_a_send_shows_a_bar_with_the_share_read_the_rates_and_an_eta(
+    courier: FakeCourier,
+) -> None:
+    """The send runs with its stderr on a pseudo-terminal, as in a person's shell; what the terminal
+    received, without its control codes, holds the progress bar's percent, the rates and the ETA."""
+    import fcntl
+    import pty
+    import re
+    import struct
+    import termios
+
+    courier.fault("delay", times=10**6, seconds=0.002)
+    write_events([identify(n, f"u{n}") for n in range(3000)])
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 220, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "220"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(
+        segroute_send("events.jsonl", "--api-url", courier.url, "--concurrency", "2", "--no-ledger"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+        env=env,
+    )
+    os.close(terminal)
+    shown = bytearray()
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the other end closed: the send is over
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main)
+    assert proc.wait(timeout=60) == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode("utf-8", "replace"))
+    lines = [line for line in re.split(r"[\r\n]", text) if "requests done" in line]
+    assert lines, text[-2000:]
+    assert any(re.search(r"\b\d+%", line) for line in lines), lines[-3:]
+    assert any(re.search(r"[\d,]+ events/s · [\d,]+ requests/s", line) for line in lines), lines[-3:]
+    assert any(re.search(r"ETA \d+(s|m \d\ds)", line) for line in lines), lines[-3:]
