@@ -9,6 +9,8 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
@@ -44,8 +46,18 @@ _GLOB_CHARS = frozenset("*?[")
 _DESCRIBE_MAX = 3
 """Values listed by `Selection.describe` before it says how many more there are."""
 BOUND_FORMS = (
-    "a date (2026-01-31) or an ISO-8601 date-time (2026-01-31T12:00:00Z, 2026-01-31T12:00:00+02:00, "
-    "2026-01-31T12:00:00.250; without an offset it is UTC)"
+    "a date (2026-01-31), an ISO-8601 date-time (2026-01-31T12:00:00Z, 2026-01-31T12:00:00+02:00, "
+    "2026-01-31T12:00:00.250; without an offset it is UTC), a time back from now (30m, 6h, 2d, 1w, "
+    "'90 minutes', '2 days ago'), now, today or yesterday (midnight UTC)"
+)
+_MIN_US = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // _MICROSECOND
+"""0001-01-01T00:00:00Z, the earliest time ISO-8601 bounds can name."""
+_UNIT_US = {"m": 60_000_000, "h": 3_600_000_000, "d": _DAY_US, "w": 7 * _DAY_US}
+# Long units are case-insensitive, one-letter ones lowercase only: 1M is refused, not read as 1 minute
+# by someone who meant a month. ASCII only: no other digits, spaces or letters that fold to these.
+_RELATIVE = re.compile(
+    r"([0-9]+)\s*(?:([mhdw])|(?i:(minutes?|mins?|hours?|hrs?|days?|weeks?)))(?:\s+(?i:ago))?",
+    re.ASCII,
 )
 _fromisoformat = datetime.fromisoformat
 
@@ -82,10 +94,12 @@ def received_time(data: dict[str, Any]) -> int | None:
     return parse_time(data.get("receivedAt"))
 
 
-def parse_bound(text: str, *, end: bool) -> int:
+def parse_bound(text: str, *, end: bool, now: Callable[[], float] = time.time) -> int:
     """A ``--since`` (end=False) or ``--until`` (end=True) bound as microseconds; a date ends at midnight.
 
-    The window is [since, until), so an until date means the start of the next day: the whole day is in.
+    The window is [since, until), so an until date means the start of the next day: the whole day is in;
+    so do ``today`` and ``yesterday``. A relative time (``6h``, ``2 days ago``) and ``now`` are instants
+    back from ``now()`` (seconds since the epoch), which is only called for them.
     """
     stripped = text.strip()
     try:
@@ -96,8 +110,24 @@ def parse_bound(text: str, *, end: bool) -> int:
         start = (day.toordinal() - _EPOCH.toordinal()) * _DAY_US
         return start + _DAY_US if end else start
     moment = parse_time(stripped)
-    if moment is None:
-        raise ValueError(f"not a date or date-time: {text!r}; expected {BOUND_FORMS}")
+    if moment is not None:
+        return moment
+    word = stripped.lower()
+    found = _RELATIVE.fullmatch(stripped)
+    if word not in ("now", "today", "yesterday") and found is None:
+        raise ValueError(f"not a time: {text!r}; expected {BOUND_FORMS}")
+    now_us = round(now() * 1_000_000)
+    if word == "now":
+        return now_us
+    if found is None:
+        start = now_us // _DAY_US * _DAY_US - (_DAY_US if word == "yesterday" else 0)
+        return start + _DAY_US if end else start
+    digits = found[1].lstrip("0") or "0"
+    unit = _UNIT_US[found[2] or found[3][0].lower()]
+    # int() refuses over 4300 digits; 16 are already before the year 1, whatever the unit.
+    moment = now_us - int(digits) * unit if len(digits) <= 15 else _MIN_US - 1
+    if moment < _MIN_US:
+        raise ValueError(f"{text!r} reaches back before the year 1")
     return moment
 
 

@@ -715,8 +715,8 @@ def test_inspect_reports_a_symlink_in_a_tar_as_unsafe() -> None:
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        (["--since", "yesterday"], "error: --since: not a date or date-time: 'yesterday'; expected a date"),
-        (["--until", "2026-13-01"], "error: --until: not a date or date-time: '2026-13-01'; expected a date"),
+        (["--since", "6x"], "error: --since: not a time: '6x'; expected a date (2026-01-31), an ISO"),
+        (["--until", "2026-13-01"], "error: --until: not a time: '2026-13-01'; expected a date"),
         (["--type", "bogus"], "error: --type 'bogus': not a Segment type (alias, group, identify, page"),
     ],
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -262,10 +262,173 @@ def test_parse_bound_date_time_is_exact_either_way() -> None:
         assert parse_bound("2026-03-10T12:30", end=end) == micros("2026-03-10T12:30:00Z")
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "2026-03-32", "10/03/2026", "2026-03-10T", "1700000000"])
+def never() -> float:
+    """A clock for bounds that must not read one."""
+    raise AssertionError("the clock was read")
+
+
+def test_dates_and_date_times_never_read_the_clock() -> None:
+    assert parse_bound("2026-01-31", end=True, now=never) == NEXT_MIDNIGHT
+    assert parse_bound("2026-01-31T12:00:00Z", end=False, now=never) == NOON
+
+
+# "now" for the relative forms: 2026-01-31T12:00:00.25Z (a quarter second is exact in binary).
+NOW = NOON + 250_000
+MINUTE_US = 60_000_000
+HOUR_US = 60 * MINUTE_US
+DAY_US = 24 * HOUR_US
+
+
+def fixed(moment_us: int) -> Callable[[], float]:
+    """A clock stopped at this moment, read in seconds since the epoch as time.time gives them."""
+    return lambda: moment_us / 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("text", "back"),
+    [
+        ("30m", 30 * MINUTE_US),
+        ("6h", 6 * HOUR_US),
+        ("2d", 2 * DAY_US),
+        ("1w", 7 * DAY_US),
+        ("0m", 0),
+        ("90 minutes", 90 * MINUTE_US),
+        ("1 minute", MINUTE_US),
+        ("5min", 5 * MINUTE_US),
+        ("5 mins", 5 * MINUTE_US),
+        ("6 hours", 6 * HOUR_US),
+        ("1 hour", HOUR_US),
+        ("3 hrs", 3 * HOUR_US),
+        ("2 days", 2 * DAY_US),
+        ("1 day", DAY_US),
+        ("2 weeks", 14 * DAY_US),
+        ("2d ago", 2 * DAY_US),
+        ("2 days ago", 2 * DAY_US),
+        ("6 Hours Ago", 6 * HOUR_US),
+        ("  36h\n", 36 * HOUR_US),
+        ("0048h", 48 * HOUR_US),
+    ],
+)
+def test_parse_bound_relative_is_an_instant_back_from_now(text: str, back: int) -> None:
+    # An instant for --until too: only days named by a date or word stretch to their end.
+    for end in (False, True):
+        assert parse_bound(text, end=end, now=fixed(NOW)) == NOW - back
+
+
+def test_parse_bound_now_is_the_clock_either_way() -> None:
+    for end in (False, True):
+        assert parse_bound("now", end=end, now=fixed(NOW)) == NOW
+        assert parse_bound(" NOW ", end=end, now=fixed(NOW)) == NOW
+
+
+PREVIOUS_MIDNIGHT = MIDNIGHT - DAY_US
+"""2026-01-30T00:00:00Z."""
+
+
+@pytest.mark.parametrize(
+    "clock",
+    [NOW, MIDNIGHT, NEXT_MIDNIGHT - 1, MIDNIGHT + 30 * MINUTE_US, NEXT_MIDNIGHT - 30 * MINUTE_US],
+    ids=["noon", "midnight", "last-microsecond", "00:30", "23:30"],
+)
+def test_today_and_yesterday_start_at_midnight_utc_and_end_the_day_for_until(clock: int) -> None:
+    now = fixed(clock)
+    assert parse_bound("today", end=False, now=now) == MIDNIGHT
+    assert parse_bound("today", end=True, now=now) == NEXT_MIDNIGHT
+    assert parse_bound("yesterday", end=False, now=now) == PREVIOUS_MIDNIGHT
+    # --until yesterday keeps all of yesterday, as --until 2026-01-30 does.
+    assert parse_bound("yesterday", end=True, now=now) == MIDNIGHT
+    assert parse_bound("yesterday", end=True, now=now) == parse_bound("2026-01-30", end=True)
+    assert parse_bound("Yesterday", end=False, now=now) == PREVIOUS_MIDNIGHT
+
+
+def test_today_and_yesterday_are_utc_whatever_the_local_zone(local_zone: str) -> None:
+    # Half an hour either side of a UTC midnight, New York or Kolkata is on another day.
+    for clock in (MIDNIGHT + 30 * MINUTE_US, NEXT_MIDNIGHT - 30 * MINUTE_US):
+        assert parse_bound("today", end=False, now=fixed(clock)) == MIDNIGHT
+        assert parse_bound("yesterday", end=True, now=fixed(clock)) == MIDNIGHT
+
+
+def test_today_before_the_epoch_is_still_the_day_it_falls_in() -> None:
+    # Half a second before the epoch is 1969-12-31: days round down, not toward zero.
+    assert parse_bound("today", end=False, now=lambda: -0.5) == -DAY_US
+    assert parse_bound("yesterday", end=True, now=lambda: -0.5) == -DAY_US
+
+
+def test_relative_times_reach_back_no_further_than_the_year_1() -> None:
+    # 739,646 days from 0001-01-01 to 2026-01-31 (`date -u -d 0001-01-01 +%s` is -62135596800).
+    assert parse_bound("739646d", end=False, now=fixed(NOON)) == micros("0001-01-01T12:00:00Z")
+    for text in ("739647d", "200000w", "9" * 5000 + "m"):
+        with pytest.raises(ValueError, match=r"reaches back before the year 1"):
+            parse_bound(text, end=False, now=fixed(NOON))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "6x",
+        "-2d",
+        "+2d",
+        "2d from now",
+        "in 2d",
+        "1M",
+        "2",
+        "d",
+        "2.5h",
+        "2d ago ago",
+        "now ago",
+        "tomorrow",
+        "1 month",
+        "\u0661d",
+        "2026-03-32",
+        "10/03/2026",
+        "2026-03-10T",
+        "1700000000",
+    ],
+)
 def test_parse_bound_rejects_with_the_accepted_forms(text: str) -> None:
-    with pytest.raises(ValueError, match=r"not a date or date-time: .*expected a date \(2026-01-31\)"):
-        parse_bound(text, end=False)
+    expected = (
+        r"not a time: .*; expected a date \(2026-01-31\), an ISO-8601 date-time \(.*\), "
+        r"a time back from now \(30m, 6h, 2d, 1w, '90 minutes', '2 days ago'\), now, today or yesterday"
+    )
+    with pytest.raises(ValueError, match=expected):
+        parse_bound(text, end=False, now=fixed(NOW))
+
+
+@pytest.mark.parametrize(
+    ("bounds", "planned"),
+    [(["--since", "2d"], ["an-hour-ago"]), (["--until", "2 days ago"], ["ten-days-ago"])],
+    ids=["since", "until"],
+)
+def test_since_and_until_relative_select_back_from_the_clock(
+    bounds: list[str], planned: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The CLI reads the real clock: the events sit days either side of the bound, so no run is close.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEGROUTE_CONFIG", raising=False)
+    runner = CliRunner()
+    assert runner.invoke(app, ["link", "E", "a"]).exit_code == 0
+    now = datetime.now(UTC)
+    stamps = {"ten-days-ago": now - timedelta(days=10), "an-hour-ago": now - timedelta(hours=1)}
+    Path("events.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "type": "track",
+                    "event": "E",
+                    "userId": "u",
+                    "messageId": name,
+                    "timestamp": stamp.isoformat(),
+                }
+            )
+            + "\n"
+            for name, stamp in stamps.items()
+        )
+    )
+    result = runner.invoke(app, ["send", "events.jsonl", "--dry-run", "-o", "jsonl", "-q", *bounds])
+    assert result.exit_code == 0, result.stderr
+    assert [json.loads(line)["messageId"] for line in result.stdout.splitlines()] == planned
 
 
 def test_empty_selection_matches_everything() -> None:
