@@ -131,14 +131,20 @@ UserOption = Annotated[
 SinceOption = Annotated[
     str | None,
     _opt(
-        text="Only events at or after this time: a date (2026-01-31) or ISO-8601 (2026-01-31T12:00:00Z). "
-        "The event's timestamp, else originalTimestamp, else receivedAt. Whole day folders of a "
-        "segment-logs archive received before it are not read.",
+        text="Only events at or after this time: a date (2026-01-31), ISO-8601 (2026-01-31T12:00:00Z), "
+        "a time back from now (30m, 6h, 2d, 1w, '90 minutes', '2 days ago'), now, today or yesterday "
+        "(midnight UTC). The event's timestamp, else originalTimestamp, else receivedAt. Whole day "
+        "folders of a segment-logs archive received before it are not read.",
         panel=_SELECT,
     ),
 ]
 UntilOption = Annotated[
-    str | None, _opt(text="Only events before this time; a date means the end of that day.", panel=_SELECT)
+    str | None,
+    _opt(
+        text="Only events before this time, in the forms --since takes; a date, today or yesterday "
+        "means the end of that day.",
+        panel=_SELECT,
+    ),
 ]
 LimitOption = Annotated[int | None, _opt(min=0, text="Stop after this many selected events.", panel=_SELECT)]
 SampleOption = Annotated[
