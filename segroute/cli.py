@@ -685,6 +685,9 @@ def inspect(
         base_url = settings.resolve_api_url(api_url, os.environ, loaded.config, source="--api-url")
         selection = _selection(types, events, users, since, until, sample)
         options = _run_options(names, loaded, base_url, selection, dry_run=True, limit=limit, ledger=ledger)
+        if not loaded.exists:
+            note = f"note: no {loaded.path} here, so no links: every track event shows as unlinked"
+            render.show_message(render.stderr_console(), note)
         inventory = take_inventory(options, stdin=_stdin())
         found = inventory.as_dict(loaded.config)
         if output is ListFormat.json:
@@ -769,7 +772,10 @@ def links(
         if output is ListFormat.json:
             render.write_document(sys.stdout, views.links_json(loaded.config.links))
         else:
-            views.show_links(render.stdout_console(), loaded.config.links, source=str(loaded.path))
+            missing = None if loaded.exists else str(Path.cwd())
+            views.show_links(
+                render.stdout_console(), loaded.config.links, source=str(loaded.path), missing_in=missing
+            )
 
 
 ledger_app = typer.Typer(

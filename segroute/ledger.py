@@ -170,7 +170,8 @@ class Ledger:
         if not create and not path.exists():
             raise LedgerOpenError(f"ledger {path}: no such file (a send creates it)")
         if create and not path.parent.is_dir():
-            raise LedgerOpenError(f"ledger {path}: the folder {path.parent} does not exist")
+            what = "is a file, not a folder" if path.parent.exists() else "does not exist"
+            raise LedgerOpenError(f"ledger {path}: {path.parent} {what}")
         self._writer = _connect(path)
         try:
             _open_schema(self._writer, path, create=create)

@@ -70,7 +70,14 @@ def show_run_end(
             input_read=result.input_read,
         )
         if result.ledger_path is not None:
-            show_ledger_line(err(), result.ledger_path, result.ledger_recorded, dry_run=result.dry_run)
+            sent_before = sum(n for (_, kind), n in result.summary.targets.items() if kind == "already_sent")
+            show_ledger_line(
+                err(),
+                result.ledger_path,
+                result.ledger_recorded,
+                dry_run=result.dry_run,
+                sent_before=sent_before,
+            )
     uncertain = result.summary.outcomes.get(("skipped", "uncertain"), 0)
     if uncertain:
         show_uncertain(err(), uncertain, result.ledger_path, resume=resume)
@@ -103,9 +110,9 @@ def show_summary(console: Console, summary: Summary, *, title: str) -> None:
     for (outcome, reason), count in sorted(
         summary.outcomes.items(), key=lambda item: (order.get(item[0][0], 9), item[0][1])
     ):
-        table.add_row(Text(outcome), Text(reason), Text(str(count)))
+        table.add_row(Text(outcome), Text(reason), Text(f"{count:,}"))
     table.add_section()
-    table.add_row("read", "", str(summary.read), style="bold")
+    table.add_row("read", "", f"{summary.read:,}", style="bold")
     console.print(table)
     if summary.targets:
         console.print(_targets_table(summary))
@@ -134,10 +141,12 @@ def _targets_table(summary: Summary) -> Table:
         table.add_column(_REQUEST_COLUMNS[kind], justify="right")
     labels = sorted({label for label, _ in summary.targets})
     for label in labels:
-        table.add_row(Text(display_name(label)), *(Text(str(summary.targets[label, kind])) for kind in kinds))
+        table.add_row(
+            Text(display_name(label)), *(Text(f"{summary.targets[label, kind]:,}") for kind in kinds)
+        )
     table.add_section()
     totals = [sum(n for (_, k), n in summary.targets.items() if k == kind) for kind in kinds]
-    table.add_row("total", *(str(n) for n in totals), style="bold")
+    table.add_row("total", *(f"{n:,}" for n in totals), style="bold")
     return table
 
 
@@ -276,23 +285,36 @@ def show_failing_targets(console: Console, failing: Mapping[str, str], *, failed
         )
 
 
-def show_ledger_line(console: Console, path: object, recorded: int, *, dry_run: bool) -> None:
-    """Where the ledger is, and what this run added to it."""
+def show_ledger_line(
+    console: Console, path: object, recorded: int, *, dry_run: bool, sent_before: int = 0
+) -> None:
+    """Where the ledger is, and what this run added to it (a dry run: what it left out for it)."""
     from rich.text import Text
 
     if dry_run:
-        console.print(Text(f"{path}: the ledger, read: requests it holds were left out"))
+        if sent_before:
+            plural = "" if sent_before == 1 else "s"
+            left_out = f"{sent_before:,} request{plural} it holds as accepted were left out"
+        else:
+            left_out = "it holds none of these requests as accepted"
+        console.print(Text(f"{path}: the ledger, read: {left_out}"))
         return
     plural = "" if recorded == 1 else "s"
     console.print(Text(f"{path}: the ledger: {recorded:,} accepted request{plural} recorded this run"))
 
 
-def show_links(console: Console, links: Sequence[Link], *, source: str) -> None:
-    """The links as a table, or a hint when there are none."""
+def show_links(
+    console: Console, links: Sequence[Link], *, source: str, missing_in: str | None = None
+) -> None:
+    """The links as a table, or a hint when there are none (``missing_in``: the folder the config
+    file was looked for in, when there is none)."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
+    if missing_in is not None:
+        console.print(Text(f"no {source} in {missing_in}; create it with: segroute link EVENT AUTOMATION"))
+        return
     if not links:
         console.print(Text(f"no links in {source}; add one with: segroute link EVENT AUTOMATION"))
         return

@@ -406,10 +406,22 @@ def test_links_table_and_json() -> None:
     ]
 
 
-def test_links_without_config() -> None:
+def test_links_and_inspect_without_config_say_there_is_none() -> None:
     result = invoke("links")
     assert result.exit_code == 0
-    assert result.stdout == "no links in segroute.toml; add one with: segroute link EVENT AUTOMATION\n"
+    assert (
+        result.stdout == f"no segroute.toml in {Path.cwd()}; create it with: segroute link EVENT AUTOMATION\n"
+    )
+    Path("segroute.toml").write_text("")
+    empty = invoke("links")
+    assert empty.stdout == "no links in segroute.toml; add one with: segroute link EVENT AUTOMATION\n"
+    Path("segroute.toml").unlink()
+    write_events(Path("e.jsonl"), TRACK)
+    inspected = invoke("inspect", "e.jsonl")
+    assert inspected.exit_code == 0
+    assert inspected.stderr.startswith(
+        "note: no segroute.toml here, so no links: every track event shows as unlinked\n"
+    )
 
 
 def test_unlink_one_all_and_none() -> None:

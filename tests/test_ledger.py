@@ -118,7 +118,17 @@ def test_a_dry_run_leaves_out_what_the_ledger_holds_and_creates_none(
     assert shown == expected_keys(courier, "b.jsonl") - recorded
     assert len(shown) == 5
     assert ["skipped", "already_sent", "3"] in table_rows(dry.stderr)
-    assert dry.stderr.splitlines()[-1] == f"{ledger}: the ledger, read: requests it holds were left out"
+    assert dry.stderr.splitlines()[-1] == (
+        f"{ledger}: the ledger, read: 6 requests it holds as accepted were left out"
+    )
+    # Against another API, the same ledger holds none of these.
+    other = runner.invoke(
+        app, ["send", "b.jsonl", "--dry-run", "-o", "jsonl", "--api-url", "http://127.0.0.1:9"]
+    )
+    assert (
+        other.stderr.splitlines()[-1]
+        == f"{ledger}: the ledger, read: it holds none of these requests as accepted"
+    )
     opened = Ledger(ledger, create=False)
     try:
         assert opened.summary().runs == 1  # a dry run records no run
