@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from segroute.cli import app
 from segroute.config import load_config
@@ -19,6 +21,14 @@ from tests.startup import run_fresh
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 ROOT = EXAMPLES.parent
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+# The README's two set-up commands: try the example, and run the whole check.
+TRY_IT = (
+    "python3 -m venv .venv && . .venv/bin/activate && pip install . && "
+    "segroute send examples/events.jsonl -c config.example.toml --dry-run"
+)
+CHECK = 'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && scripts/check'
 
 
 def shipped_events() -> list[dict[str, Any]]:
@@ -99,3 +109,104 @@ def test_a_dry_run_starts_without_asyncio_or_aiohttp() -> None:
     events, config = str(EXAMPLES / "events.jsonl"), str(EXAMPLES / "segroute.toml")
     args = ["send", events, "-c", config, "--dry-run", "-q", "--no-ledger"]
     assert run_fresh(args, ["asyncio", "aiohttp"])[:2] == (0, [])
+
+
+def try_it(monkeypatch: pytest.MonkeyPatch, *extra: str) -> Result:
+    """The README's try-it command (its last step, after the install), run through the CLI."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("COURIER_BASE_URL", raising=False)
+    monkeypatch.delenv("SEGROUTE_LEDGER", raising=False)
+    args = shlex.split(TRY_IT.split(" && ")[-1])
+    assert args[0] == "segroute"
+    result = CliRunner().invoke(app, [*args[1:], *extra])
+    assert result.exit_code == 0, result.stderr
+    return result
+
+
+def fenced_blocks(text: str) -> list[str]:
+    return re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+
+
+def counted_rows(text: str) -> list[list[str]]:
+    """A summary's rows that end in a count, as words: ["skipped", "anonymous", "1"]."""
+    rows = [line.split() for line in text.splitlines()]
+    return [row for row in rows if row and row[-1].isdigit()]
+
+
+def test_readme_shows_the_set_up_commands_verbatim() -> None:
+    lines = README.read_text().splitlines()
+    assert TRY_IT in lines
+    assert CHECK in lines
+
+
+def test_readme_summary_is_what_the_try_it_command_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    [summary] = [b for b in fenced_blocks(README.read_text()) if b.startswith("dry run: nothing was sent")]
+    assert ["read", "11"] in counted_rows(summary)
+    assert counted_rows(summary) == counted_rows(try_it(monkeypatch).stderr)
+
+
+def test_pasted_requests_are_what_the_try_it_command_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a terminal the dry run prints text; CliRunner's stdout is not one, so ask for text.
+    printed = "\n".join(line.rstrip() for line in try_it(monkeypatch, "--output", "text").stdout.splitlines())
+    pasted = [
+        b
+        for page in (README, DOCS / "requests.md")
+        for b in fenced_blocks(page.read_text())
+        if b.startswith("POST https://api.courier.com/")
+    ]
+    assert len(pasted) == 2
+    for block in pasted:
+        assert printed.startswith(block.rstrip("\n"))
+
+
+MARKDOWN_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def prose(text: str) -> str:
+    """Markdown without its code: fenced blocks and inline code hold no links or headings."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces as -."""
+    found: set[str] = set()
+    repeats: dict[str, int] = {}
+    for heading in re.findall(r"^#+ (.+)$", prose(page.read_text()), flags=re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        if slug in repeats:  # a repeated heading gets -1, -2, ...
+            repeats[slug] += 1
+            found.add(f"{slug}-{repeats[slug]}")
+        else:
+            repeats[slug] = 0
+            found.add(slug)
+    return found
+
+
+def doc_pages() -> list[Path]:
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def test_relative_links_in_the_readme_and_docs_resolve() -> None:
+    broken, checked = [], 0
+    for page in doc_pages():
+        for target in MARKDOWN_LINK.findall(prose(page.read_text())):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:
+                continue
+            checked += 1
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path) if path else page
+            if not dest.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}: no such file")
+            elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+                broken.append(f"{page.relative_to(ROOT)}: {target}: no such heading")
+    assert broken == []
+    assert checked > 20
+
+
+def test_every_docs_page_is_linked_from_the_readme() -> None:
+    linked = {
+        (ROOT / target.partition("#")[0]).resolve()
+        for target in MARKDOWN_LINK.findall(prose(README.read_text()))
+    }
+    assert [p.name for p in DOCS.glob("*.md") if p.resolve() not in linked] == []
