@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
 
 import typer
+from typer.core import TyperCommand
 
 from segroute import __version__, render, views
 from segroute.errors import ConfigError, ExitCode, OutputError, SegrouteError, UsageError
@@ -37,6 +38,15 @@ __all__ = [
 
 T = TypeVar("T")
 
+
+class _Command(TyperCommand):
+    """A command whose usage line names a required argument bare (``OUTPUT``), as man pages do,
+    where typer writes ``{OUTPUT}``."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [piece.replace("{", "").replace("}", "") for piece in super().collect_usage_pieces(ctx)]
+
+
 app = typer.Typer(
     name="segroute",
     help="Replay and route Segment events into the Courier API.",
@@ -44,7 +54,9 @@ app = typer.Typer(
     add_completion=False,
     # Tracebacks that show local variables could show the API key.
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    # Plain help, as git and gh print theirs: paragraphs wrapped to the terminal, metavars as words.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 
 
@@ -106,31 +118,45 @@ def _opt(*names: str, text: str, panel: str | None = None, **kwargs: Any) -> Any
 
 InputsArgument = Annotated[
     list[str] | None,
-    typer.Argument(
-        help="Files, folders or bundles of Segment events, or - for stdin. [default: stdin, when piped]",
-        show_default=False,
-    ),
+    typer.Argument(metavar="INPUT", hidden=True, show_default=False),  # the docstrings say what it is
 ]
 ConfigOption = Annotated[
-    str | None, _opt("--config", "-c", text="Config file. [default: $SEGROUTE_CONFIG, else ./segroute.toml]")
+    str | None,
+    _opt(
+        "--config",
+        "-c",
+        metavar="FILE",
+        text="Config file. [default: $SEGROUTE_CONFIG, else ./segroute.toml]",
+    ),
 ]
 _LEDGER_DEFAULT = "[default: $SEGROUTE_LEDGER, else segroute-ledger.sqlite3 beside the config]"
-LedgerOption = Annotated[Path | None, _opt("--ledger", text=f"The ledger. {_LEDGER_DEFAULT}")]
-ListOutputOption = Annotated[ListFormat, typer.Option("--output", "-o", help="table, or json for scripts.")]
+LedgerOption = Annotated[Path | None, _opt("--ledger", metavar="FILE", text=f"The ledger. {_LEDGER_DEFAULT}")]
+ListOutputOption = Annotated[
+    ListFormat, typer.Option("--output", "-o", metavar="table|json", help="table, or json for scripts.")
+]
 TypeOption = Annotated[
-    list[str] | None, _opt("--type", text="Only events of this type (repeatable).", panel=_SELECT)
+    list[str] | None,
+    _opt("--type", metavar="TYPE", text="Only events of this type (repeatable).", panel=_SELECT),
 ]
 EventOption = Annotated[
     list[str] | None,
-    _opt("--event", text="Only track events with this name; * and ? glob (repeatable).", panel=_SELECT),
+    _opt(
+        "--event",
+        metavar="NAME",
+        text="Only track events with this name; * and ? glob (repeatable).",
+        panel=_SELECT,
+    ),
 ]
 UserOption = Annotated[
     list[str] | None,
-    _opt("--user", text="Only events of this userId or anonymousId (repeatable).", panel=_SELECT),
+    _opt(
+        "--user", metavar="ID", text="Only events of this userId or anonymousId (repeatable).", panel=_SELECT
+    ),
 ]
 SinceOption = Annotated[
     str | None,
     _opt(
+        metavar="TIME",
         text="Only events at or after this time: a date (2026-01-31), ISO-8601 (2026-01-31T12:00:00Z), "
         "a time back from now (30m, 6h, 2d, 1w, '90 minutes', '2 days ago'), now, today or yesterday "
         "(midnight UTC). The event's timestamp, else originalTimestamp, else receivedAt. Whole day "
@@ -141,17 +167,21 @@ SinceOption = Annotated[
 UntilOption = Annotated[
     str | None,
     _opt(
+        metavar="TIME",
         text="Only events before this time, in the forms --since takes; a date, today or yesterday "
         "means the end of that day.",
         panel=_SELECT,
     ),
 ]
-LimitOption = Annotated[int | None, _opt(min=0, text="Stop after this many selected events.", panel=_SELECT)]
+LimitOption = Annotated[
+    int | None, _opt(min=0, metavar="N", text="Stop after this many selected events.", panel=_SELECT)
+]
 SampleOption = Annotated[
     float | None,
     _opt(
         min=0.0,
         max=1.0,
+        metavar="FRACTION",
         text="Keep this fraction of events, chosen by messageId: every run picks the same ones.",
         panel=_SELECT,
     ),
@@ -235,7 +265,7 @@ def _main(
     """Replay and route Segment events into the Courier API."""
 
 
-@app.command()
+@app.command(cls=_Command)
 def send(
     ctx: typer.Context,
     inputs: InputsArgument = None,
@@ -248,6 +278,7 @@ def send(
         _opt(
             "--output",
             "-o",
+            metavar="text|jsonl",
             text="Per request on stdout: jsonl (one JSON object per line) or text. [default: a dry run "
             "prints text on a terminal, else jsonl; a send prints nothing]",
         ),
@@ -261,48 +292,65 @@ def send(
     api_url: Annotated[
         str | None,
         _opt(
-            text="Courier API base URL. [default: $COURIER_BASE_URL, else the config, else https://api.courier.com]"
+            metavar="URL",
+            text="Courier API base URL. [default: $COURIER_BASE_URL, else the config, else https://api.courier.com]",
         ),
     ] = None,
     region: Annotated[
-        Region | None, _opt(text="Courier region: eu is https://api.eu.courier.com. Not with --api-url.")
+        Region | None,
+        _opt(metavar="us|eu", text="Courier region: eu is https://api.eu.courier.com. Not with --api-url."),
     ] = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=512, help="Requests in flight at once.")] = 8,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=512, metavar="N", help="Requests in flight at once.")
+    ] = 8,
     rate: Annotated[
-        float | None, _opt(min=0.001, text="At most this many requests per second. [default: no cap]")
+        float | None,
+        _opt(min=0.001, metavar="N", text="At most this many requests per second. [default: no cap]"),
     ] = None,
     max_retries: Annotated[
         int,
-        typer.Option(min=0, max=100, help="Retries per request (network errors, timeouts, 408, 429, 5xx)."),
+        typer.Option(
+            min=0, max=100, metavar="N", help="Retries per request (network errors, timeouts, 408, 429, 5xx)."
+        ),
     ] = 5,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds one attempt may take.")] = 30.0,
+    timeout: Annotated[
+        float, typer.Option(min=0.1, metavar="SECONDS", help="Seconds one attempt may take.")
+    ] = 30.0,
     max_time: Annotated[
-        float, typer.Option(min=0.1, help="Seconds one request may take, retries and waits included.")
+        float,
+        typer.Option(
+            min=0.1, metavar="SECONDS", help="Seconds one request may take, retries and waits included."
+        ),
     ] = 120.0,
     failed: Annotated[
         Path | None,
         _opt(
+            metavar="FILE",
             text="Write every event that did not go out to this file (- for stdout), one per line, to "
-            "replay with send."
+            "replay with send.",
         ),
     ] = None,
     report: Annotated[
-        Path | None, _opt(text="Write a JSON report of the run to this file (- for stdout).")
+        Path | None, _opt(metavar="FILE", text="Write a JSON report of the run to this file (- for stdout).")
     ] = None,
     order: Annotated[
         Order,
         typer.Option(
+            metavar="input|timestamp",
             help="input: as read. timestamp: in event time (ties by receivedAt, then messageId), sorted "
-            "on disk in bounded memory; nothing is sent until every input is read."
+            "on disk in bounded memory; nothing is sent until every input is read.",
         ),
     ] = Order.input,
     fail_on: Annotated[
         list[FailOn] | None,
-        _opt(text="Also exit 1 when this happens: unlinked (a track event no link names)."),
+        _opt(
+            metavar="unlinked", text="Also exit 1 when this happens: unlinked (a track event no link names)."
+        ),
     ] = None,
     ledger: Annotated[
         Path | None,
         _opt(
+            metavar="FILE",
             text="The delivery ledger: requests Courier accepted are recorded, and never sent again. "
             + _LEDGER_DEFAULT,
             panel=_RESUME,
@@ -319,6 +367,7 @@ def send(
     shard: Annotated[
         str | None,
         _opt(
+            metavar="K/N",
             text="K/N: send only the K-th of N shares of the events (K from 1), split by user, so N "
             "machines together send each event once.",
             panel=_RESUME,
@@ -327,6 +376,7 @@ def send(
     idempotency_ttl: Annotated[
         str | None,
         _opt(
+            metavar="DURATION",
             text="Ask Courier to keep each Idempotency-Key this long (24h to 365d, e.g. 30d), for a "
             "replay that spans days. [default: Courier's 24 hours]",
             panel=_RESUME,
@@ -345,6 +395,7 @@ def send(
         float,
         typer.Option(
             min=1.0,
+            metavar="SECONDS",
             help="Stop (exit 75) when Courier has failed this many seconds with no answer: unreachable, "
             "timing out, or only 5xx. Resume later with the same command.",
         ),
@@ -363,11 +414,18 @@ def send(
     """Route Segment events to Courier: each linked track event invokes its automations, each identify
     merges traits into the profile.
 
-    Inputs may be JSON, NDJSON, JSON arrays, /v1/batch bodies, gzip'd or not, tar or zip bundles,
-    Segment's segment-logs archive folders, or folders of any of them. The API key comes from
+    INPUT: files, folders or bundles of Segment events, or - for stdin (the default when piped):
+    JSON, NDJSON, JSON arrays, /v1/batch bodies, gzip'd or not, tar or zip bundles, Segment's
+    segment-logs archive folders, or folders of any of them. The API key comes from
     $COURIER_API_KEY (or $COURIER_AUTH_TOKEN).
 
-    Example: segroute send events.jsonl --dry-run --output jsonl
+    Examples:
+
+    \b
+      segroute send events.jsonl --dry-run
+      segroute send segment-logs/ --since 6h --failed failed.jsonl --report report.json
+      segroute send events.jsonl --shard 2/4 --ledger shard-2.sqlite3
+      cat events.jsonl | segroute send - --dry-run -o jsonl | jq .url
     """
     from segroute import config as settings
     from segroute.runner import run
@@ -641,7 +699,7 @@ def _load(option: str | None, *, must_exist: bool | None = None) -> ConfigFile:
     return settings.load_config(path, must_exist=named if must_exist is None else must_exist)
 
 
-@app.command()
+@app.command(cls=_Command)
 def inspect(
     inputs: InputsArgument = None,
     config: ConfigOption = None,
@@ -674,7 +732,14 @@ def inspect(
     """Tell what inputs hold, sending nothing: events by type and name, users, time ranges, rejected
     records, and which track events the config links and the requests a send would make.
 
-    Example: segroute inspect segment-logs/ --since 2026-01-01 --fail-on unlinked
+    INPUT: files, folders or bundles of Segment events, or - for stdin (the default when piped).
+
+    Examples:
+
+    \b
+      segroute inspect events.jsonl
+      segroute inspect segment-logs/ --since 2026-01-01 --fail-on unlinked
+      segroute inspect archive.tar.gz -o json | jq .events
     """
     from segroute import config as settings
     from segroute.runner import take_inventory
@@ -698,7 +763,7 @@ def inspect(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(cls=_Command)
 def link(
     event: Annotated[str, typer.Argument(help="The Segment track event name, matched exactly.")],
     automation: Annotated[str, typer.Argument(help="The Courier automation template ID or alias.")],
@@ -729,7 +794,7 @@ def link(
         render.show_message(err, f"{verb} {what} in {loaded.path}{created}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def unlink(
     event: Annotated[str, typer.Argument(help="The Segment track event name.")],
     automation: Annotated[
@@ -758,14 +823,19 @@ def unlink(
         render.show_message(err, f"removed {removed} link{plural} of {what} from {loaded.path}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def links(
     config: ConfigOption = None,
     output: ListOutputOption = ListFormat.table,
 ) -> None:
     """List the event -> automation links.
 
-    Example: segroute links --output json
+    Examples:
+
+    \b
+      segroute links
+      segroute links -c staging.toml
+      segroute links --output json | jq '.[].automation'
     """
     with _boundary():
         loaded = _load(config)
@@ -782,7 +852,8 @@ ledger_app = typer.Typer(
     name="ledger",
     help="Show, export and merge the delivery ledger: every request Courier accepted.",
     invoke_without_command=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 app.add_typer(ledger_app)
 
@@ -806,7 +877,12 @@ def ledger_show(
 ) -> None:
     """What the ledger holds: accepted requests per automation and day, and the last run.
 
-    Example: segroute ledger --ledger shard-1.sqlite3
+    Examples:
+
+    \b
+      segroute ledger
+      segroute ledger --ledger shard-1.sqlite3
+      segroute ledger -o json | jq .runs
     """
     if context.invoked_subcommand is not None:
         return
@@ -821,24 +897,32 @@ def ledger_show(
             views.show_ledger(render.stdout_console(), summary.as_dict())
 
 
-@ledger_app.command("export")
+@ledger_app.command("export", cls=_Command)
 def ledger_export(ledger: LedgerOption = None, config: ConfigOption = None) -> None:
     """Every accepted request as JSONL on stdout, oldest first.
 
-    Example: segroute ledger export > accepted.jsonl
+    Examples:
+
+    \b
+      segroute ledger export > accepted.jsonl
+      segroute ledger export --ledger shard-1.sqlite3 | wc -l
     """
     from segroute.ledger import Ledger
 
     _print_ledger_rows(ledger, config, Ledger.export)
 
 
-@ledger_app.command("unsettled")
+@ledger_app.command("unsettled", cls=_Command)
 def ledger_unsettled(ledger: LedgerOption = None, config: ConfigOption = None) -> None:
     """Requests sent and not known to be accepted, as JSONL on stdout, oldest first: "uncertain" ones
     (a run was killed before Courier's answer was recorded) and "stored_failure" ones (Courier
     answered 500; the next run sends them under a new key).
 
-    Example: segroute ledger unsettled > unsettled.jsonl
+    Examples:
+
+    \b
+      segroute ledger unsettled > unsettled.jsonl
+      segroute ledger unsettled --ledger shard-1.sqlite3 | jq .state
     """
     from segroute.ledger import Ledger
 
@@ -856,14 +940,20 @@ def _print_ledger_rows(
             render.write_jsonl(sys.stdout, rows(opened))
 
 
-@ledger_app.command("merge")
+@ledger_app.command("merge", cls=_Command)
 def ledger_merge(
-    output: Annotated[Path, typer.Argument(help="The ledger to merge into; created if missing.")],
-    inputs: Annotated[list[Path], typer.Argument(help="Ledgers to merge in, one per shard say.")],
+    output: Annotated[Path, typer.Argument(metavar="OUTPUT", hidden=True)],
+    inputs: Annotated[list[Path], typer.Argument(metavar="INPUT", hidden=True)],
 ) -> None:
     """Combine ledgers, one per shard of a sharded replay, into one.
 
-    Example: segroute ledger merge all.sqlite3 shard-1.sqlite3 shard-2.sqlite3
+    OUTPUT is created if missing; INPUT is each shard's ledger.
+
+    Examples:
+
+    \b
+      segroute ledger merge all.sqlite3 shard-1.sqlite3 shard-2.sqlite3
+      segroute ledger merge all.sqlite3 shard-*.sqlite3
     """
     from segroute.merging import merge
 
@@ -877,13 +967,15 @@ def ledger_merge(
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 def completion(
-    shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish.", show_default=False)],
+    shell: Annotated[Shell, typer.Argument(metavar="bash|zsh|fish", hidden=True)],
 ) -> None:
     """Print the script that completes segroute's commands, options and their values in a shell.
 
     Examples:
+
+    \b
       eval "$(segroute completion bash)"    # in ~/.bashrc
       eval "$(segroute completion zsh)"     # in ~/.zshrc, after compinit
       segroute completion fish > ~/.config/fish/completions/segroute.fish
