@@ -772,8 +772,8 @@ def link(
 ) -> None:
     """Link a track event to an automation; creates the config if it is missing.
 
-    Linking twice changes nothing. The config is rewritten atomically and keeps every setting, but
-    not its comments (TOML writers do not keep them).
+    Linking twice changes nothing. The config is edited in place and atomically: its comments,
+    layout and settings are kept, and a new link is written in the style of the others.
 
     Example: segroute link "Checkout Complete" welcome-flow
     """
@@ -782,13 +782,14 @@ def link(
     with _boundary():
         loaded = _load(config, must_exist=False)
         new = settings.make_link(event, automation, brand)
-        change = settings.add_link(loaded.raw, new)
+        document = settings.config_document(loaded)
+        change = settings.add_link(document, new)
         err = render.stderr_console()
         what = f"{event!r} -> {automation!r}"
         if change == "unchanged":
             render.show_message(err, f"already linked: {what}; nothing changed")
             return
-        settings.save_config(loaded.path, loaded.raw)
+        settings.save_config(loaded.path, document)
         verb = "linked" if change == "added" else "changed the brand of"
         created = "" if loaded.exists else f" (created {loaded.path})"
         render.show_message(err, f"{verb} {what} in {loaded.path}{created}")
@@ -804,6 +805,9 @@ def unlink(
 ) -> None:
     """Remove an event's link to one automation, or all of its links.
 
+    The config is edited in place and atomically: the links' tables go, and the rest of the file,
+    comments included, stays as it is.
+
     Example: segroute unlink "Checkout Complete" welcome-flow
     """
     from segroute import config as settings
@@ -812,13 +816,14 @@ def unlink(
         if automation == "":
             raise UsageError("AUTOMATION is empty: name one, or leave it out to unlink every automation")
         loaded = _load(config, must_exist=True)
-        removed = settings.remove_links(loaded.raw, event, automation)
+        document = settings.config_document(loaded)
+        removed = settings.remove_links(document, event, automation)
         err = render.stderr_console()
         what = f"{event!r} -> {automation!r}" if automation else f"{event!r}"
         if not removed:
             render.show_message(err, f"no link {what} in {loaded.path}; nothing changed")
             return
-        settings.save_config(loaded.path, loaded.raw)
+        settings.save_config(loaded.path, document)
         plural = "" if removed == 1 else "s"
         render.show_message(err, f"removed {removed} link{plural} of {what} from {loaded.path}")
 

@@ -1,22 +1,28 @@
-"""segroute.toml: the event -> automation links and the settings, loaded strictly and saved atomically."""
+"""segroute.toml: the event -> automation links and the settings, loaded strictly, and edited in place
+(comments and layout kept) and saved atomically."""
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
 import os
 import re
 import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping, MutableSequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from segroute.errors import AuthError, ConfigError, UsageError
+
+# tomlkit (40 ms to import) loads only in the commands that edit the file.
+if TYPE_CHECKING:
+    from tomlkit import TOMLDocument
+    from tomlkit.items import AoT, InlineTable, Item, Table
 
 __all__ = [
     "API_KEY_ENVS",
@@ -35,7 +41,9 @@ __all__ = [
     "add_link",
     "check_api_url",
     "check_automation",
+    "config_document",
     "config_path",
+    "config_text",
     "is_loopback",
     "load_config",
     "make_link",
@@ -145,12 +153,14 @@ def check_api_url(value: str) -> str:
 
 @dataclass(frozen=True)
 class ConfigFile:
-    """A config as loaded: where it lives, its raw TOML table, and the validated model."""
+    """A config as loaded: where it lives, its raw TOML table, the validated model, and its text."""
 
     path: Path
     exists: bool
     raw: dict[str, Any]
     config: Config
+    text: str = ""
+    """The file as read (without a byte-order mark), which an edit starts from; empty if missing."""
 
 
 def config_path(option: str | None, environ: Mapping[str, str]) -> tuple[Path, bool]:
@@ -173,12 +183,13 @@ def load_config(path: Path, *, must_exist: bool) -> ConfigFile:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
-        raw = tomllib.loads(text.decode("utf-8-sig"))
+        decoded = text.decode("utf-8-sig")
+        raw = tomllib.loads(decoded)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return ConfigFile(path, True, raw, validate_config(raw, path))
+    return ConfigFile(path, True, raw, validate_config(raw, path), decoded)
 
 
 def validate_config(raw: dict[str, Any], path: Path) -> Config:
@@ -217,16 +228,47 @@ def _describe(error: Any) -> str:
     return str(error["msg"])
 
 
-def save_config(path: Path, raw: dict[str, Any]) -> None:
-    """Validate, then write atomically: a temp file beside the config, fsync'd, renamed over it."""
+def config_document(loaded: ConfigFile) -> TOMLDocument:
+    """The config as a tomlkit document to edit in place: its comments, key order and layout survive."""
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
+    try:
+        return tomlkit.parse(loaded.text)
+    except TOMLKitError as exc:  # tomllib has read the text: only a tomlkit bug would get here
+        raise ConfigError(f"{loaded.path}: cannot edit this TOML: {exc}") from exc
+
+
+def config_text(path: Path, document: Mapping[str, Any]) -> str:
+    """What saving ``document`` writes: its TOML (without blank lines at the end), checked by reading
+    it back as `load_config` does; `ConfigError` if that fails."""
+    import tomlkit
+
+    text = _BLANK_LINES_AT_END.sub("\n", tomlkit.dumps(document))
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: the edited config would not be valid TOML: {exc}") from exc
     validate_config(raw, path)
-    data = tomli_w.dumps(raw).encode()
+    return text
+
+
+_BLANK_LINES_AT_END = re.compile(r"\n[ \t\r\n]*\Z")
+
+
+def save_config(path: Path, document: Mapping[str, Any]) -> None:
+    """Check, then write atomically: a temp file beside the config, fsync'd, renamed over it. A document
+    from `config_document` keeps the file's comments and layout; the file keeps its mode and its
+    byte-order mark, if it had one."""
+    data = config_text(path, document).encode()
     target = Path(os.path.realpath(path))  # a symlinked config stays a symlink; its target is rewritten
     folder = target.parent
     try:
         mode = target.stat().st_mode & 0o777
     except FileNotFoundError:
         mode = 0o644
+    if _starts_with_bom(target):
+        data = codecs.BOM_UTF8 + data
     try:
         fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
@@ -242,6 +284,14 @@ def save_config(path: Path, raw: dict[str, Any]) -> None:
     except OSError as exc:
         Path(temp).unlink(missing_ok=True)
         raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+
+
+def _starts_with_bom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8
+    except OSError:  # missing, or unreadable: then writing it will say so
+        return False
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -265,34 +315,164 @@ def make_link(event: str, automation: str, brand: str | None) -> Link:
     return Link(event=event, automation=automation, brand=brand)
 
 
-def add_link(raw: dict[str, Any], link: Link) -> str:
-    """Add a link to a raw config table; returns ``added``, ``unchanged`` or ``updated`` (a new brand)."""
-    links: list[dict[str, Any]] = raw.setdefault("links", [])
-    for entry in links:
+def add_link(document: MutableMapping[str, Any], link: Link) -> str:
+    """Add a link to a config table (plain, or a tomlkit document edited in place); returns ``added``,
+    ``unchanged`` or ``updated`` (a new brand). A new link is written as the others are: a
+    ``[[links]]`` table (also when there are none), or an inline table in a ``links = [...]`` array."""
+    fields = link.model_dump(exclude_none=True)
+    links = document.get("links")
+    if not links:
+        document["links"] = [fields]  # tomlkit writes a list of tables as [[links]]
+        return "added"
+    for index, entry in enumerate(links):
         if entry.get("event") == link.event and entry.get("automation") == link.automation:
             if entry.get("brand") == link.brand:
                 return "unchanged"
-            if link.brand is None:
-                entry.pop("brand", None)
-            else:
-                entry["brand"] = link.brand
+            _set_brand(links, index, link.brand)
             return "updated"
-    links.append(link.model_dump(exclude_none=True))
+    links.append(_new_entry(links, fields))
     return "added"
 
 
-def remove_links(raw: dict[str, Any], event: str, automation: str | None) -> int:
-    """Remove the event's link to one automation, or all of the event's links; returns how many."""
-    links: list[dict[str, Any]] = raw.get("links", [])
-    kept = [
-        entry
-        for entry in links
-        if not (entry.get("event") == event and automation in (None, entry.get("automation")))
+def remove_links(document: MutableMapping[str, Any], event: str, automation: str | None) -> int:
+    """Remove the event's link to one automation, or all of the event's links; returns how many. A
+    ``[[links]]`` table goes with its header, its keys and the comments among them; comments after
+    its last key stay, as they lead to what follows."""
+    from tomlkit.items import AoT
+
+    links = document.get("links") or []
+    found = [
+        index
+        for index, entry in enumerate(links)
+        if entry.get("event") == event and automation in (None, entry.get("automation"))
     ]
-    removed = len(links) - len(kept)
-    if removed:
-        raw["links"] = kept
-    return removed
+    for index in reversed(found):
+        if isinstance(links, AoT):
+            _remove_table(document, links, index)
+        else:
+            del links[index]
+    return len(found)
+
+
+def _new_entry(links: MutableSequence[Any], fields: dict[str, str]) -> Any:
+    """A new link in the style of ``links``."""
+    import tomlkit
+    from tomlkit.items import AoT, Array
+
+    if isinstance(links, AoT):
+        table = tomlkit.table()
+        for key, value in fields.items():
+            table.add(key, value)
+        table.trivia.indent = _separator(links)
+        return table
+    if isinstance(links, Array):
+        return _inline_table(fields, padded=_padded(links[-1]))
+    return fields
+
+
+def _separator(tables: AoT) -> str:
+    """What goes before a new ``[[links]]`` header: a blank line, as between the last two tables, unless
+    they are packed together or the file already ends with one."""
+    from tomlkit.items import Whitespace
+
+    last = tables[-1].as_string()
+    line_break = "" if last.endswith("\n") else "\n"  # the file ended without one
+    between = _after_last_key(tables[-2]) if len(tables) > 1 else []
+    packed = len(tables) > 1 and not any(isinstance(item, Whitespace) for item in between)
+    if packed or _BLANK_LINE_AT_END.search(last):
+        return line_break
+    return line_break + "\n"
+
+
+_BLANK_LINE_AT_END = re.compile(r"\n[ \t]*\n\Z")
+
+
+def _after_last_key(table: Table) -> list[Item]:
+    """The comments and blank lines between a table's last key and the next table's header."""
+    body = table.value.body
+    last_key = max(i for i, (key, _) in enumerate(body) if key is not None)
+    return [item for _, item in body[last_key + 1 :]]
+
+
+def _inline_table(fields: Mapping[str, str], *, padded: bool) -> InlineTable:
+    """``{event = "A", automation = "a"}``, or ``{ ... }`` when ``padded``."""
+    import tomlkit
+
+    table = tomlkit.inline_table()
+    if padded:
+        table.append(None, tomlkit.ws(" "))
+    for key, value in fields.items():
+        table.append(key, value)
+    if padded:
+        table.append(None, tomlkit.ws(" "))
+    return table
+
+
+def _padded(entry: InlineTable) -> bool:
+    return entry.as_string().startswith("{ ")
+
+
+def _set_brand(links: MutableSequence[Any], index: int, brand: str | None) -> None:
+    """Change one link's brand in place, or take it away (``None``)."""
+    from tomlkit.items import AoT, Array
+
+    entry = links[index]
+    if isinstance(links, Array):
+        # The inline table is written again: tomlkit's key edits in one leave stray spaces.
+        fields = {key: value for key, value in entry.unwrap().items() if key != "brand"}
+        links[index] = _inline_table(
+            fields | ({} if brand is None else {"brand": brand}), padded=_padded(entry)
+        )
+    elif brand is None:
+        del entry["brand"]
+    elif isinstance(links, AoT) and "brand" not in entry:
+        del links[index]  # older tomlkit cannot assign a table of an array of tables
+        links.insert(index, _with_key(entry, "brand", brand))
+    else:
+        entry["brand"] = brand
+
+
+def _with_key(table: Table, key: str, value: str) -> Table:
+    """The table with a key added after its last key, not after the comments and blank lines that end
+    it (tomlkit's own append goes after those, which lead to the next table)."""
+    import tomlkit
+
+    body = table.value.body
+    last_key = max(i for i, (name, _) in enumerate(body) if name is not None)
+    copy = tomlkit.table()
+    for name, item in body[: last_key + 1]:
+        copy.append(name, item)
+    copy.append(key, value)
+    for name, item in body[last_key + 1 :]:
+        copy.append(name, item)
+    for field in ("indent", "comment_ws", "comment", "trail"):  # the [[links]] line
+        setattr(copy.trivia, field, getattr(table.trivia, field))
+    return copy
+
+
+def _remove_table(document: MutableMapping[str, Any], tables: AoT, index: int) -> None:
+    """Remove a ``[[links]]`` table, keeping the comments after its last key: above the next table's
+    header, else after the table before it, else at the end of the file."""
+    from tomlkit.container import Container
+    from tomlkit.items import Comment
+
+    tail = _after_last_key(tables[index])
+    first_comment = next((i for i, item in enumerate(tail) if isinstance(item, Comment)), len(tail))
+    kept = tail[first_comment:]
+    del tables[index]
+    if index < len(tables):
+        following = tables[index]
+        following.trivia.indent = "".join(item.as_string() for item in kept) + following.trivia.indent
+        return
+    if tables:
+        for item in kept:
+            tables[-1].value.append(None, item)
+        return
+    # tomlkit would write an empty array of tables as "links = []" above the other keys.
+    assert isinstance(document, Container)
+    del document["links"]
+    for item in kept:
+        document.append(None, item)
 
 
 def resolve_api_url(

@@ -379,10 +379,10 @@ def test_link_keeps_other_settings() -> None:
     assert "update_profiles = false" in text
 
 
-def test_link_help_says_comments_are_not_kept() -> None:
+def test_link_help_says_comments_are_kept() -> None:
     result = invoke("link", "--help")
     assert result.exit_code == 0
-    assert "not its comments" in " ".join(result.stdout.split())
+    assert "its comments, layout and settings are kept" in " ".join(result.stdout.split())
 
 
 def test_links_table_and_json() -> None:
@@ -444,6 +444,53 @@ def test_unlink_without_a_config_is_an_error() -> None:
     result = invoke("unlink", "A")
     assert result.exit_code == 2
     assert result.stderr == "error: segroute.toml: no such config file\n"
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+SHIPPED = '\n[[links]]\nevent = "Order Shipped"\nautomation = "shipping-update"\n'
+
+
+def test_link_and_unlink_keep_the_example_byte_for_byte() -> None:
+    Path("segroute.toml").write_bytes(EXAMPLE.read_bytes())
+    result = invoke("link", "Order Shipped", "shipping-update")
+    assert (result.exit_code, result.stdout) == (0, "")
+    assert result.stderr == "linked 'Order Shipped' -> 'shipping-update' in segroute.toml\n"
+    assert Path("segroute.toml").read_bytes() == EXAMPLE.read_bytes() + SHIPPED.encode()
+
+    result = invoke("unlink", "Order Shipped")
+    assert (result.exit_code, result.stdout) == (0, "")
+    assert result.stderr == "removed 1 link of 'Order Shipped' from segroute.toml\n"
+    assert Path("segroute.toml").read_bytes() == EXAMPLE.read_bytes()
+
+
+def test_a_brand_change_edits_the_table_in_place() -> None:
+    Path("segroute.toml").write_bytes(EXAMPLE.read_bytes())
+    result = invoke("link", "Checkout Complete", "loyalty-points", "--brand", "points-brand")
+    assert (result.exit_code, result.stderr) == (
+        0,
+        "changed the brand of 'Checkout Complete' -> 'loyalty-points' in segroute.toml\n",
+    )
+    expected = EXAMPLE.read_text().replace('"storefront-brand"', '"points-brand"')
+    assert Path("segroute.toml").read_text() == expected
+
+
+def test_inline_links_stay_inline() -> None:
+    Path("segroute.toml").write_text('links = [{ event = "A", automation = "a" }]  # mine\n')
+    assert invoke("link", "B", "b").exit_code == 0
+    text = 'links = [{ event = "A", automation = "a" }, { event = "B", automation = "b" }]  # mine\n'
+    assert Path("segroute.toml").read_text() == text
+    assert json.loads(invoke("links", "-o", "json").stdout) == [
+        {"event": "A", "automation": "a", "brand": None},
+        {"event": "B", "automation": "b", "brand": None},
+    ]
+    assert invoke("unlink", "A").exit_code == 0
+    assert Path("segroute.toml").read_text() == 'links = [{ event = "B", automation = "b" }]  # mine\n'
+
+
+@pytest.mark.parametrize(("args", "loaded"), [(["links"], []), (["link", "A", "a"], ["tomlkit"])])
+def test_only_editing_the_config_loads_tomlkit(args: list[str], loaded: list[str]) -> None:
+    config_with_link()
+    assert run_fresh(args, ["tomlkit"])[:2] == (0, loaded)
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "text"])

@@ -1,23 +1,31 @@
-"""segroute.toml: strict loading, the path and base-URL precedence, link edits, atomic saves."""
+"""segroute.toml: strict loading, the path and base-URL precedence, link edits in place, atomic saves."""
 
 from __future__ import annotations
 
 import os
 import re
 import stat
+import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from tomlkit import TOMLDocument
 
 from segroute.config import (
     BASE_URL_ENV,
     CONFIG_ENV,
     DEFAULT_API_URL,
     Config,
+    ConfigFile,
     Link,
     add_link,
+    config_document,
     config_path,
+    config_text,
     load_config,
     make_link,
     remove_links,
@@ -27,6 +35,7 @@ from segroute.config import (
 from segroute.errors import ConfigError, ExitCode, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = (ROOT / "config.example.toml").read_text(encoding="utf-8")
 
 
 def write(path: Path, text: str) -> Path:
@@ -417,6 +426,266 @@ def test_save_refuses_duplicate_links(cfg: Path) -> None:
         save_config(cfg, {"links": [duplicate, dict(duplicate)]})
     assert problems(str(info.value))[0].startswith("links[1]: repeats links[0]")
     assert cfg.read_bytes() == original
+
+
+# --- editing in place -----------------------------------------------------------------------
+
+
+def edited(text: str, change: Callable[[TOMLDocument], object]) -> tuple[object, str]:
+    """What ``change`` returns for the config ``text`` opened for editing, and the text saved after it."""
+    document = config_document(ConfigFile(Path("segroute.toml"), True, {}, Config(), text))
+    result = change(document)
+    return result, config_text(Path("segroute.toml"), document)
+
+
+SHIPPED = '[[links]]\nevent = "Order Shipped"\nautomation = "shipping-update"\nbrand = "storefront-brand"\n'
+
+
+def test_link_then_unlink_keeps_the_example_byte_for_byte(cfg: Path) -> None:
+    cfg.write_bytes((ROOT / "config.example.toml").read_bytes())
+    shipped = Link(event="Order Shipped", automation="shipping-update", brand="storefront-brand")
+    document = config_document(load_config(cfg, must_exist=True))
+    assert add_link(document, shipped) == "added"
+    save_config(cfg, document)
+    assert cfg.read_text(encoding="utf-8") == EXAMPLE + "\n" + SHIPPED
+
+    document = config_document(load_config(cfg, must_exist=True))
+    assert remove_links(document, "Order Shipped", "shipping-update") == 1
+    save_config(cfg, document)
+    assert cfg.read_bytes() == (ROOT / "config.example.toml").read_bytes()
+    assert sorted(p.name for p in cfg.parent.iterdir()) == ["segroute.toml"]
+
+
+def test_a_new_brand_edits_the_table_in_place() -> None:
+    welcome = 'automation = "welcome-flow"\n'
+    change, text = edited(
+        EXAMPLE, lambda doc: add_link(doc, Link(event="Signed Up", automation="welcome-flow", brand="b1"))
+    )
+    assert (change, text) == ("updated", EXAMPLE.replace(welcome, welcome + 'brand = "b1"\n'))
+
+    loyalty = Link(event="Checkout Complete", automation="loyalty-points", brand="other-brand")
+    change, text = edited(EXAMPLE, lambda doc: add_link(doc, loyalty))
+    assert (change, text) == ("updated", EXAMPLE.replace('"storefront-brand"', '"other-brand"'))
+
+    no_brand = Link(event="Checkout Complete", automation="loyalty-points")
+    change, text = edited(EXAMPLE, lambda doc: add_link(doc, no_brand))
+    assert (change, text) == ("updated", EXAMPLE.replace('brand = "storefront-brand"\n', ""))
+
+
+def test_unlink_removes_exactly_the_matching_tables() -> None:
+    removed, text = edited(EXAMPLE, lambda doc: remove_links(doc, "Checkout Complete", None))
+    checkout = (
+        '[[links]]\nevent = "Checkout Complete"\nautomation = "order-confirmation"\n\n'
+        '[[links]]\nevent = "Checkout Complete"\nautomation = "loyalty-points"\n'
+        'brand = "storefront-brand"\n\n'
+    )
+    assert checkout in EXAMPLE
+    assert (removed, text) == (2, EXAMPLE.replace(checkout, ""))
+
+    # The last table: the blank line before it goes too, so the file ends as it did.
+    removed, text = edited(
+        EXAMPLE, lambda doc: remove_links(doc, "Password Reset Requested", "password-reset")
+    )
+    reset = '\n[[links]]\nevent = "Password Reset Requested"\nautomation = "password-reset"\n'
+    assert (removed, text) == (1, EXAMPLE.replace(reset, ""))
+
+
+def test_unlinking_every_link_leaves_the_settings_and_comments() -> None:
+    def unlink_all(doc: TOMLDocument) -> int:
+        return sum(
+            remove_links(doc, event, None)
+            for event in ("Signed Up", "Checkout Complete", "Password Reset Requested")
+        )
+
+    removed, text = edited(EXAMPLE, unlink_all)
+    assert (removed, text) == (4, EXAMPLE[: EXAMPLE.index("\n\n[[links]]")] + "\n")
+    assert tomllib.loads(text) == {"api_url": "https://api.courier.com", "update_profiles": True}
+
+
+COMMENTED = """\
+update_profiles = false  # profiles are synced elsewhere
+
+# the welcome mail
+[[links]]
+event = "Signed Up"  # from the web app
+automation = "welcome-flow"
+brand = "acme"  # the new look
+
+# receipts, since March
+[[links]]
+event = "Checkout Complete"
+# not the order-confirmation automation
+automation = "receipt"
+"""
+
+
+def test_comments_and_a_branded_table_survive_link_and_unlink() -> None:
+    change, text = edited(COMMENTED, lambda doc: add_link(doc, Link(event="A", automation="a")))
+    assert (change, text) == ("added", COMMENTED + '\n[[links]]\nevent = "A"\nautomation = "a"\n')
+
+    change, text = edited(
+        COMMENTED,
+        lambda doc: add_link(doc, Link(event="Signed Up", automation="welcome-flow", brand="acme-2")),
+    )
+    assert (change, text) == ("updated", COMMENTED.replace('"acme"', '"acme-2"'))
+
+    # The comment under the removed table's last key leads to the next table: it stays, above it.
+    removed, text = edited(COMMENTED, lambda doc: remove_links(doc, "Signed Up", None))
+    table = (
+        '[[links]]\nevent = "Signed Up"  # from the web app\nautomation = "welcome-flow"\n'
+        'brand = "acme"  # the new look\n\n'
+    )
+    assert (removed, text) == (1, COMMENTED.replace(table, ""))
+
+    removed, text = edited(COMMENTED, lambda doc: remove_links(doc, "Checkout Complete", "receipt"))
+    assert (removed, text) == (1, COMMENTED[: COMMENTED.index('[[links]]\nevent = "Checkout')])
+
+
+def test_a_brand_is_added_under_the_last_key_not_under_the_comments_after_it() -> None:
+    unbranded = COMMENTED.replace('brand = "acme"  # the new look\n', "")
+    welcome = Link(event="Signed Up", automation="welcome-flow", brand="acme")
+    assert edited(unbranded, lambda doc: add_link(doc, welcome)) == (
+        "updated",
+        COMMENTED.replace("  # the new look", ""),
+    )
+    receipt = Link(event="Checkout Complete", automation="receipt", brand="acme")
+    assert edited(COMMENTED + "# the end\n", lambda doc: add_link(doc, receipt)) == (
+        "updated",
+        COMMENTED + 'brand = "acme"\n# the end\n',
+    )
+
+
+def test_comments_after_the_last_table_stay_when_it_goes() -> None:
+    a, b = '[[links]]\nevent = "A"\nautomation = "a"\n', '[[links]]\nevent = "B"\nautomation = "b"\n'
+    text = f"{a}\n{b}\n# more to come\n"
+    removed, after = edited(text, lambda doc: remove_links(doc, "B", None))
+    assert (removed, after) == (1, f"{a}\n# more to come\n")
+    removed, after = edited(after, lambda doc: remove_links(doc, "A", None))
+    assert (removed, after) == (1, "# more to come\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Packed tables stay packed.
+        (
+            '[[links]]\nevent = "A"\nautomation = "a"\n[[links]]\nevent = "B"\nautomation = "b"\n',
+            '[[links]]\nevent = "A"\nautomation = "a"\n[[links]]\nevent = "B"\nautomation = "b"\n'
+            '[[links]]\nevent = "N"\nautomation = "n"\n',
+        ),
+        # A file that ends without a line break, or with a blank line.
+        (
+            '[[links]]\nevent = "A"\nautomation = "a"',
+            '[[links]]\nevent = "A"\nautomation = "a"\n\n[[links]]\nevent = "N"\nautomation = "n"\n',
+        ),
+        (
+            '[[links]]\nevent = "A"\nautomation = "a"\n\n',
+            '[[links]]\nevent = "A"\nautomation = "a"\n\n[[links]]\nevent = "N"\nautomation = "n"\n',
+        ),
+        # No links yet, or an empty array: a [[links]] table.
+        ("", '[[links]]\nevent = "N"\nautomation = "n"\n'),
+        ("# mine\n", '# mine\n\n[[links]]\nevent = "N"\nautomation = "n"\n'),
+        (
+            "links = []\nupdate_profiles = false\n",
+            'update_profiles = false\n\n[[links]]\nevent = "N"\nautomation = "n"\n',
+        ),
+        # Inline tables stay inline, spaced as the others are.
+        (
+            'links = [{event = "A", automation = "a"}]\n',
+            'links = [{event = "A", automation = "a"}, {event = "N", automation = "n"}]\n',
+        ),
+        # What segroute's link wrote before it kept comments.
+        (
+            'update_profiles = true\nlinks = [\n    { event = "A", automation = "a" },\n]\n',
+            'update_profiles = true\nlinks = [\n    { event = "A", automation = "a" },\n'
+            '    { event = "N", automation = "n" },\n]\n',
+        ),
+    ],
+)
+def test_a_new_link_is_written_as_the_others_are(text: str, expected: str) -> None:
+    assert edited(text, lambda doc: add_link(doc, Link(event="N", automation="n"))) == ("added", expected)
+
+
+def test_inline_links_are_edited_inline() -> None:
+    text = 'links = [{ event = "A", automation = "a" }, { event = "B", automation = "b", brand = "x" }]\n'
+    assert edited(text, lambda doc: add_link(doc, Link(event="A", automation="a", brand="y"))) == (
+        "updated",
+        text.replace('automation = "a" }', 'automation = "a", brand = "y" }'),
+    )
+    assert edited(text, lambda doc: add_link(doc, Link(event="B", automation="b"))) == (
+        "updated",
+        'links = [{ event = "A", automation = "a" }, { event = "B", automation = "b" }]\n',
+    )
+    assert edited(text, lambda doc: remove_links(doc, "A", None)) == (
+        1,
+        'links = [{ event = "B", automation = "b", brand = "x" }]\n',
+    )
+    assert edited(text, lambda doc: remove_links(doc, "B", "b")) == (
+        1,
+        'links = [{ event = "A", automation = "a" }]\n',
+    )
+
+
+def test_an_edit_is_checked_before_it_is_saved(cfg: Path) -> None:
+    original = b'update_profiles = false\n\n[[links]]\nevent = "A"\nautomation = "a"\n'
+    cfg.write_bytes(original)
+    document = config_document(load_config(cfg, must_exist=True))
+    document["colour"] = "red"
+    with pytest.raises(ConfigError) as info:
+        save_config(cfg, document)
+    assert problems(str(info.value)) == ["colour: unknown key"]
+    assert cfg.read_bytes() == original
+
+
+def test_save_keeps_a_byte_order_mark(cfg: Path) -> None:
+    cfg.write_bytes(b"\xef\xbb\xbfupdate_profiles = false\n")
+    document = config_document(load_config(cfg, must_exist=True))
+    add_link(document, Link(event="A", automation="a"))
+    save_config(cfg, document)
+    assert (
+        cfg.read_bytes()
+        == b'\xef\xbb\xbfupdate_profiles = false\n\n[[links]]\nevent = "A"\nautomation = "a"\n'
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        'say "hi"',
+        "back\\slash",
+        "esc\x1b[31m",
+        "new\nline",
+        "tab\t",
+        "del\x7f",
+        "para\u2028",
+        "🎉",
+        " spaced ",
+    ],
+)
+def test_awkward_names_are_escaped_and_read_back(name: str) -> None:
+    link = Link(event=name, automation=name, brand=name)
+    change, text = edited(EXAMPLE, lambda doc: add_link(doc, link))
+    assert change == "added"
+    assert tomllib.loads(text)["links"][-1] == {"event": name, "automation": name, "brand": name}
+    assert edited(text, lambda doc: remove_links(doc, name, name)) == (1, EXAMPLE)
+
+
+EXAMPLE_LINKS = {(link["event"], link["automation"]) for link in tomllib.loads(EXAMPLE)["links"]}
+names = st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20).filter(str.strip)
+
+
+@settings(max_examples=100, deadline=None)
+@given(event=names, automation=names.filter(lambda name: name not in (".", "..")), brand=st.none() | names)
+def test_any_link_is_added_and_removed_without_touching_the_rest(
+    event: str, automation: str, brand: str | None
+) -> None:
+    assume((event, automation) not in EXAMPLE_LINKS)
+    link = Link(event=event, automation=automation, brand=brand)
+    change, text = edited(EXAMPLE, lambda doc: add_link(doc, link))
+    assert change == "added"
+    assert text.startswith(EXAMPLE + "\n[[links]]\n")
+    assert tomllib.loads(text)["links"][-1] == link.model_dump(exclude_none=True)
+    assert edited(text, lambda doc: remove_links(doc, event, automation)) == (1, EXAMPLE)
 
 
 # --- the base URL -------------------------------------------------------------------------------
