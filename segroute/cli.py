@@ -763,19 +763,25 @@ def inspect(
     raise typer.Exit(code)
 
 
+DryRunEditOption = Annotated[
+    bool, typer.Option("--dry-run", help="Print the change to the config as a diff, and write nothing.")
+]
+
+
 @app.command(cls=_Command)
 def link(
     event: Annotated[str, typer.Argument(help="The Segment track event name, matched exactly.")],
     automation: Annotated[str, typer.Argument(help="The Courier automation template ID or alias.")],
     brand: Annotated[str | None, typer.Option(help="The brand the automation runs with.")] = None,
     config: ConfigOption = None,
+    dry_run: DryRunEditOption = False,
 ) -> None:
     """Link a track event to an automation; creates the config if it is missing.
 
     Linking twice changes nothing. The config is edited in place and atomically: its comments,
     layout and settings are kept, and a new link is written in the style of the others.
 
-    Example: segroute link "Checkout Complete" welcome-flow
+    Example: segroute link "Checkout Complete" welcome-flow --dry-run
     """
     from segroute import config as settings
 
@@ -788,6 +794,11 @@ def link(
         what = f"{event!r} -> {automation!r}"
         if change == "unchanged":
             render.show_message(err, f"already linked: {what}; nothing changed")
+            return
+        if dry_run:
+            after = settings.config_text(loaded.path, document)
+            render.write_document(sys.stdout, views.config_diff(str(loaded.path), loaded.text, after))
+            render.show_message(err, f"dry run: nothing was written to {loaded.path}")
             return
         settings.save_config(loaded.path, document)
         verb = "linked" if change == "added" else "changed the brand of"
@@ -802,6 +813,7 @@ def unlink(
         str | None, typer.Argument(help="The automation to unlink. [default: all of the event's links]")
     ] = None,
     config: ConfigOption = None,
+    dry_run: DryRunEditOption = False,
 ) -> None:
     """Remove an event's link to one automation, or all of its links.
 
@@ -822,6 +834,11 @@ def unlink(
         what = f"{event!r} -> {automation!r}" if automation else f"{event!r}"
         if not removed:
             render.show_message(err, f"no link {what} in {loaded.path}; nothing changed")
+            return
+        if dry_run:
+            after = settings.config_text(loaded.path, document)
+            render.write_document(sys.stdout, views.config_diff(str(loaded.path), loaded.text, after))
+            render.show_message(err, f"dry run: nothing was written to {loaded.path}")
             return
         settings.save_config(loaded.path, document)
         plural = "" if removed == 1 else "s"

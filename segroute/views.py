@@ -1,11 +1,13 @@
-"""What a command shows once it is done: the end of a run (summary, files, why it stopped), and the
-views of inspect, links and ledger, as tables for a person or JSON for a script.
+"""What a command shows once it is done: the end of a run (summary, files, why it stopped), the
+views of inspect, links and ledger, as tables for a person or JSON for a script, and the diff of a
+``link --dry-run``.
 
 As in `render`, rich loads with the first thing shown, not with this module.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_UNLINKED_SHOWN",
+    "config_diff",
     "how_much_read",
     "links_json",
     "pretty_json",
@@ -330,6 +333,20 @@ def show_links(
 def links_json(links: Sequence[Link]) -> bytes:
     """The links as a JSON array, for scripts."""
     return orjson.dumps([link.model_dump() for link in links], option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def config_diff(name: str, before: str, after: str) -> bytes:
+    """An edit of the config as a unified diff (``--- name``, ``+++ name``), for stdout."""
+    lines = difflib.unified_diff(_lines(before), _lines(after), fromfile=name, tofile=name)
+    marked = (line if line.endswith("\n") else f"{line}\n\\ No newline at end of file\n" for line in lines)
+    return "".join(marked).encode()
+
+
+def _lines(text: str) -> list[str]:
+    """The lines of a text, each with its line break: split at "\\n" only (TOML's line break), not at
+    the other characters `str.splitlines` breaks on, which a TOML string may hold."""
+    *whole, last = text.split("\n")
+    return [line + "\n" for line in whole] + ([last] if last else [])
 
 
 MAX_UNLINKED_SHOWN = 10

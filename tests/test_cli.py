@@ -474,6 +474,81 @@ def test_a_brand_change_edits_the_table_in_place() -> None:
     assert Path("segroute.toml").read_text() == expected
 
 
+def test_link_dry_run_prints_the_diff_and_writes_nothing() -> None:
+    Path("segroute.toml").write_bytes(EXAMPLE.read_bytes())
+    result = invoke("link", "Order Shipped", "shipping-update", "--dry-run")
+    assert result.exit_code == 0
+    assert result.stdout == (
+        "--- segroute.toml\n"
+        "+++ segroute.toml\n"
+        "@@ -35,3 +35,7 @@\n"
+        " [[links]]\n"
+        ' event = "Password Reset Requested"\n'
+        ' automation = "password-reset"\n'
+        "+\n"
+        "+[[links]]\n"
+        '+event = "Order Shipped"\n'
+        '+automation = "shipping-update"\n'
+    )
+    assert result.stderr == "dry run: nothing was written to segroute.toml\n"
+    assert Path("segroute.toml").read_bytes() == EXAMPLE.read_bytes()
+    assert sorted(path.name for path in Path.cwd().iterdir()) == ["segroute.toml"]
+
+
+def test_link_dry_run_without_a_config_creates_none() -> None:
+    result = invoke("link", "A", "a", "--brand", "b", "--dry-run")
+    assert result.exit_code == 0
+    assert result.stdout == (
+        "--- segroute.toml\n"
+        "+++ segroute.toml\n"
+        "@@ -0,0 +1,4 @@\n"
+        "+[[links]]\n"
+        '+event = "A"\n'
+        '+automation = "a"\n'
+        '+brand = "b"\n'
+    )
+    assert result.stderr == "dry run: nothing was written to segroute.toml\n"
+    assert not Path("segroute.toml").exists()
+
+
+def test_unlink_dry_run_prints_the_diff_and_writes_nothing() -> None:
+    Path("segroute.toml").write_bytes(EXAMPLE.read_bytes())
+    result = invoke("unlink", "Checkout Complete", "--dry-run")
+    assert result.exit_code == 0
+    assert result.stdout == (
+        "--- segroute.toml\n"
+        "+++ segroute.toml\n"
+        "@@ -24,14 +24,5 @@\n"
+        ' automation = "welcome-flow"\n'
+        " \n"
+        " [[links]]\n"
+        '-event = "Checkout Complete"\n'
+        '-automation = "order-confirmation"\n'
+        "-\n"
+        "-[[links]]\n"
+        '-event = "Checkout Complete"\n'
+        '-automation = "loyalty-points"\n'
+        '-brand = "storefront-brand"\n'
+        "-\n"
+        "-[[links]]\n"
+        ' event = "Password Reset Requested"\n'
+        ' automation = "password-reset"\n'
+    )
+    assert result.stderr == "dry run: nothing was written to segroute.toml\n"
+    assert Path("segroute.toml").read_bytes() == EXAMPLE.read_bytes()
+
+
+def test_a_dry_run_that_changes_nothing_says_so() -> None:
+    Path("segroute.toml").write_bytes(EXAMPLE.read_bytes())
+    linked = invoke("link", "Signed Up", "welcome-flow", "--dry-run")
+    assert (linked.exit_code, linked.stdout) == (0, "")
+    assert linked.stderr == "already linked: 'Signed Up' -> 'welcome-flow'; nothing changed\n"
+    unlinked = invoke("unlink", "Nope", "--dry-run")
+    assert (unlinked.exit_code, unlinked.stdout) == (0, "")
+    assert unlinked.stderr == "no link 'Nope' in segroute.toml; nothing changed\n"
+    assert Path("segroute.toml").read_bytes() == EXAMPLE.read_bytes()
+
+
 def test_inline_links_stay_inline() -> None:
     Path("segroute.toml").write_text('links = [{ event = "A", automation = "a" }]  # mine\n')
     assert invoke("link", "B", "b").exit_code == 0
