@@ -423,7 +423,7 @@ def send(
 
     \b
       segroute send events.jsonl --dry-run
-      segroute send segment-logs/ --since 6h --failed failed.jsonl --report report.json
+      segroute send segment-logs/ --since 6h --failed failed.jsonl
       segroute send events.jsonl --shard 2/4 --ledger shard-2.sqlite3
       cat events.jsonl | segroute send - --dry-run -o jsonl | jq .url
     """
@@ -707,6 +707,7 @@ def inspect(
     fail_on: Annotated[
         list[FailOn] | None,
         typer.Option(
+            metavar="unlinked|rejected",
             help="Exit 1 when this is found: unlinked (a track event no link names), rejected (a record "
             "that is not a valid event).",
             show_default=False,
@@ -716,6 +717,7 @@ def inspect(
     api_url: Annotated[
         str | None,
         typer.Option(
+            metavar="URL",
             help="The Courier API the ledger is read for. [default: as send: $COURIER_BASE_URL, else the "
             "config, else https://api.courier.com]",
             show_default=False,
@@ -770,18 +772,28 @@ DryRunEditOption = Annotated[
 
 @app.command(cls=_Command)
 def link(
-    event: Annotated[str, typer.Argument(help="The Segment track event name, matched exactly.")],
-    automation: Annotated[str, typer.Argument(help="The Courier automation template ID or alias.")],
-    brand: Annotated[str | None, typer.Option(help="The brand the automation runs with.")] = None,
+    event: Annotated[str, typer.Argument(metavar="EVENT", hidden=True)],
+    automation: Annotated[str, typer.Argument(metavar="AUTOMATION", hidden=True)],
+    brand: Annotated[
+        str | None, typer.Option(metavar="BRAND", help="The brand the automation runs with.")
+    ] = None,
     config: ConfigOption = None,
     dry_run: DryRunEditOption = False,
 ) -> None:
     """Link a track event to an automation; creates the config if it is missing.
 
-    Linking twice changes nothing. The config is edited in place and atomically: its comments,
-    layout and settings are kept, and a new link is written in the style of the others.
+    EVENT is the Segment track event name, matched exactly; AUTOMATION the Courier automation
+    template ID or alias, which must exist in Courier. Linking twice changes nothing. The config is
+    edited in place and atomically: its comments, layout and settings are kept, and a new link is
+    written in the style of the others.
 
-    Example: segroute link "Checkout Complete" welcome-flow --dry-run
+    Examples:
+
+    \b
+      segroute link "Checkout Complete" order-confirmation
+      segroute link "Checkout Complete" loyalty-points --brand storefront-brand
+      segroute link "Signed Up" welcome-flow --dry-run     # the change, as a diff
+      segroute link "Signed Up" welcome-flow -c staging.toml
     """
     from segroute import config as settings
 
@@ -808,19 +820,23 @@ def link(
 
 @app.command(cls=_Command)
 def unlink(
-    event: Annotated[str, typer.Argument(help="The Segment track event name.")],
-    automation: Annotated[
-        str | None, typer.Argument(help="The automation to unlink. [default: all of the event's links]")
-    ] = None,
+    event: Annotated[str, typer.Argument(metavar="EVENT", hidden=True)],
+    automation: Annotated[str | None, typer.Argument(metavar="AUTOMATION", hidden=True)] = None,
     config: ConfigOption = None,
     dry_run: DryRunEditOption = False,
 ) -> None:
     """Remove an event's link to one automation, or all of its links.
 
-    The config is edited in place and atomically: the links' tables go, and the rest of the file,
-    comments included, stays as it is.
+    EVENT is the track event name; AUTOMATION the one to unlink, or, left out, every automation the
+    event links to. The config is edited in place and atomically: the links' tables go, and the rest
+    of the file, comments included, stays as it is.
 
-    Example: segroute unlink "Checkout Complete" welcome-flow
+    Examples:
+
+    \b
+      segroute unlink "Checkout Complete" loyalty-points
+      segroute unlink "Checkout Complete"               # every link of the event
+      segroute unlink "Signed Up" welcome-flow --dry-run
     """
     from segroute import config as settings
 

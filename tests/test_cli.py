@@ -875,3 +875,56 @@ def test_completion_for_a_shell_it_does_not_know_is_a_usage_error() -> None:
     result = runner.invoke(app, ["completion", "tcsh"])
     assert result.exit_code == 2
     assert "tcsh" in result.stderr
+
+
+# --- help -------------------------------------------------------------------------------------------
+
+COMMANDS = [
+    [],
+    ["send"],
+    ["inspect"],
+    ["link"],
+    ["unlink"],
+    ["links"],
+    ["completion"],
+    ["ledger"],
+    ["ledger", "export"],
+    ["ledger", "unsettled"],
+    ["ledger", "merge"],
+]
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda words: " ".join(words) or "segroute")
+def test_help_names_values_in_words_fits_the_terminal_and_shows_examples(
+    command: list[str], columns: int
+) -> None:
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": str(columns)})
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    for python_type in ("<bool>", "<str>", "<int", "<float", "<list", "<path", "<text", "{"):
+        assert python_type not in text, (python_type, text)
+    assert max(len(line) for line in text.splitlines()) <= columns
+    if command and command != ["ledger"]:
+        assert "\n  Examples:\n\n" in text, text
+        assert "\n    segroute " in text  # the examples' lines kept as written
+
+
+def test_help_says_defaults_and_the_environment_variables_options_read() -> None:
+    send = " ".join(runner.invoke(app, ["send", "--help"], env={"COLUMNS": "200"}).stdout.split())
+    for shown in (
+        "-c, --config FILE",
+        "[default: $SEGROUTE_CONFIG, else ./segroute.toml]",
+        "[default: $COURIER_BASE_URL, else the config, else https://api.courier.com]",
+        "[default: $SEGROUTE_LEDGER, else segroute-ledger.sqlite3 beside the config]",
+        "--concurrency N",
+        "[default: 8; 1<=x<=512]",
+        "--order input|timestamp",
+        "--since TIME",
+        "$COURIER_API_KEY",
+        "Usage: segroute send [OPTIONS] [INPUT]...",
+        "--fail-on unlinked",
+    ):
+        assert shown in send, shown
+    merge = runner.invoke(app, ["ledger", "merge", "--help"]).stdout
+    assert merge.startswith("Usage: segroute ledger merge [OPTIONS] OUTPUT INPUT...\n")
