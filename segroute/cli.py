@@ -75,10 +75,12 @@ class Region(enum.StrEnum):
 
 
 class ListFormat(enum.StrEnum):
-    """How ``links``, ``inspect`` and ``ledger`` show what they found."""
+    """How ``links``, ``inspect`` and ``ledger`` show what they found: ``text`` (tables) for a person,
+    ``json`` for a script, as ``send -o`` says ``text`` or ``jsonl``. ``table``: ``text``'s old name."""
 
-    table = "table"
+    text = "text"
     json = "json"
+    table = "table"
 
 
 class Order(enum.StrEnum):
@@ -132,7 +134,8 @@ ConfigOption = Annotated[
 _LEDGER_DEFAULT = "[default: $SEGROUTE_LEDGER, else segroute-ledger.sqlite3 beside the config]"
 LedgerOption = Annotated[Path | None, _opt("--ledger", metavar="FILE", text=f"The ledger. {_LEDGER_DEFAULT}")]
 ListOutputOption = Annotated[
-    ListFormat, typer.Option("--output", "-o", metavar="table|json", help="table, or json for scripts.")
+    ListFormat,
+    typer.Option("--output", "-o", metavar="text|json", help="text (tables), or json for scripts."),
 ]
 TypeOption = Annotated[
     list[str] | None,
@@ -703,7 +706,7 @@ def _load(option: str | None, *, must_exist: bool | None = None) -> ConfigFile:
 def inspect(
     inputs: InputsArgument = None,
     config: ConfigOption = None,
-    output: ListOutputOption = ListFormat.table,
+    output: ListOutputOption = ListFormat.text,
     fail_on: Annotated[
         list[FailOn] | None,
         typer.Option(
@@ -864,7 +867,7 @@ def unlink(
 @app.command(cls=_Command)
 def links(
     config: ConfigOption = None,
-    output: ListOutputOption = ListFormat.table,
+    output: ListOutputOption = ListFormat.text,
 ) -> None:
     """List the event -> automation links.
 
@@ -911,7 +914,7 @@ def ledger_show(
     context: typer.Context,
     ledger: LedgerOption = None,
     config: ConfigOption = None,
-    output: ListOutputOption = ListFormat.table,
+    output: ListOutputOption = ListFormat.text,
 ) -> None:
     """What the ledger holds: accepted requests per automation and day, and the last run.
 

@@ -227,22 +227,27 @@ def show_error(console: Console, message: str) -> None:
 
 
 def result_record(result: RequestResult) -> dict[str, object]:
-    """A request that ended, as the JSONL output of a send shows it."""
+    """A request that ended, as the JSONL output of a send shows it: the request as a dry run shows
+    it, then what became of it."""
+    from segroute.transform import CONTENT_TYPE
+
+    request = result.request
     record: dict[str, object] = {
-        "method": result.request.method,
-        "url": result.request.url,
-        "status": result.status,
-        "attempts": result.attempts,
+        "method": request.method,
+        "url": request.url,
+        "headers": {"Idempotency-Key": request.idempotency_key, "Content-Type": CONTENT_TYPE},
+        "body": orjson.Fragment(request.body),
+        "origin": result.event.origin,
+        "messageId": result.event.message_id,
         "outcome": result.outcome,
         "reason": result.reason,
+        "status": result.status,
+        "attempts": result.attempts,
     }
     if result.run_id is not None:
         record["runId"] = result.run_id
     if result.request_id is not None:
         record["requestId"] = result.request_id
-    record["Idempotency-Key"] = result.request.idempotency_key
-    record["origin"] = result.event.origin
-    record["messageId"] = result.event.message_id
     if result.detail:
         record["detail"] = result.detail
     return record

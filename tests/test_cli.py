@@ -928,3 +928,12 @@ def test_help_says_defaults_and_the_environment_variables_options_read() -> None
         assert shown in send, shown
     merge = runner.invoke(app, ["ledger", "merge", "--help"]).stdout
     assert merge.startswith("Usage: segroute ledger merge [OPTIONS] OUTPUT INPUT...\n")
+
+
+def test_listings_take_text_or_json_as_send_takes_text_or_jsonl_and_table_still_works() -> None:
+    assert invoke("link", "Signed Up", "welcome-flow").exit_code == 0
+    text, table = invoke("links", "-o", "text"), invoke("links", "-o", "table")
+    assert (text.exit_code, table.exit_code) == (0, 0)
+    assert text.stdout == table.stdout and "welcome-flow" in text.stdout
+    assert json.loads(invoke("links", "-o", "json").stdout)[0]["automation"] == "welcome-flow"
+    assert invoke("links", "-o", "jsonl").exit_code == 2

@@ -116,18 +116,24 @@ def test_sends_exactly_what_the_dry_run_shows(courier: FakeCourier) -> None:
     outputs = lines(result)
     assert len(outputs) == 5
     first = outputs[0]
+    # The request as the dry run shows it, then what became of it.
     assert list(first) == [
         "method",
         "url",
-        "status",
-        "attempts",
-        "outcome",
-        "reason",
-        "runId",
-        "Idempotency-Key",
+        "headers",
+        "body",
         "origin",
         "messageId",
+        "outcome",
+        "reason",
+        "status",
+        "attempts",
+        "runId",
     ]
+    dry_by_key = {line["headers"]["Idempotency-Key"]: line for line in lines(dry)}
+    for record in outputs:
+        request = {key: record[key] for key in ("method", "url", "headers", "body", "origin", "messageId")}
+        assert request == dry_by_key[record["headers"]["Idempotency-Key"]]
     assert (first["status"], first["attempts"], first["outcome"], first["origin"]) == (
         200,
         1,
