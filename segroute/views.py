@@ -321,12 +321,20 @@ def show_links(
     if not links:
         console.print(Text(f"no links in {source}; add one with: segroute link EVENT AUTOMATION"))
         return
+    rows = [
+        [display_name(cell) for cell in (link.event, link.automation, link.brand or "")] for link in links
+    ]
+    if not console.is_terminal:  # piped: tab-separated lines as they are, for grep, cut and awk
+        console.file.write(
+            "".join("\t".join(row) + "\n" for row in [["event", "automation", "brand"], *rows])
+        )
+        console.file.flush()
+        return
     table = Table(box=box.SIMPLE)
-    table.add_column("event")
-    table.add_column("automation")
-    table.add_column("brand")
-    for link in links:
-        table.add_row(*(Text(display_name(cell)) for cell in (link.event, link.automation, link.brand or "")))
+    for column in ("event", "automation", "brand"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
     console.print(table)
 
 
