@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FIRST_ORIGINS",
+    "MAX_DAYS",
     "MAX_NAMES",
     "Inventory",
 ]
@@ -26,6 +27,8 @@ MAX_NAMES = 10_000
 """Distinct track event names counted one by one; any more are counted together."""
 FIRST_ORIGINS = 5
 """Origins listed per rejection reason."""
+MAX_DAYS = 400
+"""Days of event time counted one by one; events on any more are counted together."""
 
 
 @dataclass
@@ -69,6 +72,11 @@ class Inventory:
     received: _Range = field(default_factory=_Range)
     rejected: dict[str, list[str]] = field(default_factory=dict)
     """Rejection reason -> the first few origins."""
+    rejected_detail: dict[str, str] = field(default_factory=dict)
+    """Rejection reason -> what was wrong with the first record rejected for it."""
+    days: Counter[str] = field(default_factory=Counter)
+    """Events per day of their event time (UTC), for the first MAX_DAYS days met."""
+    other_days: int = 0
     notes: int = 0
     _users: SeenIds = field(default_factory=SeenIds)
     distinct_users: int = 0
@@ -80,6 +88,7 @@ class Inventory:
             origins = self.rejected.setdefault(outcome.reason, [])
             if len(origins) < FIRST_ORIGINS:
                 origins.append(outcome.origin)
+            self.rejected_detail.setdefault(outcome.reason, outcome.detail)
             return
         if isinstance(outcome, Skipped) and outcome.reason == "filtered":
             return
@@ -97,8 +106,15 @@ class Inventory:
             self.anonymous += 1
         elif self._users.add(event.user_id):
             self.distinct_users += 1
-        self.timestamps.add(event_time(event.data))
+        occurred = event_time(event.data)
+        self.timestamps.add(occurred)
         self.received.add(received_time(event.data))
+        if occurred is not None:
+            day = format_time(occurred)[:10]
+            if day in self.days or len(self.days) < MAX_DAYS:
+                self.days[day] += 1
+            else:
+                self.other_days += 1
 
     def close(self) -> None:
         """Drop the set of users seen."""
@@ -141,8 +157,14 @@ class Inventory:
             "users": {"distinct": self.distinct_users, "anonymous_events": self.anonymous},
             "timestamp": self.timestamps.as_dict(),
             "received_at": self.received.as_dict(),
+            "days": dict(sorted(self.days.items())),
+            "days_not_listed": self.other_days,
             "rejected": {
-                reason: {"count": self.summary.outcomes["rejected", reason], "first": origins}
+                reason: {
+                    "count": self.summary.outcomes["rejected", reason],
+                    "first": origins,
+                    "detail": self.rejected_detail[reason],
+                }
                 for reason, origins in sorted(self.rejected.items())
             },
             "links": {

@@ -429,15 +429,45 @@ def show_inventory(console: Console, found: Mapping[str, Any], *, selection: str
                 cells.append(f"{before.get(label, 0):,}")
             requests.add_row(Text(display_name(label)), *cells)
         console.print(requests)
+    _show_days(console, found)
     if found["rejected"]:
         rejected = Table(title="rejected", box=box.SIMPLE, title_justify="left")
         rejected.add_column("reason")
         rejected.add_column("records", justify="right")
         rejected.add_column("first seen at")
+        rejected.add_column("the first one's problem", overflow="fold")
         for reason, entry in found["rejected"].items():
             origins = Text("\n".join(display_name(origin) for origin in entry["first"]))
-            rejected.add_row(Text(reason), f"{entry['count']:,}", origins)
+            rejected.add_row(
+                Text(reason), f"{entry['count']:,}", origins, Text(display_name(entry["detail"]))
+            )
         console.print(rejected)
+
+
+DAY_BAR_WIDTH = 40
+"""Characters of the longest bar in inspect's events per day."""
+
+
+def _show_days(console: Console, found: Mapping[str, Any]) -> None:
+    """Events per day of event time, as bars: a gap or a spike shows at a glance."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    days = found["days"]
+    if len(days) < 2:  # one day (or none): the overview's first and last times say it all
+        return
+    most = max(days.values())
+    table = Table(title="events per day (event time, UTC)", box=box.SIMPLE, title_justify="left")
+    table.add_column("day")
+    table.add_column("events", justify="right")
+    table.add_column("")
+    for day, count in days.items():
+        bar = "█" * max(1, round(DAY_BAR_WIDTH * count / most))
+        table.add_row(day, f"{count:,}", Text(bar, style="cyan"))
+    if found["days_not_listed"]:
+        table.add_row("other days", f"{found['days_not_listed']:,}", "")
+    console.print(table)
 
 
 def _show_track_events(console: Console, found: Mapping[str, Any]) -> None:

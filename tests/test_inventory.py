@@ -7,6 +7,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from segroute.config import Config, Link
 from segroute.inventory import FIRST_ORIGINS, MAX_NAMES, Inventory
 from segroute.models import Note, Planned, Prior
@@ -158,9 +160,18 @@ def test_rejected_records_are_counted_by_reason_with_the_first_few_origins() -> 
         "invalid_json": {
             "count": FIRST_ORIGINS + 2,
             "first": [f"in.jsonl:{n}" for n in range(2, 2 + FIRST_ORIGINS)],
+            "detail": "not valid JSON: Expecting property name enclosed in double quotes (column 2)",
         },
-        "not_object": {"count": 1, "first": [f"in.jsonl:{FIRST_ORIGINS + 5}"]},
-        "unknown_type": {"count": 1, "first": [f"in.jsonl:{FIRST_ORIGINS + 4}"]},
+        "not_object": {
+            "count": 1,
+            "first": [f"in.jsonl:{FIRST_ORIGINS + 5}"],
+            "detail": "not a JSON object but an array",
+        },
+        "unknown_type": {
+            "count": 1,
+            "first": [f"in.jsonl:{FIRST_ORIGINS + 4}"],
+            "detail": "unknown type 'tack'",
+        },
     }
     assert (found["read"], found["events"]) == (FIRST_ORIGINS + 5, 1)
     assert inventory.types == {"track": 1}
@@ -258,6 +269,8 @@ def test_the_json_lists_every_field_in_order() -> None:
         "users": {"distinct": 1, "anonymous_events": 0},
         "timestamp": {"first": "2026-03-02T10:00:00Z", "last": "2026-03-02T10:00:00Z", "missing": 0},
         "received_at": {"first": None, "last": None, "missing": 1},
+        "days": {"2026-03-02": 1},
+        "days_not_listed": 0,
         "rejected": {},
         "links": {"linked": ["Checkout Complete"], "unlinked": [], "never_seen": ["Order Refunded"]},
         "requests": {"automation loyalty": 1, "automation order-confirmation": 1},
@@ -274,9 +287,27 @@ def test_the_json_lists_every_field_in_order() -> None:
         "users",
         "timestamp",
         "received_at",
+        "days",
+        "days_not_listed",
         "rejected",
         "links",
         "requests",
         "requests_sent_before",
         "notes",
     ]
+
+
+def test_events_are_counted_per_day_of_event_time_up_to_max_days(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segroute import inventory as inventory_module
+
+    data = lines(
+        track("m1", timestamp="2026-11-02T23:59:59Z"),
+        track("m2", timestamp="2026-11-01T10:00:00+02:00"),  # 08:00 UTC
+        track("m3", timestamp="2026-11-02T00:00:00Z"),
+        track("m4"),  # no time: not in any day
+        track("m5", timestamp="2026-11-05T01:00:00-03:00"),  # 04:00 UTC, the 5th
+    )
+    assert inventory_of(data).as_dict(CONFIG)["days"] == {"2026-11-01": 1, "2026-11-02": 2, "2026-11-05": 1}
+    monkeypatch.setattr(inventory_module, "MAX_DAYS", 2)
+    bounded = inventory_of(data).as_dict(CONFIG)
+    assert (bounded["days"], bounded["days_not_listed"]) == ({"2026-11-01": 1, "2026-11-02": 2}, 1)
