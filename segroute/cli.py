@@ -49,7 +49,6 @@ class _Command(TyperCommand):
 
 app = typer.Typer(
     name="segroute",
-    help="Replay and route Segment events into the Courier API.",
     no_args_is_help=True,
     add_completion=False,
     # Tracebacks that show local variables could show the API key.
@@ -262,10 +261,19 @@ def _version(value: bool) -> None:
 def _main(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Show the version and exit."),
     ] = False,
 ) -> None:
-    """Replay and route Segment events into the Courier API."""
+    """Replay and route Segment events into the Courier API.
+
+    Examples:
+
+    \b
+      segroute link "Checkout Complete" order-confirmation
+      segroute send events.jsonl --dry-run
+      segroute send segment-logs/ --since 2d --failed failed.jsonl
+      segroute inspect archive.tar.gz --fail-on unlinked
+    """
 
 
 @app.command(cls=_Command)
@@ -891,7 +899,6 @@ def links(
 
 ledger_app = typer.Typer(
     name="ledger",
-    help="Show, export and merge the delivery ledger: every request Courier accepted.",
     invoke_without_command=True,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -916,7 +923,8 @@ def ledger_show(
     config: ConfigOption = None,
     output: ListOutputOption = ListFormat.text,
 ) -> None:
-    """What the ledger holds: accepted requests per automation and day, and the last run.
+    """Show, export and merge the delivery ledger; alone, what it holds: accepted requests per
+    automation and day, and the last run.
 
     Examples:
 
@@ -947,6 +955,7 @@ def ledger_export(ledger: LedgerOption = None, config: ConfigOption = None) -> N
     \b
       segroute ledger export > accepted.jsonl
       segroute ledger export --ledger shard-1.sqlite3 | wc -l
+      segroute ledger export | jq -r .messageId | sort -u > sent-ids.txt
     """
     from segroute.ledger import Ledger
 
@@ -964,6 +973,7 @@ def ledger_unsettled(ledger: LedgerOption = None, config: ConfigOption = None) -
     \b
       segroute ledger unsettled > unsettled.jsonl
       segroute ledger unsettled --ledger shard-1.sqlite3 | jq .state
+      segroute ledger unsettled | wc -l
     """
     from segroute.ledger import Ledger
 
@@ -995,6 +1005,7 @@ def ledger_merge(
     \b
       segroute ledger merge all.sqlite3 shard-1.sqlite3 shard-2.sqlite3
       segroute ledger merge all.sqlite3 shard-*.sqlite3
+      segroute ledger --ledger all.sqlite3      # what the merged ledger holds
     """
     from segroute.merging import merge
 
