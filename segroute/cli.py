@@ -290,8 +290,8 @@ def send(
             "--output",
             "-o",
             metavar="text|jsonl",
-            text="Per request on stdout: jsonl (one JSON object per line) or text. [default: a dry run "
-            "prints text on a terminal, else jsonl; a send prints nothing]",
+            text="Per request on stdout: jsonl (one JSON object per line) or text. [default: jsonl when "
+            "stdout is piped; on a terminal, a dry run prints text and a send nothing]",
         ),
     ] = None,
     quiet: Annotated[
@@ -500,9 +500,9 @@ def send(
         err = functools.cache(render.stderr_console)
         if not loaded.exists and not quiet:
             render.show_message(err(), f"note: no {loaded.path} here, so no links: track events are skipped")
-        # A dry run prints its requests on stdout unless asked for something else there.
-        requests = dry_run and not to_stdout
-        display = _send_display(output, requests=requests, quiet=quiet, err=err, streaming="-" in names)
+        display = _send_display(
+            output, dry_run=dry_run, stdout_free=not to_stdout, quiet=quiet, err=err, streaming="-" in names
+        )
         result = run(options, display, stdin=_stdin(), on_signal=functools.partial(_on_signal, quiet=quiet))
         code = _show_send_result(ctx, result, options, loaded, err=err, failed=failed, quiet=quiet)
         if code is ExitCode.OK and result.summary.read == 0 and not allow_empty:
@@ -540,11 +540,23 @@ def _run_options(
 
 
 def _send_display(
-    output: RequestFormat | None, *, requests: bool, quiet: bool, err: Callable[[], Console], streaming: bool
+    output: RequestFormat | None,
+    *,
+    dry_run: bool,
+    stdout_free: bool,
+    quiet: bool,
+    err: Callable[[], Console],
+    streaming: bool,
 ) -> render.RunDisplay:
-    """What a send shows: the requests (a dry run) or results on stdout, the rest on stderr."""
-    if output is None and requests:
-        output = RequestFormat.text if sys.stdout and sys.stdout.isatty() else RequestFormat.jsonl
+    """What a send shows: the requests (a dry run) or results on stdout, the rest on stderr.
+
+    Unless ``--output`` says, or stdout is taken (``--report -``): piped, both print JSON lines; on a
+    terminal, a dry run prints its requests as text and a send, whose progress shows, nothing."""
+    if output is None and stdout_free:
+        if sys.stdout is not None and sys.stdout.isatty():
+            output = RequestFormat.text if dry_run else None
+        elif sys.stdout is not None or dry_run:  # a send with stdout closed has nothing to print
+            output = RequestFormat.jsonl
     if output is not None and sys.stdout is None:
         raise UsageError("stdout is closed: there is nowhere to print the requests")
     return render.RunDisplay(

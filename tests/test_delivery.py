@@ -978,3 +978,15 @@ def test_on_a_terminal_a_send_shows_a_bar_with_the_share_read_the_rates_and_an_e
     assert any(re.search(r"\b\d+%", line) for line in lines), lines[-3:]
     assert any(re.search(r"[\d,]+ events/s · [\d,]+ requests/s", line) for line in lines), lines[-3:]
     assert any(re.search(r"ETA \d+(s|m \d\ds)", line) for line in lines), lines[-3:]
+
+
+def test_a_piped_send_prints_its_results_as_json_lines_as_a_piped_dry_run_prints_its_requests(
+    courier: FakeCourier,
+) -> None:
+    write_events([identify(1, "u1"), checkout(2, "u2")])
+    sent = send(courier, "events.jsonl")  # CliRunner's stdout is a pipe, not a terminal
+    assert sent.exit_code == 0
+    records = [json.loads(line) for line in sent.stdout.splitlines()]
+    assert len(records) == 3 and {record["outcome"] for record in records} == {"sent"}
+    quiet = send(courier, "events.jsonl", "--report", "-")  # stdout taken by the report
+    assert json.loads(quiet.stdout)["mode"] == "send"  # the report alone: no result lines beside it
