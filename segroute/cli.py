@@ -49,7 +49,6 @@ class _Command(TyperCommand):
 
 app = typer.Typer(
     name="segroute",
-    no_args_is_help=True,
     add_completion=False,
     # Tracebacks that show local variables could show the API key.
     pretty_exceptions_enable=False,
@@ -257,8 +256,9 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _main(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", "-V", callback=_version, is_eager=True, help="Show the version and exit."),
@@ -274,6 +274,9 @@ def _main(
       segroute send segment-logs/ --since 2d --failed failed.jsonl
       segroute inspect archive.tar.gz --fail-on unlinked
     """
+    if ctx.invoked_subcommand is None:  # `segroute` alone: the help, which is not an error
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
 
 
 @app.command(cls=_Command)

@@ -933,3 +933,9 @@ def test_listings_take_text_or_json_as_send_takes_text_or_jsonl_and_table_still_
     assert text.stdout == table.stdout and "welcome-flow" in text.stdout
     assert json.loads(invoke("links", "-o", "json").stdout)[0]["automation"] == "welcome-flow"
     assert invoke("links", "-o", "jsonl").exit_code == 2
+
+
+def test_segroute_alone_prints_its_help_and_succeeds() -> None:
+    alone = runner.invoke(app, [])
+    assert alone.exit_code == 0
+    assert alone.stdout == runner.invoke(app, ["--help"]).stdout
