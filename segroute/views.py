@@ -99,6 +99,22 @@ def show_run_end(
         )
 
 
+def _print_table(console: Console, table: Table) -> None:
+    """A table: boxed on a terminal; piped, without rules, padding at the ends or trailing spaces,
+    so grep, cut and diff read it as lines."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    table.box = None
+    table.show_edge = False
+    table.pad_edge = False
+    with console.capture() as captured:
+        console.print(table)
+    lines = [line.rstrip() for line in captured.get().splitlines()]
+    console.file.write("".join(f"{line}\n" for line in lines if line))
+    console.file.flush()
+
+
 def show_summary(console: Console, summary: Summary, *, title: str) -> None:
     """The counts per outcome and reason, then the requests per target."""
     from rich import box
@@ -116,9 +132,9 @@ def show_summary(console: Console, summary: Summary, *, title: str) -> None:
         table.add_row(Text(outcome), Text(reason), Text(f"{count:,}"))
     table.add_section()
     table.add_row("read", "", f"{summary.read:,}", style="bold")
-    console.print(table)
+    _print_table(console, table)
     if summary.targets:
-        console.print(_targets_table(summary))
+        _print_table(console, _targets_table(summary))
 
 
 _REQUEST_COLUMNS = {
@@ -335,7 +351,7 @@ def show_links(
         table.add_column(column)
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
-    console.print(table)
+    _print_table(console, table)
 
 
 def links_json(links: Sequence[Link]) -> bytes:
@@ -407,14 +423,14 @@ def show_inventory(console: Console, found: Mapping[str, Any], *, selection: str
             overview.add_row(f"events without {label}", f"{span['missing']:,}")
     if found["notes"]:
         overview.add_row("notes (empty files, placeholders)", f"{found['notes']:,}")
-    console.print(overview)
+    _print_table(console, overview)
     if found["types"]:
         types = Table(box=box.SIMPLE)
         types.add_column("type")
         types.add_column("events", justify="right")
         for kind, count in found["types"].items():
             types.add_row(Text(kind), f"{count:,}")
-        console.print(types)
+        _print_table(console, types)
     _show_track_events(console, found)
     before = found["requests_sent_before"]
     if found["requests"] or before:
@@ -428,7 +444,7 @@ def show_inventory(console: Console, found: Mapping[str, Any], *, selection: str
             if before:
                 cells.append(f"{before.get(label, 0):,}")
             requests.add_row(Text(display_name(label)), *cells)
-        console.print(requests)
+        _print_table(console, requests)
     _show_days(console, found)
     if found["rejected"]:
         rejected = Table(title="rejected", box=box.SIMPLE, title_justify="left")
@@ -441,7 +457,7 @@ def show_inventory(console: Console, found: Mapping[str, Any], *, selection: str
             rejected.add_row(
                 Text(reason), f"{entry['count']:,}", origins, Text(display_name(entry["detail"]))
             )
-        console.print(rejected)
+        _print_table(console, rejected)
 
 
 DAY_BAR_WIDTH = 40
@@ -467,7 +483,7 @@ def _show_days(console: Console, found: Mapping[str, Any]) -> None:
         table.add_row(day, f"{count:,}", Text(bar, style="cyan"))
     if found["days_not_listed"]:
         table.add_row("other days", f"{found['days_not_listed']:,}", "")
-    console.print(table)
+    _print_table(console, table)
 
 
 def _show_track_events(console: Console, found: Mapping[str, Any]) -> None:
@@ -485,7 +501,7 @@ def _show_track_events(console: Console, found: Mapping[str, Any]) -> None:
             table.add_row(Text(display_name(entry["event"])), f"{entry['count']:,}", linked)
         if found["track_events_not_listed"]:
             table.add_row("(more names)", f"{found['track_events_not_listed']:,}", "")
-        console.print(table)
+        _print_table(console, table)
     never = found["links"]["never_seen"]
     if never:
         names = ", ".join(map(repr, never))
@@ -515,7 +531,7 @@ def show_ledger(console: Console, found: Mapping[str, Any]) -> None:
             )
         table.add_section()
         table.add_row("total", "", "", f"{found['requests']:,}", style="bold")
-        console.print(table)
+        _print_table(console, table)
     last = found["last_run"]
     if last is None:
         console.print(Text("no runs recorded"))
