@@ -883,8 +883,9 @@ def unlink(
             render.show_message(err, f"dry run: nothing was written to {loaded.path}")
             return
         settings.save_config(loaded.path, document)
-        plural = "" if removed == 1 else "s"
-        render.show_message(err, f"removed {removed} link{plural} of {what} from {loaded.path}")
+        links = "its link" if removed == 1 else f"its {removed} links"
+        done = f"unlinked {what}" if automation else f"unlinked {what}: {links}"
+        render.show_message(err, f"{done} in {loaded.path}")
 
 
 @app.command(cls=_Command)

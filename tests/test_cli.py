@@ -418,12 +418,12 @@ def test_unlink_one_all_and_none() -> None:
     config_with_link("A", "y")
     config_with_link("B", "z")
     one = invoke("unlink", "A", "x")
-    assert (one.exit_code, one.stderr) == (0, "removed 1 link of 'A' -> 'x' from segroute.toml\n")
+    assert (one.exit_code, one.stderr) == (0, "unlinked 'A' -> 'x' in segroute.toml\n")
     none = invoke("unlink", "A", "x")
     assert (none.exit_code, none.stderr) == (0, "no link 'A' -> 'x' in segroute.toml; nothing changed\n")
     config_with_link("A", "x")
     every = invoke("unlink", "A")
-    assert (every.exit_code, every.stderr) == (0, "removed 2 links of 'A' from segroute.toml\n")
+    assert (every.exit_code, every.stderr) == (0, "unlinked 'A': its 2 links in segroute.toml\n")
     assert json.loads(invoke("links", "-o", "json").stdout) == [
         {"event": "B", "automation": "z", "brand": None}
     ]
@@ -448,7 +448,7 @@ def test_link_and_unlink_keep_the_example_byte_for_byte() -> None:
 
     result = invoke("unlink", "Order Shipped")
     assert (result.exit_code, result.stdout) == (0, "")
-    assert result.stderr == "removed 1 link of 'Order Shipped' from segroute.toml\n"
+    assert result.stderr == "unlinked 'Order Shipped': its link in segroute.toml\n"
     assert Path("segroute.toml").read_bytes() == EXAMPLE.read_bytes()
 
 
