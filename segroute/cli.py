@@ -8,7 +8,7 @@ import functools
 import os
 import shlex
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
@@ -834,14 +834,21 @@ def link(
             render.show_message(err, f"already linked: {what}; nothing changed")
             return
         if dry_run:
-            after = settings.config_text(loaded.path, document)
-            render.write_document(sys.stdout, views.config_diff(str(loaded.path), loaded.text, after))
-            render.show_message(err, f"dry run: nothing was written to {loaded.path}")
+            _show_config_change(loaded, document, err)
             return
         settings.save_config(loaded.path, document)
         verb = "linked" if change == "added" else "changed the brand of"
         created = "" if loaded.exists else f" (created {loaded.path})"
         render.show_message(err, f"{verb} {what} in {loaded.path}{created}")
+
+
+def _show_config_change(loaded: ConfigFile, document: Mapping[str, Any], err: Console) -> None:
+    """What an edit would do to the config, as a diff on stdout; nothing is written."""
+    from segroute import config as settings
+
+    after = settings.config_text(loaded.path, document)
+    render.write_document(sys.stdout, views.config_diff(str(loaded.path), loaded.text, after))
+    render.show_message(err, f"dry run: nothing was written to {loaded.path}")
 
 
 @app.command(cls=_Command)
@@ -878,9 +885,7 @@ def unlink(
             render.show_message(err, f"no link {what} in {loaded.path}; nothing changed")
             return
         if dry_run:
-            after = settings.config_text(loaded.path, document)
-            render.write_document(sys.stdout, views.config_diff(str(loaded.path), loaded.text, after))
-            render.show_message(err, f"dry run: nothing was written to {loaded.path}")
+            _show_config_change(loaded, document, err)
             return
         settings.save_config(loaded.path, document)
         links = "its link" if removed == 1 else f"its {removed} links"
