@@ -212,7 +212,8 @@ def _too_long_line(origin: str) -> Rejected:
 
 def _expand(value: Any, origin: str, size: int, text: bytes | None = None) -> Iterator[Item]:
     """A record (its ``text`` as read, if given), or the items of a /v1/batch body with the body's
-    context and integrations filled in."""
+    context and integrations merged into each: the item's own keys win, the body's fill in the rest
+    (`_merged`)."""
     if not (isinstance(value, dict) and "type" not in value and isinstance(value.get("batch"), list)):
         yield Record(origin, value, size, text)
         return
@@ -223,9 +224,18 @@ def _expand(value: Any, origin: str, size: int, text: bytes | None = None) -> It
     for index, item in enumerate(value["batch"]):
         if isinstance(item, dict):
             for key, shared_value in shared.items():
-                item.setdefault(key, shared_value)
+                item[key] = _merged(item[key], shared_value) if key in item else shared_value
         # The body's size bounds each item's: events.parse_event measures an item exactly when it matters.
         yield Record(f"{origin}[{index}]", item, size)
+
+
+def _merged(own: Any, shared: Any) -> Any:
+    """An item's context or integrations with the body's keys it lacks added after its own; as it is
+    when either is not an object. One level deep: an item's ``library``
+    replaces the body's whole."""
+    if type(own) is not dict or type(shared) is not dict:
+        return own
+    return own | {key: value for key, value in shared.items() if key not in own}
 
 
 class _ValueReader:

@@ -106,17 +106,25 @@ def test_empty_array_and_array_of_non_objects() -> None:
     ]
 
 
-def test_batch_body_fills_context_and_integrations_only_where_missing() -> None:
+def test_batch_body_context_and_integrations_merge_into_each_item_its_own_keys_winning() -> None:
     body = {
         "batch": [
             {"type": "track", "event": "A", "userId": "u"},
-            {"type": "track", "event": "B", "userId": "u", "context": {"own": True}},
+            {
+                "type": "track",
+                "event": "B",
+                "userId": "u",
+                "context": {"own": True, "ip": "5.6.7.8", "library": {"name": "mine"}},
+                "integrations": {"Courier": True},
+            },
+            {"type": "track", "event": "C", "userId": "u", "context": "not an object"},
         ],
-        "context": {"ip": "1.2.3.4"},
+        "context": {"ip": "1.2.3.4", "library": {"name": "analytics-python", "version": "2.3.3"}},
         "integrations": {"All": False},
         "sentAt": "2026-11-02T10:00:00Z",
     }
     got = records(read_bytes(json.dumps(body).encode()))
+    shared_context = {"ip": "1.2.3.4", "library": {"name": "analytics-python", "version": "2.3.3"}}
     assert got == [
         (
             "in.json:1[0]",
@@ -124,7 +132,7 @@ def test_batch_body_fills_context_and_integrations_only_where_missing() -> None:
                 "type": "track",
                 "event": "A",
                 "userId": "u",
-                "context": {"ip": "1.2.3.4"},
+                "context": shared_context,
                 "integrations": {"All": False},
             },
         ),
@@ -134,11 +142,25 @@ def test_batch_body_fills_context_and_integrations_only_where_missing() -> None:
                 "type": "track",
                 "event": "B",
                 "userId": "u",
-                "context": {"own": True},
+                # One level deep: the item's library replaces the body's whole.
+                "context": {"own": True, "ip": "5.6.7.8", "library": {"name": "mine"}},
+                "integrations": {"Courier": True, "All": False},
+            },
+        ),
+        (
+            "in.json:1[2]",
+            {
+                "type": "track",
+                "event": "C",
+                "userId": "u",
+                "context": "not an object",
                 "integrations": {"All": False},
             },
         ),
     ]
+    # The item's own keys first, in their order; the body's after them.
+    assert list(got[1][1]["context"]) == ["own", "ip", "library"]
+    assert list(got[1][1]["integrations"]) == ["Courier", "All"]
 
 
 def test_an_event_with_a_batch_key_is_not_a_batch() -> None:
