@@ -81,6 +81,13 @@ class ListFormat(enum.StrEnum):
     table = "table"
 
 
+class Via(enum.StrEnum):
+    """How events reach Courier: by the config's links, or through Courier's Segment intake."""
+
+    links = "links"
+    segment = "segment"
+
+
 class Order(enum.StrEnum):
     """The order events are replayed in."""
 
@@ -172,6 +179,25 @@ UntilOption = Annotated[
         text="Only events before this time, in the forms --since takes; a date, today or yesterday "
         "means the end of that day.",
         panel=_SELECT,
+    ),
+]
+ViaOption = Annotated[
+    Via,
+    typer.Option(
+        metavar="links|segment",
+        help="links: each linked track event invokes its automations and journeys, each identify merges "
+        "traits, as the config's links say. segment: post each track, identify and group event as it "
+        "is to Courier's Segment intake (POST /inbound/segment, where Segment's Courier (Actions) "
+        "destination posts), so the links made in Courier's UI route it; the config's links play no "
+        "part. That endpoint is not in Courier's public API reference.",
+    ),
+]
+IgnoreIntegrationsOption = Annotated[
+    bool,
+    typer.Option(
+        "--ignore-integrations",
+        help='Also route events whose integrations object turns Courier off ("Courier": false, or '
+        '"All": false without "Courier": true), which Segment would not deliver to Courier.',
     ),
 ]
 LimitOption = Annotated[
@@ -417,6 +443,8 @@ def send(
     allow_empty: Annotated[
         bool, typer.Option("--allow-empty", help="Exit 0 when the inputs hold no record at all (else 1).")
     ] = False,
+    via: ViaOption = Via.links,
+    ignore_integrations: IgnoreIntegrationsOption = False,
     types: TypeOption = None,
     events: EventOption = None,
     users: UserOption = None,
@@ -470,7 +498,7 @@ def send(
         api_key = delivery = None
         if not dry_run:
             api_key = settings.resolve_api_key(os.environ, base_url)
-            if not loaded.exists:
+            if not loaded.exists and via is Via.links:
                 raise ConfigError(
                     f"no {loaded.path} in {Path.cwd()}: a send without links skips every track event. "
                     f"Name the config with -c PATH or ${settings.CONFIG_ENV}, or create it here with: "
@@ -487,7 +515,17 @@ def send(
                 idempotency_ttl=ttl,
                 give_up_after=give_up_after,
             )
-        shared = _run_options(names, loaded, base_url, selection, dry_run=dry_run, limit=limit, ledger=ledger)
+        shared = _run_options(
+            names,
+            loaded,
+            base_url,
+            selection,
+            dry_run=dry_run,
+            limit=limit,
+            ledger=ledger,
+            via=via,
+            ignore_integrations=ignore_integrations,
+        )
         options = dataclasses.replace(
             shared,
             api_key=api_key,
@@ -501,7 +539,7 @@ def send(
         )
         # Made when something is shown: a quiet run with nothing to say never loads rich.
         err = functools.cache(render.stderr_console)
-        if not loaded.exists and not quiet:
+        if not loaded.exists and not quiet and via is Via.links:
             render.show_message(err(), f"note: no {loaded.path} here, so no links: track events are skipped")
         display = _send_display(
             output, dry_run=dry_run, stdout_free=not to_stdout, quiet=quiet, err=err, streaming="-" in names
@@ -531,14 +569,24 @@ def _run_options(
     dry_run: bool,
     limit: int | None,
     ledger: Path | None,
+    via: Via,
+    ignore_integrations: bool,
 ) -> RunOptions:
-    """What `send` and `inspect` share: the inputs, the config, the API, the selection, the ledger."""
+    """What `send` and `inspect` share: the inputs, the config, the API, the selection, the ledger,
+    and how events are routed."""
     from segroute.ledger import default_path as default_ledger
     from segroute.runner import RunOptions
 
-    ledger_path = ledger or default_ledger(loaded.path, os.environ)
     return RunOptions(
-        names, loaded.config, base_url, dry_run, selection=selection, limit=limit, ledger_path=ledger_path
+        names,
+        loaded.config,
+        base_url,
+        dry_run,
+        selection=selection,
+        limit=limit,
+        ledger_path=ledger or default_ledger(loaded.path, os.environ),
+        via=via.value,
+        ignore_integrations=ignore_integrations,
     )
 
 
@@ -749,6 +797,8 @@ def inspect(
             show_default=False,
         ),
     ] = None,
+    via: ViaOption = Via.links,
+    ignore_integrations: IgnoreIntegrationsOption = False,
     types: TypeOption = None,
     events: EventOption = None,
     users: UserOption = None,
@@ -777,8 +827,18 @@ def inspect(
         loaded = _load(config)
         base_url = settings.resolve_api_url(api_url, os.environ, loaded.config, source="--api-url")
         selection = _selection(types, events, users, since, until, sample)
-        options = _run_options(names, loaded, base_url, selection, dry_run=True, limit=limit, ledger=ledger)
-        if not loaded.exists:
+        options = _run_options(
+            names,
+            loaded,
+            base_url,
+            selection,
+            dry_run=True,
+            limit=limit,
+            ledger=ledger,
+            via=via,
+            ignore_integrations=ignore_integrations,
+        )
+        if not loaded.exists and via is Via.links:
             note = f"note: no {loaded.path} here, so no links: every track event shows as unlinked"
             render.show_message(render.stderr_console(), note)
         inventory = take_inventory(options, stdin=_stdin())
@@ -799,37 +859,72 @@ DryRunEditOption = Annotated[
 @app.command(cls=_Command)
 def link(
     event: Annotated[str, typer.Argument(metavar="EVENT", hidden=True)],
-    automation: Annotated[str, typer.Argument(metavar="AUTOMATION", hidden=True)],
+    template: Annotated[str, typer.Argument(metavar="AUTOMATION", hidden=True)],
+    journey: Annotated[
+        bool, typer.Option("--journey", help="AUTOMATION names a journey, invoked instead of an automation.")
+    ] = False,
     brand: Annotated[
         str | None, typer.Option(metavar="BRAND", help="The brand the automation runs with.")
+    ] = None,
+    when: Annotated[
+        str | None,
+        _opt(
+            metavar="JQ",
+            text="Fire only for events this jq expression holds for (its first output is not false or "
+            "null), e.g. '.properties.revenue > 100'.",
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        _opt(
+            metavar="JQ",
+            text="The request's data: this jq expression's output, an object, e.g. '.properties'. "
+            "[default: the whole event]",
+        ),
+    ] = None,
+    recipient: Annotated[
+        str | None,
+        _opt(metavar="JQ", text="Who the request is for, a jq expression. [default: .userId]"),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        _opt(
+            metavar="JQ",
+            text="A profile for Courier to merge into the user's, a jq expression that gives an object, "
+            "e.g. '{email: .context.traits.email}'. [default: none]",
+        ),
     ] = None,
     config: ConfigOption = None,
     dry_run: DryRunEditOption = False,
 ) -> None:
-    """Link a track event to an automation; creates the config if it is missing.
+    """Link a track event to an automation or a journey; creates the config if it is missing.
 
     EVENT is the Segment track event name, matched exactly; AUTOMATION the Courier automation
-    template ID or alias, which must exist in Courier. Linking twice changes nothing. The config is
-    edited in place and atomically: its comments, layout and settings are kept, and a new link is
-    written in the style of the others.
+    template ID or alias (with --journey, the journey's), which must exist in Courier. A link may
+    fire only when a condition holds, and may map what it sends, each with a jq expression. Linking
+    the same event to the same automation again updates the link to what the command says. The
+    config is edited in place and atomically: its comments, layout and settings are kept, and a new
+    link is written in the style of the others.
 
     Examples:
 
     \b
       segroute link "Checkout Complete" order-confirmation
       segroute link "Checkout Complete" loyalty-points --brand storefront-brand
+      segroute link "Order Completed" order-journey --journey
+      segroute link "Order Completed" big-order --when '.properties.revenue > 100'
       segroute link "Signed Up" welcome-flow --dry-run     # the change, as a diff
-      segroute link "Signed Up" welcome-flow -c staging.toml
     """
     from segroute import config as settings
 
     with _boundary():
         loaded = _load(config, must_exist=False)
-        new = settings.make_link(event, automation, brand)
+        options = {"brand": brand, "when": when, "data": data, "recipient": recipient, "profile": profile}
+        new = settings.make_link(event, template, journey=journey, **options)
         document = settings.config_document(loaded)
         change = settings.add_link(document, new)
         err = render.stderr_console()
-        what = f"{event!r} -> {automation!r}"
+        what = f"{event!r} -> {_target_words(template, journey=journey)}"
         if change == "unchanged":
             render.show_message(err, f"already linked: {what}; nothing changed")
             return
@@ -837,9 +932,14 @@ def link(
             _show_config_change(loaded, document, err)
             return
         settings.save_config(loaded.path, document)
-        verb = "linked" if change == "added" else "changed the brand of"
+        verb = "linked" if change == "added" else "updated the link"
         created = "" if loaded.exists else f" (created {loaded.path})"
         render.show_message(err, f"{verb} {what} in {loaded.path}{created}")
+
+
+def _target_words(template: str, *, journey: bool) -> str:
+    """``'welcome-flow'``, or ``journey 'order-journey'``."""
+    return f"journey {template!r}" if journey else repr(template)
 
 
 def _show_config_change(loaded: ConfigFile, document: Mapping[str, Any], err: Console) -> None:
@@ -854,33 +954,40 @@ def _show_config_change(loaded: ConfigFile, document: Mapping[str, Any], err: Co
 @app.command(cls=_Command)
 def unlink(
     event: Annotated[str, typer.Argument(metavar="EVENT", hidden=True)],
-    automation: Annotated[str | None, typer.Argument(metavar="AUTOMATION", hidden=True)] = None,
+    template: Annotated[str | None, typer.Argument(metavar="AUTOMATION", hidden=True)] = None,
+    journey: Annotated[
+        bool, typer.Option("--journey", help="Only a link to the journey AUTOMATION names.")
+    ] = False,
     config: ConfigOption = None,
     dry_run: DryRunEditOption = False,
 ) -> None:
-    """Remove an event's link to one automation, or all of its links.
+    """Remove an event's link to one automation or journey, or all of its links.
 
-    EVENT is the track event name; AUTOMATION the one to unlink, or, left out, every automation the
-    event links to. The config is edited in place and atomically: the links' tables go, and the rest
-    of the file, comments included, stays as it is.
+    EVENT is the track event name; AUTOMATION the automation or journey to unlink, or, left out,
+    every link of the event. The config is edited in place and atomically: the links' tables go,
+    and the rest of the file, comments included, stays as it is.
 
     Examples:
 
     \b
       segroute unlink "Checkout Complete" loyalty-points
+      segroute unlink "Order Completed" order-journey --journey
       segroute unlink "Checkout Complete"               # every link of the event
       segroute unlink "Signed Up" welcome-flow --dry-run
     """
     from segroute import config as settings
 
     with _boundary():
-        if automation == "":
-            raise UsageError("AUTOMATION is empty: name one, or leave it out to unlink every automation")
+        if template == "":
+            raise UsageError("AUTOMATION is empty: name one, or leave it out to unlink every link")
+        if journey and template is None:
+            raise UsageError("--journey names no journey: give AUTOMATION, the journey to unlink")
         loaded = _load(config, must_exist=True)
         document = settings.config_document(loaded)
-        removed = settings.remove_links(document, event, automation)
+        kind = "journey" if journey else None
+        removed = settings.remove_links(document, event, template, kind=kind)
         err = render.stderr_console()
-        what = f"{event!r} -> {automation!r}" if automation else f"{event!r}"
+        what = f"{event!r} -> {_target_words(template, journey=journey)}" if template else f"{event!r}"
         if not removed:
             render.show_message(err, f"no link {what} in {loaded.path}; nothing changed")
             return
@@ -889,7 +996,7 @@ def unlink(
             return
         settings.save_config(loaded.path, document)
         links = "its link" if removed == 1 else f"its {removed} links"
-        done = f"unlinked {what}" if automation else f"unlinked {what}: {links}"
+        done = f"unlinked {what}" if template and removed == 1 else f"unlinked {what}: {links}"
         render.show_message(err, f"{done} in {loaded.path}")
 
 
@@ -898,7 +1005,7 @@ def links(
     config: ConfigOption = None,
     output: ListOutputOption = ListFormat.text,
 ) -> None:
-    """List the event -> automation links.
+    """List the links: event -> automation or journey, with their brands, conditions and mappings.
 
     Examples:
 

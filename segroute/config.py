@@ -12,10 +12,10 @@ import tomllib
 from collections.abc import Mapping, MutableMapping, MutableSequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segroute.errors import AuthError, ConfigError, UsageError
 
@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_API_URL",
     "DEFAULT_CONFIG",
     "DEFAULT_PORTS",
+    "EXPRESSION_KEYS",
     "LOOPBACK_HOSTS",
     "MAX_KEY_LIFETIME",
     "MIN_KEY_LIFETIME",
@@ -40,7 +41,7 @@ __all__ = [
     "Link",
     "add_link",
     "check_api_url",
-    "check_automation",
+    "check_template",
     "config_document",
     "config_path",
     "config_text",
@@ -60,6 +61,8 @@ CONFIG_ENV = "SEGROUTE_CONFIG"
 DEFAULT_API_URL = "https://api.courier.com"
 REGION_URLS = {"us": DEFAULT_API_URL, "eu": "https://api.eu.courier.com"}
 """Courier's regions and their API base URLs."""
+EXPRESSION_KEYS = ("when", "data", "recipient", "profile")
+"""A link's jq expressions."""
 MIN_KEY_LIFETIME, MAX_KEY_LIFETIME = 24 * 3600, 365 * 86400
 """Courier keeps an Idempotency-Key at least 24 hours, and at most a year when asked."""
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([hdw])")
@@ -71,21 +74,71 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class Link(BaseModel):
-    """One Segment track event name -> one Courier automation."""
+    """One Segment track event name -> one Courier automation or journey, with an optional condition
+    and mappings, each a jq expression."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     event: str = Field(min_length=1)
     """The track event's name, matched exactly."""
-    automation: str = Field(min_length=1)
-    """The automation template's ID or alias."""
+    automation: str | None = Field(default=None, min_length=1)
+    """The automation template's ID or alias ..."""
+    journey: str | None = Field(default=None, min_length=1)
+    """... or the journey's: exactly one of the two."""
     brand: str | None = Field(default=None, min_length=1)
     """The brand the automation runs with; none by default, as Courier's Segment integration does."""
+    when: str | None = Field(default=None, min_length=1)
+    """The link fires for an event when this gives true (jq: not false or null)."""
+    data: str | None = Field(default=None, min_length=1)
+    """What becomes the body's ``data``, an object; the whole event by default."""
+    recipient: str | None = Field(default=None, min_length=1)
+    """Who the request is for; the event's ``userId`` by default."""
+    profile: str | None = Field(default=None, min_length=1)
+    """A profile, an object, that Courier merges into the stored one; none by default."""
 
-    @field_validator("automation")
+    @field_validator("automation", "journey")
     @classmethod
-    def _check_automation(cls, value: str) -> str:
-        return check_automation(value)
+    def _check_template(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value)
+
+    @field_validator(*EXPRESSION_KEYS)
+    @classmethod
+    def _check_expression(cls, value: str | None) -> str | None:
+        if value is not None:
+            from segroute.expressions import Expression
+
+            Expression(value)  # ValueError, in jq's words, for one that does not compile
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Link:
+        if self.automation is None and self.journey is None:
+            raise ValueError("names no automation or journey: give one of the two")
+        if self.automation is not None and self.journey is not None:
+            raise ValueError("names an automation and a journey: give one of the two")
+        if self.brand is not None and self.journey is not None:
+            raise ValueError("brand is for automations: a journey invoke carries none")
+        return self
+
+    @property
+    def kind(self) -> Literal["automation", "journey"]:
+        """What the link invokes."""
+        return "automation" if self.automation is not None else "journey"
+
+    @property
+    def template(self) -> str:
+        """The automation's or the journey's ID or alias."""
+        return self.automation or self.journey or ""
+
+    @property
+    def label(self) -> str:
+        """How views name what the link invokes: ``automation welcome-flow``."""
+        return f"{self.kind} {self.template}"
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the link has a condition or a mapping."""
+        return any(getattr(self, key) is not None for key in EXPRESSION_KEYS)
 
 
 class Config(BaseModel):
@@ -114,9 +167,9 @@ class Config(BaseModel):
         return {event: tuple(links) for event, links in grouped.items()}
 
 
-def check_automation(value: str) -> str:
-    """An automation ID or alias as given; ValueError for ``.`` and ``..``, which in the request path
-    servers and proxies would resolve as a step along it, to another endpoint."""
+def check_template(value: str) -> str:
+    """An automation's or a journey's ID or alias as given; ValueError for ``.`` and ``..``, which in
+    the request path servers and proxies would resolve as a step along it, to another endpoint."""
     if value in (".", ".."):
         raise ValueError(f"must not be {value!r}: it would name another URL path")
     return value
@@ -197,24 +250,37 @@ def validate_config(raw: dict[str, Any], path: Path) -> Config:
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        problems = [f"{_key_path(error['loc'])}: {_describe(error)}" for error in exc.errors()]
+        problems = [f"{_key_path(error['loc'], raw)}: {_describe(error)}" for error in exc.errors()]
         raise ConfigError(f"{path}: invalid config:\n" + "\n".join(f"  - {p}" for p in problems)) from exc
-    seen: dict[tuple[str, str], int] = {}
+    seen: dict[tuple[str, str, str], int] = {}
     for index, link in enumerate(config.links):
-        first = seen.setdefault((link.event, link.automation), index)
+        first = seen.setdefault((link.event, link.kind, link.template), index)
         if first != index:
             raise ConfigError(
                 f"{path}: invalid config:\n  - links[{index}]: repeats links[{first}] "
-                f"({link.event!r} -> {link.automation!r})"
+                f"({link.event!r} -> {link.kind} {link.template!r})"
             )
     return config
 
 
-def _key_path(loc: tuple[int | str, ...]) -> str:
+def _key_path(loc: tuple[int | str, ...], raw: Mapping[str, Any]) -> str:
+    """``links[2].when``, with the link's event after its index when it has one: ``links[2] (event
+    'Order Completed').when``."""
     out = ""
-    for part in loc:
+    for depth, part in enumerate(loc):
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if depth == 1 and loc[0] == "links" and isinstance(part, int):
+            out += _link_event(raw, part)
     return out or "(top level)"
+
+
+def _link_event(raw: Mapping[str, Any], index: int) -> str:
+    links: Any = raw.get("links")
+    try:
+        event = links[index].get("event")
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return ""
+    return f" (event {event!r})" if isinstance(event, str) and event else ""
 
 
 def _describe(error: Any) -> str:
@@ -225,6 +291,8 @@ def _describe(error: Any) -> str:
         return "required key is missing"
     if kind.endswith("_type"):
         return f"{error['msg'].lower()}, got {type(error['input']).__name__} {error['input']!r}"
+    if kind == "value_error":  # a validator's ValueError: its own words, without pydantic's prefix
+        return str(error["ctx"]["error"])
     return str(error["msg"])
 
 
@@ -303,49 +371,78 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def make_link(event: str, automation: str, brand: str | None) -> Link:
-    """A valid link from the command line's words; `UsageError` names what is wrong."""
-    for name, value in (("EVENT", event), ("AUTOMATION", automation), ("--brand", brand)):
+def make_link(event: str, template: str, *, journey: bool = False, **options: str | None) -> Link:
+    """A valid link from the command line's words (``options``: brand, when, data, recipient,
+    profile); `UsageError` names what is wrong, by its flag."""
+    what = "JOURNEY" if journey else "AUTOMATION"
+    words = {"EVENT": event, what: template} | {f"--{key}": value for key, value in options.items()}
+    for name, value in words.items():
         if value is not None and not value.strip():
             raise UsageError(f"{name} is empty")
     try:
-        check_automation(automation)
+        check_template(template)
     except ValueError as exc:
-        raise UsageError(f"AUTOMATION {exc}") from None
-    return Link(event=event, automation=automation, brand=brand)
+        raise UsageError(f"{what} {exc}") from None
+    if journey and options.get("brand") is not None:
+        raise UsageError("--brand is for automations: a journey invoke carries none")
+    for key in EXPRESSION_KEYS:
+        if options.get(key) is not None:
+            from segroute.expressions import Expression
+
+            try:
+                Expression(options[key] or "")
+            except ValueError as exc:
+                raise UsageError(f"--{key}: {exc}") from None
+    return Link(event=event, **{"journey" if journey else "automation": template}, **options)
+
+
+_OPTIONAL_KEYS = ("brand", *EXPRESSION_KEYS)
+"""A link's keys besides its event and what it invokes, in the order a new link lists them."""
+
+
+def _same_target(entry: Mapping[str, Any], event: str, kind: str | None, template: str | None) -> bool:
+    """Whether a config entry is a link of ``event`` to ``template`` (of ``kind``, when given), or to
+    anything, when ``template`` is None."""
+    if entry.get("event") != event:
+        return False
+    if template is None:
+        return True
+    kinds = (kind,) if kind is not None else ("automation", "journey")
+    return any(entry.get(name) == template for name in kinds)
 
 
 def add_link(document: MutableMapping[str, Any], link: Link) -> str:
     """Add a link to a config table (plain, or a tomlkit document edited in place); returns ``added``,
-    ``unchanged`` or ``updated`` (a new brand). A new link is written as the others are: a
-    ``[[links]]`` table (also when there are none), or an inline table in a ``links = [...]`` array."""
+    ``unchanged`` or ``updated``. A link of the same event to the same automation or journey is
+    updated to be the new one: its brand, condition and mappings are the new link's, keys the new
+    link lacks removed. A new link is written as the others are: a ``[[links]]`` table (also when
+    there are none), or an inline table in a ``links = [...]`` array."""
     fields = link.model_dump(exclude_none=True)
     links = document.get("links")
     if not links:
         document["links"] = [fields]  # tomlkit writes a list of tables as [[links]]
         return "added"
     for index, entry in enumerate(links):
-        if entry.get("event") == link.event and entry.get("automation") == link.automation:
-            if entry.get("brand") == link.brand:
+        if _same_target(entry, link.event, link.kind, link.template):
+            options = {key: getattr(link, key) for key in _OPTIONAL_KEYS}
+            if all(entry.get(key) == value for key, value in options.items()):
                 return "unchanged"
-            _set_brand(links, index, link.brand)
+            _set_options(links, index, options)
             return "updated"
     links.append(_new_entry(links, fields))
     return "added"
 
 
-def remove_links(document: MutableMapping[str, Any], event: str, automation: str | None) -> int:
-    """Remove the event's link to one automation, or all of the event's links; returns how many. A
-    ``[[links]]`` table goes with its header, its keys and the comments among them; comments after
-    its last key stay, as they lead to what follows."""
+def remove_links(
+    document: MutableMapping[str, Any], event: str, template: str | None, *, kind: str | None = None
+) -> int:
+    """Remove the event's link to one automation or journey (of ``kind``, when given), or all of the
+    event's links; returns how many. A ``[[links]]`` table goes with its header, its keys and the
+    comments among them; comments after its last key stay, as they lead to what follows."""
     from tomlkit.items import AoT
 
     links = document.get("links") or []
-    found = [
-        index
-        for index, entry in enumerate(links)
-        if entry.get("event") == event and automation in (None, entry.get("automation"))
-    ]
+    found = [index for index, entry in enumerate(links) if _same_target(entry, event, kind, template)]
     for index in reversed(found):
         if isinstance(links, AoT):
             _remove_table(document, links, index)
@@ -412,28 +509,34 @@ def _padded(entry: InlineTable) -> bool:
     return entry.as_string().startswith("{ ")
 
 
-def _set_brand(links: MutableSequence[Any], index: int, brand: str | None) -> None:
-    """Change one link's brand in place, or take it away (``None``)."""
+def _set_options(links: MutableSequence[Any], index: int, options: Mapping[str, str | None]) -> None:
+    """Set one link's optional keys in place: a value replaces the key's, None takes the key away."""
     from tomlkit.items import AoT, Array
 
     entry = links[index]
     if isinstance(links, Array):
         # The inline table is written again: tomlkit's key edits in one leave stray spaces.
-        fields = {key: value for key, value in entry.unwrap().items() if key != "brand"}
-        links[index] = _inline_table(
-            fields | ({} if brand is None else {"brand": brand}), padded=_padded(entry)
-        )
-    elif brand is None:
-        del entry["brand"]
-    elif isinstance(links, AoT) and "brand" not in entry:
+        fields = {key: value for key, value in entry.unwrap().items() if key not in options}
+        added = {key: value for key, value in options.items() if value is not None}
+        links[index] = _inline_table(fields | added, padded=_padded(entry))
+        return
+    new = {}
+    for key, value in options.items():
+        if value is None:
+            entry.pop(key, None)
+        elif key in entry:
+            entry[key] = value
+        else:
+            new[key] = value
+    if new and isinstance(links, AoT):
         del links[index]  # older tomlkit cannot assign a table of an array of tables
-        links.insert(index, _with_key(entry, "brand", brand))
+        links.insert(index, _with_keys(entry, new))
     else:
-        entry["brand"] = brand
+        entry.update(new)
 
 
-def _with_key(table: Table, key: str, value: str) -> Table:
-    """The table with a key added after its last key, not after the comments and blank lines that end
+def _with_keys(table: Table, keys: Mapping[str, str]) -> Table:
+    """The table with keys added after its last key, not after the comments and blank lines that end
     it (tomlkit's own append goes after those, which lead to the next table)."""
     import tomlkit
 
@@ -442,7 +545,8 @@ def _with_key(table: Table, key: str, value: str) -> Table:
     copy = tomlkit.table()
     for name, item in body[: last_key + 1]:
         copy.append(name, item)
-    copy.append(key, value)
+    for key, value in keys.items():
+        copy.append(key, value)
     for name, item in body[last_key + 1 :]:
         copy.append(name, item)
     for field in ("indent", "comment_ws", "comment", "trail"):  # the [[links]] line

@@ -24,6 +24,7 @@ from segroute.models import (
     Delivered,
     Event,
     KeyState,
+    Missed,
     Note,
     Outcome,
     Planned,
@@ -385,6 +386,7 @@ class _EventState:
     event: Event
     remaining: int
     sent_before: tuple[Request, ...]
+    missed: tuple[Missed, ...]
     results: list[RequestResult] = field(default_factory=list)
 
 
@@ -436,8 +438,10 @@ class Dispatcher:
 
     async def submit(self, planned: Planned) -> None:
         """Queue an event's requests behind any earlier request to the same recipient."""
-        state = _EventState(planned.event, len(planned.requests), planned.sent_before)
-        recipient = planned.event.user_id or ""
+        state = _EventState(planned.event, len(planned.requests), planned.sent_before, planned.missed)
+        recipient = planned.event.user_id
+        if recipient is None:  # an anonymous event, for Courier's Segment intake: unordered
+            recipient = "\0" + planned.event.message_id
         for request in planned.requests:
             await self._room.acquire()
             self._open += 1
@@ -542,7 +546,7 @@ class Dispatcher:
         state.results.append(result)
         state.remaining -= 1
         if state.remaining == 0:
-            self._on_event(Delivered(state.event, tuple(state.results), state.sent_before))
+            self._on_event(Delivered(state.event, tuple(state.results), state.sent_before, state.missed))
         self._on_request(result)
 
 

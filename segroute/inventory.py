@@ -4,6 +4,7 @@ one pass, in memory bounded by the number of distinct event names (capped), not 
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,8 @@ from segroute.selection import event_time, format_time, received_time
 from segroute.summary import Summary
 
 if TYPE_CHECKING:
-    from segroute.config import Config
+    from segroute.config import Config, Link
+    from segroute.routing import LinkCounts
 
 __all__ = [
     "FIRST_ORIGINS",
@@ -60,6 +62,8 @@ class _Range:
 class Inventory:
     """Counts over every outcome of a run that sends nothing."""
 
+    links: list[tuple[Link, LinkCounts]] = field(default_factory=list)
+    """The links with a condition or a mapping, and what each did (the router counts)."""
     summary: Summary = field(default_factory=Summary)
     types: Counter[str] = field(default_factory=Counter)
     names: Counter[str] = field(default_factory=Counter)
@@ -135,7 +139,8 @@ class Inventory:
             {
                 "event": name,
                 "count": count,
-                "automations": [link.automation for link in by_event.get(name, ())],
+                "automations": [link.automation for link in by_event.get(name, ()) if link.automation],
+                "journeys": [link.journey for link in by_event.get(name, ()) if link.journey],
             }
             for name, count in sorted(self.names.items(), key=lambda item: (-item[1], item[0]))
         ]
@@ -168,10 +173,18 @@ class Inventory:
                 for reason, origins in sorted(self.rejected.items())
             },
             "links": {
-                "linked": [entry["event"] for entry in names if entry["automations"]],
-                "unlinked": [entry["event"] for entry in names if not entry["automations"]],
+                "linked": [entry["event"] for entry in names if entry["event"] in by_event],
+                "unlinked": [entry["event"] for entry in names if entry["event"] not in by_event],
                 "never_seen": sorted(name for name in by_event if name not in self.names),
+                "conditions_and_mappings": [
+                    link.model_dump(exclude_none=True) | dataclasses.asdict(counts)
+                    for link, counts in self.links
+                ],
             },
+            "link_failures": [
+                {"target": label, "reason": reason, "events": count}
+                for (label, reason), count in sorted(self.summary.missed.items())
+            ],
             "requests": requests,
             "requests_sent_before": sent_before,
             "notes": self.notes,

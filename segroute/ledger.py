@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_NAME",
     "FLUSH_ROWS",
     "FLUSH_SECONDS",
+    "INTAKE_TARGET",
     "NO_TARGET",
     "SCHEMA_VERSION",
     "Ledger",
@@ -58,6 +59,7 @@ whichever comes first."""
 DEFAULT_KEY_LIFETIME = 24 * 3600.0
 """How long Courier keeps an Idempotency-Key unless asked for longer (x-idempotency-expiration)."""
 NO_TARGET = "(profile)"
+INTAKE_TARGET = "(segment intake)"
 """How the ``target`` column names a profile merge."""
 
 _REQUESTS = """
@@ -154,7 +156,14 @@ def _tune(connection: sqlite3.Connection) -> None:
 
 
 def _target(request: Request) -> str:
-    return request.target.automation or "" if request.target.kind == "automation" else NO_TARGET
+    """How the ledger names a request's target: an automation by its ID or alias, as it always has;
+    a journey as ``journey/<ID>``; a profile merge and the Segment intake in parentheses."""
+    target = request.target
+    if target.kind == "automation":
+        return target.template or ""
+    if target.kind == "journey":
+        return f"journey/{target.template}"
+    return NO_TARGET if target.kind == "profile" else INTAKE_TARGET
 
 
 class Ledger:

@@ -29,6 +29,9 @@ __all__ = [
     "Event",
     "Item",
     "KeyState",
+    "Mapped",
+    "MissReason",
+    "Missed",
     "Note",
     "Outcome",
     "Planned",
@@ -41,6 +44,7 @@ __all__ = [
     "SkipReason",
     "Skipped",
     "Target",
+    "TargetKind",
 ]
 
 NOT_JSON: Final = object()
@@ -70,8 +74,12 @@ RejectReason = Literal[
 
 SkipReason = Literal[
     "not_routed",
+    "opted_out",
     "anonymous",
     "unlinked",
+    "condition_false",
+    "condition_error",
+    "mapping_error",
     "profiles_off",
     "no_traits",
     "duplicate",
@@ -84,10 +92,20 @@ SkipReason = Literal[
 ]
 """Why an event was deliberately not sent (described in `SKIP_REASONS`)."""
 
+MissReason = Literal["condition_error", "mapping_error"]
+"""Why a link that names an event did not fire for it through a fault: its condition or a mapping
+failed on the event. (A condition that does not hold is no fault.)"""
+
 SKIP_REASONS: Final[dict[SkipReason, str]] = {
-    "not_routed": "a type Courier's Segment integration does not route (page, screen, group, alias)",
+    "not_routed": "a type that is not routed: page, screen, group and alias by links; page, screen and "
+    "alias through Courier's Segment intake",
+    "opted_out": "its integrations object turns Courier off, so Segment would not deliver it to Courier",
     "anonymous": "no userId: Courier addresses users by id",
     "unlinked": "a track event that no link names",
+    "condition_false": "a track event whose every link has a condition that did not hold for it",
+    "condition_error": "a link's condition failed on the event (a jq error); its other links still fire",
+    "mapping_error": "a link's data, recipient or profile expression failed on the event, or gave a "
+    "value of the wrong kind; its other links still fire",
     "profiles_off": "an identify, with update_profiles = false in the config",
     "no_traits": "an identify with no traits to merge",
     "duplicate": "a messageId already seen in this run",
@@ -169,19 +187,47 @@ class Event(msgspec.Struct):
     """The event's JSON text as read (`Record.text`): requests carry it as it is, unserialized."""
 
 
+TargetKind = Literal["automation", "journey", "profile", "segment"]
+"""An automation invoke, a journey invoke, a profile merge, or a post to Courier's Segment intake."""
+
+_FIXED_LABELS: Final = {"profile": "profile merge", "segment": "segment intake"}
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where a request goes: an automation (with the link's brand), or the user's profile."""
+    """Where a request goes: an automation (with the link's brand) or a journey, named by its template
+    ID or alias; the user's profile; or Courier's Segment intake."""
 
-    kind: Literal["automation", "profile"]
-    automation: str | None = None
+    kind: TargetKind
+    template: str | None = None
     brand: str | None = None
     label: str = field(init=False, compare=False, repr=False)
     """How summaries and reports name the target."""
 
     def __post_init__(self) -> None:
-        label = f"automation {self.automation}" if self.kind == "automation" else "profile merge"
+        label = _FIXED_LABELS.get(self.kind) or f"{self.kind} {self.template}"
         object.__setattr__(self, "label", label)
+
+
+@final
+class Mapped(msgspec.Struct, frozen=True):
+    """A target with the body parts its link's mappings made for one event, as JSON text."""
+
+    target: Target
+    data: bytes | None
+    """The body's ``data``; None for the whole event."""
+    recipient: str
+    profile: bytes | None
+    """The body's ``profile``; None for none."""
+
+
+@final
+class Missed(msgspec.Struct, frozen=True):
+    """A link that names an event and did not fire for it through a fault (`MissReason`)."""
+
+    target: Target
+    reason: MissReason
+    detail: str
 
 
 @final
@@ -214,6 +260,8 @@ class Planned(msgspec.Struct):
     requests: tuple[Request, ...]
     sent_before: tuple[Request, ...] = ()
     """Requests of the event the ledger says Courier accepted in an earlier run: not sent again."""
+    missed: tuple[Missed, ...] = ()
+    """The event's links that failed on it, while others fired."""
 
 
 @final
@@ -227,6 +275,9 @@ class Skipped(msgspec.Struct):
     requests: tuple[Request, ...] = ()
     """For ``already_sent``: the requests Courier accepted before; for ``uncertain``: those an earlier
     run sent without learning what became of them."""
+    missed: tuple[Missed, ...] = ()
+    """The event's links that failed on it (for ``condition_error`` and ``mapping_error``, and for
+    ``already_sent`` and ``uncertain`` when others fired)."""
 
 
 Outcome = Planned | Skipped | Rejected
@@ -268,6 +319,8 @@ class Delivered(msgspec.Struct):
     results: tuple[RequestResult, ...]
     sent_before: tuple[Request, ...] = ()
     """Requests of the event accepted in an earlier run, which were not sent again."""
+    missed: tuple[Missed, ...] = ()
+    """The event's links that failed on it (`Planned.missed`)."""
 
     @property
     def outcome(self) -> DeliveryOutcome:

@@ -14,7 +14,19 @@ from typing import Literal
 
 from segroute.dedupe import SeenIds
 from segroute.events import parse_event
-from segroute.models import Event, Item, Note, Outcome, Planned, Prior, Record, Rejected, Request, Skipped
+from segroute.models import (
+    Event,
+    Item,
+    Missed,
+    Note,
+    Outcome,
+    Planned,
+    Prior,
+    Record,
+    Rejected,
+    Request,
+    Skipped,
+)
 from segroute.routing import Router
 from segroute.selection import Selection, in_shard, shard_key
 from segroute.transform import build_requests, rekeyed
@@ -156,25 +168,32 @@ class _Planner:
         """The outcome of one selected event."""
         if not self._seen.add(event.message_id):
             return Skipped(event.origin, "duplicate", event.message_id, event)
-        targets = self._route(event)
-        if not isinstance(targets, tuple):
-            return Skipped(event.origin, targets, event.message_id, event)
+        routed = self._route(event)
+        if isinstance(routed, str):
+            return Skipped(event.origin, routed, event.message_id, event)
+        targets, missed = routed
+        if not targets:  # every link of its name failed on it
+            return Skipped(event.origin, missed[0].reason, event.message_id, event, missed=missed)
         try:
             requests = build_requests(event, targets, self._base_url)
         except ValueError as exc:
             return Rejected(event.origin, "too_deep", str(exc), event.data)
         if self._prior is None:
-            return Planned(event, requests)
-        return self._resume(event, requests, self._prior)
+            return Planned(event, requests, missed=missed)
+        return self._resume(event, requests, missed, self._prior)
 
     def _resume(
-        self, event: Event, requests: tuple[Request, ...], prior: Callable[[str], Prior | None]
+        self,
+        event: Event,
+        requests: tuple[Request, ...],
+        missed: tuple[Missed, ...],
+        prior: Callable[[str], Prior | None],
     ) -> Outcome:
         """Leave out what Courier accepted in an earlier run; send the rest under the key each may go
         out under; hold the whole event back when any of its requests is uncertain."""
         known = [prior(request.idempotency_key) for request in requests]
         if not any(known):  # the usual event: never sent before
-            return Planned(event, requests)
+            return Planned(event, requests, missed=missed)
         to_send: list[Request] = []
         sent_before: list[Request] = []
         uncertain: list[Request] = []
@@ -187,11 +206,12 @@ class _Planner:
                 uncertain.append(request)
             else:
                 to_send.append(rekeyed(request, event.message_id, how))
+        origin, message_id = event.origin, event.message_id
         if uncertain:
-            return Skipped(event.origin, "uncertain", event.message_id, event, tuple(uncertain))
+            return Skipped(origin, "uncertain", message_id, event, tuple(uncertain), missed)
         if not to_send:
-            return Skipped(event.origin, "already_sent", event.message_id, event, tuple(sent_before))
-        return Planned(event, tuple(to_send), tuple(sent_before))
+            return Skipped(origin, "already_sent", message_id, event, tuple(sent_before), missed)
+        return Planned(event, tuple(to_send), tuple(sent_before), missed)
 
     def close(self) -> None:
         self._seen.close()

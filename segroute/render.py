@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress as ProgressBar
 
     # The pipeline's modules load only in the commands that read events.
-    from segroute.models import Event, Note, Planned, Rejected, Request, RequestResult
+    from segroute.models import Event, Missed, Note, Planned, Rejected, Request, RequestResult
     from segroute.runner import Progress
 
 __all__ = [
@@ -436,6 +436,15 @@ class RunDisplay:
         and reason."""
         if self._problems.shown(f"rejected ({rejected.reason}) in {input_of(rejected.origin)}"):
             show_rejected(self._err(), rejected)
+
+    def missed(self, event: Event, missed: Missed) -> None:
+        """A link that failed on an event: one line naming where the event was read, for the first
+        MAX_SHOWN of each target and reason."""
+        if self._problems.shown(f"{missed.reason} for {missed.target.label}"):
+            from rich.text import Text
+
+            line = f"{event.origin}: {missed.reason} for {missed.target.label}: {missed.detail}"
+            self._err().print(Text(display_name(line)))
 
     def note(self, note: Note) -> None:
         """A note about an input, unless quiet."""

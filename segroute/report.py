@@ -18,6 +18,7 @@ from segroute.models import (
     SKIP_REASONS,
     Delivered,
     Event,
+    Missed,
     Outcome,
     Rejected,
     RequestResult,
@@ -55,13 +56,14 @@ class FailedWriter:
         """Events nested too deeply to write back as JSON: counted, not kept."""
 
     def add(self, outcome: Outcome | Delivered) -> None:
-        """Keep the event if it did not go out: failed, not attempted, skipped though it should have
-        gone (`UNSENT_SKIPS`), or rejected but still JSON."""
+        """Keep the event if it did not go out, or not everywhere: failed, not attempted, skipped
+        though it should have gone (`UNSENT_SKIPS`), a link failed on it, or rejected but still JSON.
+        (Its requests that went out are in the ledger, which a replay leaves out.)"""
         if isinstance(outcome, Delivered):
-            if outcome.outcome != "sent":
+            if outcome.outcome != "sent" or outcome.missed:
                 self._write_event(outcome.event)
         elif isinstance(outcome, Skipped):
-            if outcome.reason in UNSENT_SKIPS and outcome.event is not None:
+            if (outcome.reason in UNSENT_SKIPS or outcome.missed) and outcome.event is not None:
                 self._write_event(outcome.event)
         elif isinstance(outcome, Rejected) and outcome.value is not NOT_JSON:
             self._write(outcome.value)
@@ -113,6 +115,19 @@ class ProblemLog:
                 "outcome": "rejected",
                 "reason": rejected.reason,
                 "detail": rejected.detail,
+            }
+        )
+
+    def add_missed(self, event: Event, missed: Missed) -> None:
+        """Note a link that failed on an event."""
+        self._add(
+            {
+                "origin": event.origin,
+                "outcome": "missed",
+                "reason": missed.reason,
+                "detail": missed.detail,
+                "messageId": event.message_id,
+                "target": missed.target.label,
             }
         )
 
@@ -182,6 +197,10 @@ def build_report(
         "skip_reasons": {
             reason: text for reason, text in SKIP_REASONS.items() if ("skipped", reason) in summary.outcomes
         },
+        "link_failures": [
+            {"target": label, "reason": reason, "events": count}
+            for (label, reason), count in sorted(summary.missed.items())
+        ],
         "problems": problems.items,
         "problems_not_listed": problems.unlisted,
     }

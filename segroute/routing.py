@@ -1,45 +1,272 @@
-"""Which Courier targets an event goes to, from the config's links. Pure."""
+"""Which Courier targets an event goes to. Pure, but for the jq expressions of links, which it runs.
+
+Two ways to route (`Via`):
+
+- ``links``: as Courier's Segment integration does with the links of segroute.toml. A track event
+  invokes every automation or journey linked to its name whose condition holds for it, with the
+  link's mappings; an identify merges its traits into the profile; other types are not routed.
+- ``segment``: every track, identify and group event goes to Courier's Segment intake as it is, and
+  Courier routes it by the links in its own UI; page, screen and alias are not routed.
+
+Either way, an event Segment itself would not deliver to Courier (its ``integrations`` turn Courier
+off) is skipped as ``opted_out``, unless that is ignored.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-from segroute.models import Event, SkipReason, Target
+from segroute._json import dumps
+from segroute.events import UNSAFE_IDS
+from segroute.models import Event, Mapped, Missed, MissReason, SkipReason, Target
 
 if TYPE_CHECKING:
-    from segroute.config import Config
+    from segroute.config import Config, Link
+    from segroute.expressions import Expression
 
 __all__ = [
+    "COURIER_DESTINATIONS",
+    "INTAKE_TYPES",
     "PROFILE",
+    "SEGMENT_INTAKE",
+    "LinkCounts",
+    "Routed",
     "Router",
+    "Via",
+    "opted_out",
 ]
 
+Via = Literal["links", "segment"]
 
 PROFILE = Target("profile")
+SEGMENT_INTAKE = Target("segment")
+COURIER_DESTINATIONS = ("Courier", "Courier (Actions)")
+"""The names Courier's destination has in Segment workspaces: its classic one, and its Actions one."""
+INTAKE_TYPES = frozenset({"track", "identify", "group"})
+"""What Segment's Courier (Actions) destination posts to Courier's Segment intake."""
+
+Routed = tuple[tuple[Target | Mapped, ...], tuple[Missed, ...]]
+"""The targets an event goes to (with the body parts a link's mappings made), and the links of its
+name that failed on it."""
+
+_NONE: Final[tuple[Missed, ...]] = ()
+_TO_PROFILE: Final[Routed] = ((PROFILE,), _NONE)
+_TO_INTAKE: Final[Routed] = ((SEGMENT_INTAKE,), _NONE)
+
+
+def opted_out(event: dict[str, Any]) -> bool:
+    """Whether Segment would keep the event from Courier: its ``integrations`` say ``false`` for Courier
+    (under either of its names), or ``"All": false`` without naming Courier ``true`` (or with
+    options, which also turn a destination on). A ``false`` under one name wins over the other."""
+    integrations = event.get("integrations")
+    if not integrations or type(integrations) is not dict:
+        return False
+    named = [integrations[name] for name in COURIER_DESTINATIONS if name in integrations]
+    if any(value is False for value in named):
+        return True
+    return integrations.get("All") is False and not any(value not in (None, False) for value in named)
+
+
+@dataclass
+class LinkCounts:
+    """What a link with a condition or a mapping did with the events of its name."""
+
+    events: int = 0
+    """Events of its name that came to it: selected, not duplicates, not opted out."""
+    let_through: int = 0
+    """Of those, the ones its condition let through (all, without one)."""
+    fired: int = 0
+    """The ones it made a request for."""
+    errors: int = 0
+    """The ones its condition or a mapping failed on."""
+
+
+class _Link:
+    """A link with a condition or a mapping, its expressions compiled."""
+
+    def __init__(self, link: Link, target: Target) -> None:
+        from segroute.expressions import Expression
+
+        def compiled(text: str | None) -> Expression | None:
+            return None if text is None else Expression(text)
+
+        self.target = target
+        self.when = compiled(link.when)
+        self.data = compiled(link.data)
+        self.recipient = compiled(link.recipient)
+        self.profile = compiled(link.profile)
+        self.counts = LinkCounts()
+
+    def apply(self, event: Event) -> Target | Mapped | Missed | Literal["anonymous", "condition_false"]:
+        """The link's target for the event with its body parts, or why it does not fire."""
+        from segroute.expressions import ExpressionError, truthy
+
+        counts = self.counts
+        counts.events += 1
+        if self.recipient is None and event.user_id is None:
+            return "anonymous"
+        step: MissReason = "condition_error"
+        try:
+            if self.when is not None and not truthy(self.when.first(event)):
+                return "condition_false"
+            counts.let_through += 1
+            step = "mapping_error"
+            data = None if self.data is None else self._data(event, self.data)
+            recipient = event.user_id if self.recipient is None else self._recipient(event, self.recipient)
+            if recipient is None:
+                return "anonymous"
+            profile = None if self.profile is None else self._profile(event, self.profile)
+        except ExpressionError as exc:
+            counts.errors += 1
+            expression = "condition" if step == "condition_error" else "a mapping"
+            return Missed(self.target, step, f"{expression} failed: {exc}")
+        except _WrongKind as exc:
+            counts.errors += 1
+            return Missed(self.target, "mapping_error", str(exc))
+        counts.fired += 1
+        if data is None and profile is None and self.recipient is None:
+            return self.target
+        return Mapped(self.target, data, recipient, profile)
+
+    @staticmethod
+    def _data(event: Event, expression: Expression) -> bytes:
+        value = expression.first(event)
+        if type(value) is not dict:
+            raise _WrongKind(f"data ({expression.text}) gave {_kind(value)}, not an object")
+        return dumps(value)
+
+    @staticmethod
+    def _recipient(event: Event, expression: Expression) -> str | None:
+        from segroute.expressions import NOTHING
+
+        value = expression.first(event)
+        if value is None or value is NOTHING or value == "":
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise _WrongKind(f"recipient ({expression.text}) gave {_kind(value)}, not a string")
+        text = str(value)
+        if text in UNSAFE_IDS:
+            raise _WrongKind(f"recipient ({expression.text}) gave {text!r}, which is no user id")
+        return text
+
+    @staticmethod
+    def _profile(event: Event, expression: Expression) -> bytes | None:
+        from segroute.expressions import NOTHING
+
+        value = expression.first(event)
+        if value is None or value is NOTHING:
+            return None
+        if type(value) is not dict:
+            raise _WrongKind(f"profile ({expression.text}) gave {_kind(value)}, not an object")
+        return dumps(value)
+
+
+class _WrongKind(Exception):
+    """A mapping gave a value of the wrong kind."""
+
+
+def _kind(value: Any) -> str:
+    from segroute.expressions import NOTHING
+
+    if value is NOTHING:
+        return "no output"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    kinds = {str: "a string", list: "an array", dict: "an object"}
+    return next((text for kind, text in kinds.items() if isinstance(value, kind)), "a number")
 
 
 class Router:
-    """Routes events by the config: track -> every linked automation, identify -> profile merge."""
+    """Routes events by the config's links, or to Courier's Segment intake (`Via`)."""
 
-    def __init__(self, config: Config) -> None:
-        self._targets = {
-            event: tuple(Target("automation", link.automation, link.brand) for link in links)
-            for event, links in config.links_by_event().items()
-        }
+    def __init__(self, config: Config, *, via: Via = "links", ignore_integrations: bool = False) -> None:
+        self._via = via
+        self._check_opt_outs = not ignore_integrations
         self._update_profiles = config.update_profiles
+        self._plain: dict[str, tuple[Target, ...]] = {}
+        """Event name -> its targets, for names whose links have no expressions: the usual case."""
+        self._mapped: dict[str, tuple[Target | _Link, ...]] = {}
+        """Event name -> its links, for names with a link with an expression."""
+        self.link_counts: list[tuple[Link, LinkCounts]] = []
+        """The links with a condition or a mapping, and what each did (none when routing via segment)."""
+        if via == "links":
+            self._compile(config)
 
-    def route(self, event: Event) -> tuple[Target, ...] | SkipReason:
-        """The event's targets, or the reason it goes nowhere."""
+    def _compile(self, config: Config) -> None:
+        for event, links in config.links_by_event().items():
+            routes: list[Target | _Link] = []
+            for link in links:
+                target = Target(link.kind, link.template, link.brand)
+                if link.mapped:
+                    compiled = _Link(link, target)
+                    self.link_counts.append((link, compiled.counts))
+                    routes.append(compiled)
+                else:
+                    routes.append(target)
+            if all(type(route) is Target for route in routes):
+                self._plain[event] = tuple(route for route in routes if type(route) is Target)
+            else:
+                self._mapped[event] = tuple(routes)
+
+    def route(self, event: Event) -> Routed | SkipReason:
+        """The event's targets and the links that failed on it, or the reason it goes nowhere."""
+        if self._check_opt_outs and opted_out(event.data):
+            return "opted_out"
+        if self._via == "segment":
+            return self._to_intake(event)
         if event.type == "track":
+            name = event.name or ""
             # Unlinked first: an event nothing is linked to is the thing to fix, whoever sent it.
-            targets = self._targets.get(event.name or "")
-            if not targets:
-                return "unlinked"
-            return "anonymous" if event.user_id is None else targets
+            targets = self._plain.get(name)
+            if targets is not None:
+                return "anonymous" if event.user_id is None else (targets, _NONE)
+            links = self._mapped.get(name)
+            return "unlinked" if links is None else self._fire(event, links)
         if event.type == "identify":
-            if event.user_id is None:
-                return "anonymous"
-            if not self._update_profiles:
-                return "profiles_off"
-            return (PROFILE,) if event.data.get("traits") else "no_traits"
+            return self._to_profile(event)
         return "not_routed"
+
+    def _to_profile(self, event: Event) -> Routed | SkipReason:
+        if event.user_id is None:
+            return "anonymous"
+        if not self._update_profiles:
+            return "profiles_off"
+        return _TO_PROFILE if event.data.get("traits") else "no_traits"
+
+    def _to_intake(self, event: Event) -> Routed | SkipReason:
+        """What Segment's Courier (Actions) destination posts: track, identify and group, whoever
+        sent them (Courier resolves anonymous users itself)."""
+        if event.type not in INTAKE_TYPES:
+            return "not_routed"
+        if event.type == "identify" and not self._update_profiles:
+            return "profiles_off"
+        return _TO_INTAKE
+
+    def _fire(self, event: Event, links: tuple[Target | _Link, ...]) -> Routed | SkipReason:
+        """Each link of the event's name that fires, with its body parts; else why none did, a fault
+        first, then ``anonymous``, then ``condition_false``."""
+        fired: list[Target | Mapped] = []
+        missed: list[Missed] = []
+        anonymous = False
+        for link in links:
+            if type(link) is Target:
+                if event.user_id is None:
+                    anonymous = True
+                else:
+                    fired.append(link)
+                continue
+            assert type(link) is _Link
+            result = link.apply(event)
+            if type(result) is Missed:
+                missed.append(result)
+            elif result == "anonymous":
+                anonymous = True
+            elif result != "condition_false":
+                assert type(result) is Target or type(result) is Mapped
+                fired.append(result)
+        if fired or missed:
+            return tuple(fired), tuple(missed)
+        return "anonymous" if anonymous else "condition_false"

@@ -17,10 +17,20 @@ from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
 from segroute.inventory import Inventory
 from segroute.ledger import DEFAULT_KEY_LIFETIME, FLUSH_SECONDS, Ledger
-from segroute.models import Delivered, Event, Note, Outcome, Planned, Rejected, Request, RequestResult
+from segroute.models import (
+    Delivered,
+    Event,
+    Missed,
+    Note,
+    Outcome,
+    Planned,
+    Rejected,
+    Request,
+    RequestResult,
+)
 from segroute.pipeline import plan
 from segroute.report import FailedWriter, ProblemLog, build_report, check_outputs, write_report
-from segroute.routing import Router
+from segroute.routing import Router, Via
 from segroute.selection import Selection, Shard
 from segroute.sources import ReadMeter, iter_items
 from segroute.summary import Summary
@@ -56,6 +66,9 @@ class Display(Protocol):
 
     def rejected(self, rejected: Rejected) -> None:
         """A record that was rejected."""
+
+    def missed(self, event: Event, missed: Missed) -> None:
+        """A link that failed on an event."""
 
     def note(self, note: Note) -> None:
         """Something about an input that is not a record."""
@@ -116,6 +129,10 @@ class RunOptions:
     resend_uncertain: bool = False
     """Send requests an earlier run sent without learning Courier's answer, even when their keys may
     have expired (`pipeline.resume`)."""
+    via: Via = "links"
+    """Route by the config's links, or post events to Courier's Segment intake (`routing`)."""
+    ignore_integrations: bool = False
+    """Route events whose ``integrations`` turn Courier off, too."""
 
 
 @dataclass
@@ -183,6 +200,10 @@ class _Outputs:
             if isinstance(outcome, Rejected):
                 self.problems.add_rejected(outcome)
                 self.display.rejected(outcome)
+        if type(outcome) is not Rejected and outcome.missed and outcome.event is not None:
+            for missed in outcome.missed:
+                self.problems.add_missed(outcome.event, missed)
+                self.display.missed(outcome.event, missed)
         if self.failed is not None:
             self.failed.add(outcome)
 
@@ -310,8 +331,17 @@ def _open_ledger(options: RunOptions) -> Ledger | None:
     return Ledger(path)
 
 
+def _router(options: RunOptions) -> Router:
+    """The run's router: by the config's links, or to Courier's Segment intake."""
+    return Router(options.config, via=options.via, ignore_integrations=options.ignore_integrations)
+
+
 def _outcomes(
-    options: RunOptions, stdin: BinaryIO | None, ledger: Ledger | None, meter: ReadMeter | None = None
+    options: RunOptions,
+    stdin: BinaryIO | None,
+    ledger: Ledger | None,
+    meter: ReadMeter | None = None,
+    router: Router | None = None,
 ) -> Iterator[Outcome | Note]:
     selection = options.selection
     skip_day = selection.skip_day if selection.since is not None else None
@@ -321,7 +351,7 @@ def _outcomes(
         prior = functools.partial(ledger.prior, options.base_url)
     return plan(
         items,
-        Router(options.config),
+        router or _router(options),
         base_url=options.base_url,
         selection=selection,
         order=options.order,
@@ -335,11 +365,12 @@ def _outcomes(
 def take_inventory(options: RunOptions, *, stdin: BinaryIO | None) -> Inventory:
     """Read and route without sending or printing anything; count what the inputs hold. A ledger
     that exists is read: what Courier accepted before counts as already sent."""
-    inventory = Inventory()
+    router = _router(options)
+    inventory = Inventory(links=router.link_counts)
     ledger = _open_ledger(options)
     try:
         with _sigterm_as_interrupt([]):
-            for outcome in _outcomes(options, stdin, ledger):
+            for outcome in _outcomes(options, stdin, ledger, router=router):
                 if isinstance(outcome, Note):
                     inventory.notes += 1
                 else:

@@ -10,7 +10,9 @@ from segroute.models import Delivered, Outcome, Planned, Rejected, Request, Skip
 
 __all__ = ["MAX_UNLINKED_NAMES", "UNSENT_SKIPS", "Summary"]
 
-UNSENT_SKIPS: Final[frozenset[SkipReason]] = frozenset({"target_failing", "uncertain"})
+UNSENT_SKIPS: Final[frozenset[SkipReason]] = frozenset(
+    {"target_failing", "uncertain", "condition_error", "mapping_error"}
+)
 """Skip reasons for events that should have gone out and did not: they are kept in the failure file
 and make the run exit 1."""
 MAX_UNLINKED_NAMES = 1000
@@ -31,9 +33,14 @@ class Summary:
         self.unlinked: Counter[str] = Counter()
         """Track event names no link names -> events, for the first MAX_UNLINKED_NAMES names."""
         self.retries = 0
+        self.missed: Counter[tuple[str, str]] = Counter()
+        """(target label, `MissReason`) -> events a link to that target failed on."""
 
     def add(self, outcome: Outcome | Delivered) -> None:
         """Count one outcome."""
+        if type(outcome) is not Rejected and outcome.missed:
+            for missed in outcome.missed:
+                self.missed[missed.target.label, missed.reason] += 1
         match outcome:
             case Planned():
                 self.outcomes["planned", ""] += 1
@@ -83,7 +90,7 @@ class Summary:
     @property
     def exit_code(self) -> ExitCode:
         """0 when all was planned, sent or deliberately skipped; 1 when anything was rejected or failed,
-        or held back though it should go out (`UNSENT_SKIPS`)."""
+        or held back though it should go out (`UNSENT_SKIPS`), or a link failed on an event."""
         unsent = any(kind == "skipped" and reason in UNSENT_SKIPS for kind, reason in self.outcomes)
         bad = any(kind in ("rejected", "failed") for kind, _ in self.outcomes)
-        return ExitCode.FAILED if bad or unsent else ExitCode.OK
+        return ExitCode.FAILED if bad or unsent or self.missed else ExitCode.OK

@@ -9,11 +9,12 @@ from urllib.parse import quote
 import msgspec
 
 from segroute._json import dumps
-from segroute.models import Event, Request, Target
+from segroute.models import Event, Mapped, Request, Target
 
 __all__ = [
     "CONTENT_TYPE",
     "IDEMPOTENCY_KEY_PREFIX",
+    "INTAKE_PATH",
     "build_requests",
     "idempotency_key",
     "path_segment",
@@ -71,42 +72,74 @@ def path_segment(value: str) -> str:
     return quote(value, safe="")
 
 
-_INVOKES: dict[tuple[str | None, str | None], tuple[str, bytes, bytes]] = {}
-"""(automation, brand) -> the invoke path, the start of its body, and what its keys hash after the
-messageId: the same for every event the automation gets."""
+INTAKE_PATH = "/inbound/segment"
+"""Courier's Segment intake, which Segment's Courier (Actions) destination posts events to."""
+
+_INVOKES: dict[Target, tuple[str, bytes, bytes]] = {}
+"""An automation or a journey -> its invoke path, the start of its body, and what its keys hash after
+the messageId: the same for every event it gets."""
 
 
 def _invoke(target: Target) -> tuple[str, bytes, bytes]:
-    found = _INVOKES.get((target.automation, target.brand))
+    found = _INVOKES.get(target)
     if found is None:
-        path = f"/automations/{path_segment(target.automation or '')}/invoke"
-        found = (path, b'{"brand":' + dumps(target.brand), _after_id("POST", path))
-        _INVOKES[target.automation, target.brand] = found
+        path = f"/{target.kind}s/{path_segment(target.template or '')}/invoke"
+        # An automation's body starts with the brand; a journey's carries none.
+        head = b'{"brand":' + dumps(target.brand) + b"," if target.kind == "automation" else b"{"
+        found = _INVOKES[target] = (path, head, _after_id("POST", path))
     return found
 
 
-def build_requests(event: Event, targets: tuple[Target, ...], base_url: str) -> tuple[Request, ...]:
+def build_requests(event: Event, targets: tuple[Target | Mapped, ...], base_url: str) -> tuple[Request, ...]:
     """The requests for a routed event; the event is serialized at most once however many targets it
     has, and not at all when its text as read is at hand (`Event.text`).
 
-    Keys are `idempotency_key`'s, from parts made once per automation.
+    - an automation: ``{"brand", "data", "profile", "recipient"}``, as Courier's Segment integration
+      invokes it: the whole event as ``data``, its userId as ``recipient``;
+    - a journey: ``{"data", "user_id"}``, with ``"profile"`` between them when a link maps one;
+    - a profile merge: ``{"profile": <traits>}``;
+    - Courier's Segment intake: the event itself.
+
+    A `Mapped` target's data, recipient and profile replace those of the event. Keys are
+    `idempotency_key`'s, from parts made once per target.
     """
     requests = []
-    data: bytes | None = None
-    recipient = b""
+    event_text: bytes | None = None
     message_id = event.message_id.encode()
-    for target in targets:
-        if target.kind == "automation":
+    for routed in targets:
+        target = routed.target if type(routed) is Mapped else routed
+        assert type(target) is Target
+        if target.kind in ("automation", "journey"):
             path, head, after_id = _invoke(target)
-            if data is None:
+            if event_text is None:
                 # The event's text as read, when there is one: it is the event's JSON already, the
                 # bytes Segment's own client sent.
-                data = event.text if event.text is not None else dumps(event.data)
-                recipient = dumps(event.user_id)
-            body = b"".join((head, b',"data":', data, b',"profile":null,"recipient":', recipient, b"}"))
-        else:
+                event_text = event.text if event.text is not None else dumps(event.data)
+            if type(routed) is Mapped:
+                data = event_text if routed.data is None else routed.data
+                parts = (data, dumps(routed.recipient), routed.profile)
+            else:
+                parts = (event_text, dumps(event.user_id), None)
+            body = head + _invoke_body(target.kind, *parts)
+        elif target.kind == "profile":
             path = f"/profiles/{path_segment(event.user_id or '')}"
             after_id = _after_id("POST", path)
             body = b'{"profile":' + dumps(event.data.get("traits")) + b"}"
+        else:
+            path, after_id = INTAKE_PATH, _INTAKE_AFTER_ID
+            body = event.text if event.text is not None else dumps(event.data)
         requests.append(Request("POST", base_url + path, path, body, _key(message_id, after_id), target))
     return tuple(requests)
+
+
+_INTAKE_AFTER_ID = _after_id("POST", INTAKE_PATH)
+
+
+def _invoke_body(kind: str, data: bytes, recipient: bytes, profile: bytes | None) -> bytes:
+    """An invoke body after its head: the keys in the order Courier's SDKs write them."""
+    if kind == "automation":
+        profile = profile or b"null"
+        return b"".join((b'"data":', data, b',"profile":', profile, b',"recipient":', recipient, b"}"))
+    if profile is None:
+        return b"".join((b'"data":', data, b',"user_id":', recipient, b"}"))
+    return b"".join((b'"data":', data, b',"profile":', profile, b',"user_id":', recipient, b"}"))

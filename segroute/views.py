@@ -8,6 +8,7 @@ As in `render`, rich loads with the first thing shown, not with this module.
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
@@ -133,7 +134,7 @@ def show_summary(console: Console, summary: Summary, *, title: str) -> None:
     table.add_section()
     table.add_row("read", "", f"{summary.read:,}", style="bold")
     _print_table(console, table)
-    if summary.targets:
+    if summary.targets or summary.missed:
         _print_table(console, _targets_table(summary))
 
 
@@ -154,17 +155,24 @@ def _targets_table(summary: Summary) -> Table:
     from rich.text import Text
 
     kinds = [kind for kind in _REQUEST_COLUMNS if any(k == kind for _, k in summary.targets)]
+    # A link that failed on events: how many, per target, whatever the reason (the problems say which).
+    failed_on: Counter[str] = Counter()
+    for (label, _), count in summary.missed.items():
+        failed_on[label] += count
     table = Table(box=box.SIMPLE)
     table.add_column("target")
     for kind in kinds:
         table.add_column(_REQUEST_COLUMNS[kind], justify="right")
-    labels = sorted({label for label, _ in summary.targets})
+    if failed_on:
+        table.add_column("link failed on", justify="right")
+    labels = sorted({label for label, _ in summary.targets} | set(failed_on))
     for label in labels:
-        table.add_row(
-            Text(display_name(label)), *(Text(f"{summary.targets[label, kind]:,}") for kind in kinds)
-        )
+        cells = [f"{summary.targets[label, kind]:,}" for kind in kinds]
+        cells += [f"{failed_on[label]:,}"] if failed_on else []
+        table.add_row(Text(display_name(label)), *map(Text, cells))
     table.add_section()
     totals = [sum(n for (_, k), n in summary.targets.items() if k == kind) for kind in kinds]
+    totals += [failed_on.total()] if failed_on else []
     table.add_row("total", *(f"{n:,}" for n in totals), style="bold")
     return table
 
@@ -331,23 +339,25 @@ def show_links(
     from rich.table import Table
     from rich.text import Text
 
+    from segroute.config import EXPRESSION_KEYS
+
     if missing_in is not None:
         console.print(Text(f"no {source} in {missing_in}; create it with: segroute link EVENT AUTOMATION"))
         return
     if not links:
         console.print(Text(f"no links in {source}; add one with: segroute link EVENT AUTOMATION"))
         return
-    rows = [
-        [display_name(cell) for cell in (link.event, link.automation, link.brand or "")] for link in links
-    ]
+    # The first three always; a journey, a condition or a mapping adds its column.
+    columns = ["event", "automation", "brand"]
+    columns[2:2] = ["journey"] if any(link.journey for link in links) else []
+    columns += [key for key in EXPRESSION_KEYS if any(getattr(link, key) for link in links)]
+    rows = [[display_name(getattr(link, column) or "") for column in columns] for link in links]
     if not console.is_terminal:  # piped: tab-separated lines as they are, for grep, cut and awk
-        console.file.write(
-            "".join("\t".join(row) + "\n" for row in [["event", "automation", "brand"], *rows])
-        )
+        console.file.write("".join("\t".join(row) + "\n" for row in [columns, *rows]))
         console.file.flush()
         return
     table = Table(box=box.SIMPLE)
-    for column in ("event", "automation", "brand"):
+    for column in columns:
         table.add_column(column)
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
@@ -409,7 +419,7 @@ def show_inventory(console: Console, found: Mapping[str, Any], *, selection: str
     overview.add_row("records read", f"{found['read']:,}")
     overview.add_row("valid events", f"{found['events']:,}")
     for reason, count in outcomes.get("skipped", {}).items():
-        if reason in ("filtered", "duplicate"):
+        if reason in ("filtered", "duplicate", "opted_out"):
             overview.add_row(Text(f"{reason}"), f"{count:,}")
     overview.add_row("rejected", f"{sum(outcomes.get('rejected', {}).values()):,}")
     overview.add_row("distinct users", f"{found['users']['distinct']:,}")
@@ -432,6 +442,7 @@ def show_inventory(console: Console, found: Mapping[str, Any], *, selection: str
             types.add_row(Text(kind), f"{count:,}")
         _print_table(console, types)
     _show_track_events(console, found)
+    _show_link_counts(console, found["links"]["conditions_and_mappings"])
     before = found["requests_sent_before"]
     if found["requests"] or before:
         requests = Table(title="a send would make", box=box.SIMPLE, title_justify="left")
@@ -497,7 +508,8 @@ def _show_track_events(console: Console, found: Mapping[str, Any]) -> None:
         table.add_column("events", justify="right")
         table.add_column("linked to")
         for entry in found["track_events"]:
-            linked = Text(", ".join(entry["automations"])) if entry["automations"] else Text("no link", "red")
+            targets = [*entry["automations"], *(f"journey {name}" for name in entry["journeys"])]
+            linked = Text(", ".join(targets)) if targets else Text("no link", "red")
             table.add_row(Text(display_name(entry["event"])), f"{entry['count']:,}", linked)
         if found["track_events_not_listed"]:
             table.add_row("(more names)", f"{found['track_events_not_listed']:,}", "")
@@ -506,6 +518,35 @@ def _show_track_events(console: Console, found: Mapping[str, Any]) -> None:
     if never:
         names = ", ".join(map(repr, never))
         console.print(Text(display_name(f"links whose event never occurs here: {names}")))
+
+
+def _show_link_counts(console: Console, links: Sequence[Mapping[str, Any]]) -> None:
+    """Per link with a condition or a mapping: the events of its name, those its condition let
+    through, the requests it made, and the events it failed on."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    if not links:
+        return
+    table = Table(title="conditions and mappings", box=box.SIMPLE, title_justify="left")
+    table.add_column("link")
+    table.add_column("when")
+    for column in ("events", "let through", "requests", "failed on"):
+        table.add_column(column, justify="right")
+    for link in links:
+        kind = "automation" if "automation" in link else "journey"
+        name = display_name(f"{link['event']} -> {kind} {link[kind]}")
+        failed = Text(f"{link['errors']:,}", "red" if link["errors"] else "")
+        table.add_row(
+            Text(name),
+            Text(display_name(link.get("when", ""))),
+            f"{link['events']:,}",
+            f"{link['let_through']:,}",
+            f"{link['fired']:,}",
+            failed,
+        )
+    _print_table(console, table)
 
 
 def show_ledger(console: Console, found: Mapping[str, Any]) -> None:

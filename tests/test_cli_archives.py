@@ -587,7 +587,7 @@ def _expected_inventory(in_order: list[Event], links: dict[str, list[str]]) -> d
     return {
         "types": dict(sorted(types.items(), key=lambda i: (-i[1], i[0]))),
         "track_events": [
-            {"event": name, "count": n, "automations": links.get(name, [])}
+            {"event": name, "count": n, "automations": links.get(name, []), "journeys": []}
             for name, n in sorted(names.items(), key=lambda i: (-i[1], i[0]))
         ],
         "users": {
@@ -638,6 +638,7 @@ def test_inspect_json_tells_what_the_archive_holds(tree: str, in_order: list[Eve
         "linked": [LINKED],
         "unlinked": [name for name in track_names if name != LINKED],
         "never_seen": ["Order Refunded"],
+        "conditions_and_mappings": [],
     }
     assert found["track_events_not_listed"] == 0
     assert found["notes"] == 2  # the placeholder and the empty file

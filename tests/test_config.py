@@ -122,7 +122,7 @@ def test_unknown_key_inside_a_link_names_its_index(cfg: Path) -> None:
     )
     message = config_error(cfg, text)
     assert message.startswith(f"{cfg}: invalid config:\n")
-    assert problems(message) == ["links[1].colour: unknown key"]
+    assert problems(message) == ["links[1] (event 'B').colour: unknown key"]
 
 
 def test_wrong_type_names_key_and_value(cfg: Path) -> None:
@@ -134,14 +134,14 @@ def test_wrong_type_names_key_and_value(cfg: Path) -> None:
 def test_integer_is_not_a_string_in_strict_mode(cfg: Path) -> None:
     message = config_error(cfg, '[[links]]\nevent = "A"\nautomation = 42\n')
     [problem] = problems(message)
-    assert problem.startswith("links[0].automation: ")
+    assert problem.startswith("links[0] (event 'A').automation: ")
     assert problem.endswith("got int 42")
 
 
 def test_missing_automation_is_named(cfg: Path) -> None:
     message = config_error(cfg, '[[links]]\nevent = "A"\nautomation = "a"\n\n[[links]]\nevent = "B"\n')
     assert message.startswith(f"{cfg}: invalid config:\n")
-    assert problems(message) == ["links[1].automation: required key is missing"]
+    assert problems(message) == ["links[1] (event 'B'): names no automation or journey: give one of the two"]
 
 
 def test_empty_event_name_is_an_error(cfg: Path) -> None:
@@ -155,7 +155,7 @@ def test_empty_event_name_is_an_error(cfg: Path) -> None:
 def test_empty_brand_is_an_error(cfg: Path) -> None:
     message = config_error(cfg, '[[links]]\nevent = "A"\nautomation = "a"\nbrand = ""\n')
     [problem] = problems(message)
-    assert problem.startswith("links[0].brand: ")
+    assert problem.startswith("links[0] (event 'A').brand: ")
 
 
 @pytest.mark.parametrize("automation", [".", ".."])
@@ -166,10 +166,10 @@ def test_an_automation_that_would_name_another_url_path_is_an_error(cfg: Path, a
     )
     assert message.startswith(f"{cfg}: invalid config:\n")
     assert problems(message) == [
-        f"links[1].automation: Value error, must not be {automation!r}: it would name another URL path"
+        f"links[1] (event 'B').automation: must not be {automation!r}: it would name another URL path"
     ]
     with pytest.raises(UsageError) as info:
-        make_link("A", automation, None)
+        make_link("A", automation)
     assert str(info.value) == f"AUTOMATION must not be {automation!r}: it would name another URL path"
 
 
@@ -179,7 +179,7 @@ def test_automations_with_dots_that_name_no_other_path_are_valid(cfg: Path) -> N
     )
     loaded = load_config(write(cfg, text), must_exist=True)
     assert [link.automation for link in loaded.config.links] == ["...", "a.b", "../x", ".x"]
-    assert make_link("A", "...", None) == Link(event="A", automation="...")
+    assert make_link("A", "...") == Link(event="A", automation="...")
 
 
 def test_every_problem_is_listed(cfg: Path) -> None:
@@ -226,7 +226,7 @@ def test_duplicate_link_names_the_repeat(cfg: Path) -> None:
     assert message.startswith(f"{cfg}: invalid config:\n")
     [problem] = problems(message)
     assert problem.startswith("links[2]: repeats links[0]")
-    assert "'A' -> 'a'" in problem
+    assert problem == "links[2]: repeats links[0] ('A' -> automation 'a')"
 
 
 def test_same_event_to_two_automations_is_not_a_duplicate(cfg: Path) -> None:
@@ -413,7 +413,7 @@ def test_save_refuses_an_invalid_raw_config(cfg: Path) -> None:
         save_config(cfg, {"update_profiles": False, "links": [{"event": "A"}]})
     message = str(info.value)
     assert message.startswith(f"{cfg}: invalid config:\n")
-    assert problems(message) == ["links[0].automation: required key is missing"]
+    assert problems(message) == ["links[0] (event 'A'): names no automation or journey: give one of the two"]
     assert cfg.read_bytes() == original
     assert sorted(p.name for p in cfg.parent.iterdir()) == ["segroute.toml"]
 

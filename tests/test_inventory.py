@@ -204,14 +204,20 @@ def test_links_are_judged_against_the_config_linked_unlinked_and_never_seen() ->
     )
     found = inventory.as_dict(CONFIG)
     assert found["track_events"] == [
-        {"event": "Page Scrolled", "count": 3, "automations": []},
-        {"event": "Added To Cart", "count": 1, "automations": []},
-        {"event": "Checkout Complete", "count": 1, "automations": ["order-confirmation", "loyalty"]},
+        {"event": "Page Scrolled", "count": 3, "automations": [], "journeys": []},
+        {"event": "Added To Cart", "count": 1, "automations": [], "journeys": []},
+        {
+            "event": "Checkout Complete",
+            "count": 1,
+            "automations": ["order-confirmation", "loyalty"],
+            "journeys": [],
+        },
     ]
     assert found["links"] == {
         "linked": ["Checkout Complete"],
         "unlinked": ["Page Scrolled", "Added To Cart"],
         "never_seen": ["Order Refunded"],
+        "conditions_and_mappings": [],
     }
     # Unlinked comes before anonymous: the anonymous Page Scrolled counts as unlinked too.
     assert inventory.summary.unlinked == {"Page Scrolled": 3, "Added To Cart": 1}
@@ -229,7 +235,7 @@ def test_names_past_max_names_are_counted_together_and_known_ones_still_one_by_o
     assert inventory.types == {"track": MAX_NAMES + 4}
     found = inventory.as_dict(CONFIG)
     assert found["track_events_not_listed"] == 3
-    assert found["track_events"][0] == {"event": "Event 00000", "count": 2, "automations": []}
+    assert found["track_events"][0] == {"event": "Event 00000", "count": 2, "automations": [], "journeys": []}
 
 
 def test_requests_accepted_before_are_counted_apart_from_those_to_make() -> None:
@@ -263,7 +269,12 @@ def test_the_json_lists_every_field_in_order() -> None:
         "outcomes": {"planned": {"ok": 1}},
         "types": {"track": 1},
         "track_events": [
-            {"event": "Checkout Complete", "count": 1, "automations": ["order-confirmation", "loyalty"]}
+            {
+                "event": "Checkout Complete",
+                "count": 1,
+                "automations": ["order-confirmation", "loyalty"],
+                "journeys": [],
+            }
         ],
         "track_events_not_listed": 0,
         "users": {"distinct": 1, "anonymous_events": 0},
@@ -272,7 +283,13 @@ def test_the_json_lists_every_field_in_order() -> None:
         "days": {"2026-03-02": 1},
         "days_not_listed": 0,
         "rejected": {},
-        "links": {"linked": ["Checkout Complete"], "unlinked": [], "never_seen": ["Order Refunded"]},
+        "links": {
+            "linked": ["Checkout Complete"],
+            "unlinked": [],
+            "never_seen": ["Order Refunded"],
+            "conditions_and_mappings": [],
+        },
+        "link_failures": [],
         "requests": {"automation loyalty": 1, "automation order-confirmation": 1},
         "requests_sent_before": {},
         "notes": 0,
@@ -291,6 +308,7 @@ def test_the_json_lists_every_field_in_order() -> None:
         "days_not_listed",
         "rejected",
         "links",
+        "link_failures",
         "requests",
         "requests_sent_before",
         "notes",

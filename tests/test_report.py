@@ -316,6 +316,7 @@ def test_the_report_of_a_stopped_run_holds_every_count_and_why_it_stopped() -> N
         "failing_targets": {"automation welcome-flow": "HTTP 404: no such automation"},
         "requests_per_second": 2.4,
         "skip_reasons": {"duplicate": SKIP_REASONS["duplicate"], "no_traits": SKIP_REASONS["no_traits"]},
+        "link_failures": [],
         "problems": problems.items,
         "problems_not_listed": 0,
     }

@@ -8,7 +8,7 @@ import pytest
 
 from segroute.config import Config, Link
 from segroute.events import parse_event
-from segroute.models import SKIP_REASONS, Event, Record, Target
+from segroute.models import SKIP_REASONS, Event, Mapped, Record, Target
 from segroute.routing import PROFILE, Router
 
 CONFIG = Config(
@@ -28,12 +28,15 @@ def make_event(value: dict[str, Any]) -> Event:
     return event
 
 
-def route(value: dict[str, Any], config: Config = CONFIG) -> tuple[Target, ...] | str:
-    """Route one event with a fresh router."""
+def route(value: dict[str, Any], config: Config = CONFIG) -> tuple[Target | Mapped, ...] | str:
+    """Route one event with a fresh router: its targets (no link failing on it), or the skip reason."""
     result = Router(config).route(make_event(value))
     if isinstance(result, str):
         assert result in SKIP_REASONS
-    return result
+        return result
+    targets, missed = result
+    assert missed == ()
+    return targets
 
 
 def test_linked_track_goes_to_its_automation() -> None:
