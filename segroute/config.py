@@ -417,20 +417,29 @@ def add_link(document: MutableMapping[str, Any], link: Link) -> str:
     updated to be the new one: its brand, condition and mappings are the new link's, keys the new
     link lacks removed. A new link is written as the others are: a ``[[links]]`` table (also when
     there are none), or an inline table in a ``links = [...]`` array."""
-    fields = link.model_dump(exclude_none=True)
+    fields = {key: _toml_string(value) for key, value in link.model_dump(exclude_none=True).items()}
     links = document.get("links")
     if not links:
         document["links"] = [fields]  # tomlkit writes a list of tables as [[links]]
         return "added"
     for index, entry in enumerate(links):
         if _same_target(entry, link.event, link.kind, link.template):
-            options = {key: getattr(link, key) for key in _OPTIONAL_KEYS}
+            options = {key: fields.get(key) for key in _OPTIONAL_KEYS}
             if all(entry.get(key) == value for key, value in options.items()):
                 return "unchanged"
             _set_options(links, index, options)
             return "updated"
     links.append(_new_entry(links, fields))
     return "added"
+
+
+def _toml_string(value: str) -> str:
+    """A string as a new TOML value: a literal one (``'...'``) when it holds a double quote and no
+    single quote or control character, so that a jq expression reads as typed; else a basic one."""
+    import tomlkit
+
+    literal = '"' in value and "'" not in value and value.isprintable()
+    return tomlkit.string(value, literal=literal)
 
 
 def remove_links(

@@ -1,6 +1,7 @@
 """A fake Courier API on 127.0.0.1 that records what it receives and misbehaves on purpose.
 
-It speaks the endpoints segroute uses (``POST /automations/{id}/invoke``, ``POST /profiles/{id}``) and
+It speaks the endpoints segroute uses (``POST /automations/{id}/invoke``, ``POST /journeys/{id}/invoke``,
+``POST /profiles/{id}``, and Courier's Segment intake ``POST /inbound/segment``) and
 keeps Courier's idempotency semantics: the first response the application gives for a key is stored
 and every repeat of the key gets it back, without the application acting again. Faults scripted with
 `FakeCourier.fault` happen at the edge, in front of that store, as a gateway's 429s and 503s do.
@@ -191,12 +192,20 @@ class FakeCourier:
                 payload = received.json()
             except ValueError:
                 return 400, b'{"message": "invalid JSON", "type": "invalid_request_error"}'
+            status = 200
             if len(parts) == 4 and parts[1] == "automations" and parts[3] == "invoke":
                 recipient = payload.get("recipient")
                 answer = {"runId": f"1-run-{len(self.acted_order)}"}
+            elif len(parts) == 4 and parts[1] == "journeys" and parts[3] == "invoke":
+                recipient = payload.get("user_id")
+                answer = {"runId": f"1-journey-{len(self.acted_order)}"}
             elif len(parts) == 3 and parts[1] == "profiles":
                 recipient = unquote(parts[2])
                 answer = {"status": "SUCCESS"}
+            elif received.path == "/inbound/segment":
+                # As Segment's own tests of its Courier destination mock Courier's answer.
+                recipient = payload.get("userId") or payload.get("anonymousId")
+                status, answer = 202, {"messageId": payload.get("messageId")}
             else:
                 return 404, b'{"message": "Not Found", "type": "invalid_request_error"}'
             if recipient in self.rejected_recipients:
@@ -210,7 +219,7 @@ class FakeCourier:
                 return failure
             self.acted[received.key] += 1
             self.acted_order.append(received)
-            response = (200, json.dumps(answer).encode())
+            response = (status, json.dumps(answer).encode())
             self.stored[received.key] = response
             return response
 

@@ -470,7 +470,7 @@ def test_link_dry_run_prints_the_diff_and_writes_nothing() -> None:
     assert result.stdout == (
         "--- segroute.toml\n"
         "+++ segroute.toml\n"
-        "@@ -35,3 +35,7 @@\n"
+        "@@ -47,3 +47,7 @@\n"
         " [[links]]\n"
         ' event = "Password Reset Requested"\n'
         ' automation = "password-reset"\n'
@@ -507,7 +507,7 @@ def test_unlink_dry_run_prints_the_diff_and_writes_nothing() -> None:
     assert result.stdout == (
         "--- segroute.toml\n"
         "+++ segroute.toml\n"
-        "@@ -24,14 +24,5 @@\n"
+        "@@ -36,14 +36,5 @@\n"
         ' automation = "welcome-flow"\n'
         " \n"
         " [[links]]\n"

@@ -670,7 +670,7 @@ def test_awkward_names_are_escaped_and_read_back(name: str) -> None:
     assert edited(text, lambda doc: remove_links(doc, name, name)) == (1, EXAMPLE)
 
 
-EXAMPLE_LINKS = {(link["event"], link["automation"]) for link in tomllib.loads(EXAMPLE)["links"]}
+EXAMPLE_LINKS = {(link["event"], link.get("automation")) for link in tomllib.loads(EXAMPLE)["links"]}
 names = st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20).filter(str.strip)
 
 
@@ -787,3 +787,99 @@ def test_api_urls_have_one_spelling(typed: str, canonical: str) -> None:
 def test_an_api_url_without_a_host_or_with_a_bad_port_says_so(url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         resolve_api_url(url, {}, Config())
+
+
+# --- journeys, conditions and mappings ---------------------------------------------------------------
+
+
+def test_a_link_names_an_automation_or_a_journey_never_both_nor_neither(cfg: Path) -> None:
+    loaded = load_config(write(cfg, '[[links]]\nevent = "A"\njourney = "order-journey"\n'), must_exist=True)
+    [link] = loaded.config.links
+    assert (link.kind, link.template, link.label) == ("journey", "order-journey", "journey order-journey")
+    both = config_error(cfg, '[[links]]\nevent = "A"\nautomation = "a"\njourney = "j"\n')
+    assert problems(both) == ["links[0] (event 'A'): names an automation and a journey: give one of the two"]
+    neither = config_error(cfg, '[[links]]\nevent = "A"\nbrand = "b"\n')
+    assert problems(neither) == ["links[0] (event 'A'): names no automation or journey: give one of the two"]
+    branded = config_error(cfg, '[[links]]\nevent = "A"\njourney = "j"\nbrand = "b"\n')
+    assert problems(branded) == [
+        "links[0] (event 'A'): brand is for automations: a journey invoke carries none"
+    ]
+
+
+def test_an_automation_and_a_journey_of_one_id_may_both_be_linked_but_not_twice(cfg: Path) -> None:
+    text = '[[links]]\nevent = "A"\nautomation = "x"\n\n[[links]]\nevent = "A"\njourney = "x"\n'
+    assert len(load_config(write(cfg, text), must_exist=True).config.links) == 2
+    twice = config_error(cfg, text + '\n[[links]]\nevent = "A"\njourney = "x"\nwhen = "true"\n')
+    assert problems(twice) == ["links[2]: repeats links[1] ('A' -> journey 'x')"]
+
+
+@pytest.mark.parametrize("key", ["when", "data", "recipient", "profile"])
+def test_a_jq_syntax_error_is_a_config_error_that_names_the_link_and_the_key(cfg: Path, key: str) -> None:
+    text = (
+        '[[links]]\nevent = "A"\nautomation = "a"\n\n'
+        f'[[links]]\nevent = "Order Completed"\nautomation = "b"\n{key} = ".properties.revenue >"\n'
+    )
+    message = config_error(cfg, text)
+    assert problems(message) == [
+        f"links[1] (event 'Order Completed').{key}: not a valid jq expression: "
+        "syntax error, unexpected end of file (line 1, column 21)"
+    ]
+    unknown = config_error(cfg, f'[[links]]\nevent = "A"\nautomation = "a"\n{key} = "nosuch(1)"\n')
+    assert problems(unknown) == [
+        f"links[0] (event 'A').{key}: not a valid jq expression: nosuch/1 is not defined (line 1, column 1)"
+    ]
+
+
+def test_make_link_takes_a_journey_and_expressions_and_names_a_bad_one_by_its_flag() -> None:
+    link = make_link("A", "j", journey=True, when=".x", data=".properties", recipient=None, profile=None)
+    assert link == Link(event="A", journey="j", when=".x", data=".properties")
+    with pytest.raises(UsageError) as info:
+        make_link("A", "a", when=".x |")
+    assert str(info.value) == (
+        "--when: not a valid jq expression: syntax error, unexpected end of file (line 1, column 4)"
+    )
+    with pytest.raises(UsageError) as brand:
+        make_link("A", "j", journey=True, brand="b")
+    assert str(brand.value) == "--brand is for automations: a journey invoke carries none"
+    with pytest.raises(UsageError) as empty:
+        make_link("A", "a", data=" ")
+    assert str(empty.value) == "--data is empty"
+    with pytest.raises(UsageError) as dots:
+        make_link("A", "..", journey=True)
+    assert str(dots.value) == "JOURNEY must not be '..': it would name another URL path"
+
+
+def test_linking_again_with_new_expressions_edits_the_table_in_place() -> None:
+    welcome = 'automation = "welcome-flow"\n'
+    when = Link(event="Signed Up", automation="welcome-flow", when='.properties.plan == "pro"', data=".")
+    change, text = edited(EXAMPLE, lambda doc: add_link(doc, when))
+    assert (change, text) == (
+        "updated",
+        EXAMPLE.replace(welcome, welcome + 'when = \'.properties.plan == "pro"\'\ndata = "."\n'),
+    )
+    # The same link again changes nothing; without the expressions, the link is as it was.
+    assert edited(text, lambda doc: add_link(doc, when)) == ("unchanged", text)
+    plain = Link(event="Signed Up", automation="welcome-flow")
+    assert edited(text, lambda doc: add_link(doc, plain)) == ("updated", EXAMPLE)
+
+
+def test_a_journey_link_is_added_beside_an_automation_of_the_same_id_and_unlinked_by_kind() -> None:
+    journey = Link(event="Signed Up", journey="welcome-flow")
+    change, text = edited(EXAMPLE, lambda doc: add_link(doc, journey))
+    assert (change, text) == (
+        "added",
+        EXAMPLE + '\n[[links]]\nevent = "Signed Up"\njourney = "welcome-flow"\n',
+    )
+    removed, after = edited(text, lambda doc: remove_links(doc, "Signed Up", "welcome-flow", kind="journey"))
+    assert (removed, after) == (1, EXAMPLE)
+    both, _ = edited(text, lambda doc: remove_links(doc, "Signed Up", "welcome-flow"))
+    assert both == 2
+
+
+def test_inline_links_take_expressions_inline() -> None:
+    text = 'links = [{ event = "A", automation = "a" }]\n'
+    link = Link(event="A", automation="a", when=".n > 1")
+    assert edited(text, lambda doc: add_link(doc, link)) == (
+        "updated",
+        'links = [{ event = "A", automation = "a", when = ".n > 1" }]\n',
+    )

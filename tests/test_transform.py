@@ -17,8 +17,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from segroute.events import parse_event
-from segroute.models import Event, Record, Target
-from segroute.routing import PROFILE
+from segroute.models import Event, Mapped, Record, Target
+from segroute.routing import PROFILE, SEGMENT_INTAKE
 from segroute.sources import iter_stream
 from segroute.transform import (
     CONTENT_TYPE,
@@ -501,3 +501,74 @@ def test_an_event_with_several_targets_gets_the_bodies_it_would_get_alone() -> N
     assert [(r.body, r.idempotency_key, r.url) for r in together] == [
         (r.body, r.idempotency_key, r.url) for r in alone
     ]
+
+
+# --- journeys, mapped targets, and Courier's Segment intake -----------------------------------------
+
+
+def test_journey_body_exact_bytes_and_its_own_path() -> None:
+    event = make_event(dict(TRACK))
+    [request] = build_requests(event, (Target("journey", "order-journey"),), BASE)
+    assert request.path == "/journeys/order-journey/invoke"
+    assert request.url == "https://api.courier.com/journeys/order-journey/invoke"
+    assert request.body == b'{"data":' + TRACK_DATA_BYTES + b',"user_id":"user-1"}'
+    assert list(orjson.loads(request.body)) == ["data", "user_id"]
+    assert request.target.label == "journey order-journey"
+
+
+def test_a_journey_and_an_automation_of_one_id_have_different_keys() -> None:
+    event = make_event(dict(TRACK))
+    journey, automation = build_requests(
+        event, (Target("journey", "welcome"), Target("automation", "welcome")), BASE
+    )
+    assert journey.idempotency_key == expected_key("msg-1", "POST", "/journeys/welcome/invoke")
+    assert automation.idempotency_key == expected_key("msg-1", "POST", "/automations/welcome/invoke")
+    assert journey.idempotency_key != automation.idempotency_key
+
+
+def test_a_journey_id_is_percent_encoded_as_an_automation_id_is() -> None:
+    event = make_event(dict(TRACK))
+    [request] = build_requests(event, (Target("journey", "spring sale/eu"),), BASE)
+    assert request.path == "/journeys/spring%20sale%2Feu/invoke"
+
+
+def test_mapped_automation_body_carries_the_mapped_data_recipient_and_profile() -> None:
+    event = make_event(dict(TRACK))
+    mapped = Mapped(Target("automation", "big-order", "b"), b'{"total":12.5}', "ana@example.com", b'{"x":1}')
+    [request] = build_requests(event, (mapped,), BASE)
+    assert (
+        request.body == b'{"brand":"b","data":{"total":12.5},"profile":{"x":1},"recipient":"ana@example.com"}'
+    )
+    # The key is the target's, whatever the mapping: the same event to the same automation is one send.
+    assert request.idempotency_key == expected_key("msg-1", "POST", "/automations/big-order/invoke")
+    assert request.target == Target("automation", "big-order", "b")
+
+
+def test_mapped_journey_body_puts_the_profile_between_data_and_user_id() -> None:
+    event = make_event(dict(TRACK))
+    with_profile = Mapped(Target("journey", "j"), None, "user-1", b'{"email":"ana@example.com"}')
+    without = Mapped(Target("journey", "j"), b"{}", "someone", None)
+    first, second = build_requests(event, (with_profile, without), BASE)
+    assert first.body == (
+        b'{"data":' + TRACK_DATA_BYTES + b',"profile":{"email":"ana@example.com"},"user_id":"user-1"}'
+    )
+    assert second.body == b'{"data":{},"user_id":"someone"}'
+
+
+def test_the_segment_intake_gets_the_event_as_read() -> None:
+    line = orjson.dumps(TRACK)
+    [record] = list(iter_stream(io.BytesIO(line + b"\n"), "in.jsonl"))
+    event = parse_event(record)  # type: ignore[arg-type]
+    assert isinstance(event, Event)
+    [request] = build_requests(event, (SEGMENT_INTAKE,), BASE)
+    assert (request.method, request.url, request.path) == (
+        "POST",
+        BASE + "/inbound/segment",
+        "/inbound/segment",
+    )
+    assert request.body == line
+    assert request.idempotency_key == expected_key("msg-1", "POST", "/inbound/segment")
+    assert request.target.label == "segment intake"
+    # An event without its own line (a batch item): its JSON, every field in order.
+    [from_dict] = build_requests(make_event(dict(TRACK)), (SEGMENT_INTAKE,), BASE)
+    assert from_dict.body == TRACK_DATA_BYTES
