@@ -16,6 +16,8 @@ process's max RSS.
   of its own: the line's text copied in, not the event serialized again. Rates include each
   process's start-up; each is the median of ``--repeat`` runs (3) taken in turns with the floors',
   and peak memory the highest of them.
+- Dry run with jq: the same, with a condition and a data mapping on the link of "Checkout
+  Complete" (`CONFIG_JQ`), beside the plain links: what the expressions cost per event they run on.
 - Start-up: milliseconds to run ``segroute --help`` and ``segroute links``, medians of
   ``--startup-runs`` (9); beside them, a bare two-command typer app's ``--help`` (the framework's
   own start-up) and ``python -c pass``.
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import datetime
+import gzip
 import json
 import os
 import platform
@@ -57,6 +60,12 @@ LINKED = "Checkout Complete"
 AUTOMATION = "order-confirmation"
 CONFIG = f'[[links]]\nevent = "{LINKED}"\nautomation = "{AUTOMATION}"\n\n[[links]]\nevent = "Signed Up"\n'
 CONFIG += 'automation = "welcome-flow"\n'
+CONFIG_JQ = CONFIG.replace(
+    f'automation = "{AUTOMATION}"\n',
+    f'automation = "{AUTOMATION}"\nwhen = ".properties.total > 50"\ndata = ".properties"\n',
+)
+"""The same links, the linked one with a condition and a data mapping: each of its events runs two
+jq programs."""
 API_KEY = "bench-key-not-secret"
 
 # --- events -------------------------------------------------------------------------------------
@@ -135,8 +144,6 @@ def _gzip_writer(path: Path) -> Any:
         opener: Any = igzip.open  # typed or not, depending on the isal installed
         return opener(path, "wb", compresslevel=1)
     except ImportError:
-        import gzip
-
         return gzip.open(path, "wb", compresslevel=1)
 
 
@@ -250,11 +257,14 @@ def segroute_command() -> list[str]:
 
 
 def dry_run(path: Path, config: Path, count: int, repeat: int) -> dict[str, Any]:
-    """segroute's dry run and the two floors, ``repeat`` times each in turns: the median time of
-    each, and the highest peak memory."""
+    """segroute's dry run (with plain links, and with jq on one) and the two floors, ``repeat`` times
+    each in turns: the median time of each, and the highest peak memory."""
+    config_jq = config.with_name("segroute-jq.toml")
+    config_jq.write_text(CONFIG_JQ)
+    dry = ["send", str(path), "--dry-run", "-o", "jsonl", "-q", "--no-ledger", "-c"]
     commands = {
-        "segroute": segroute_command()
-        + ["send", str(path), "-c", str(config), "--dry-run", "-o", "jsonl", "-q", "--no-ledger"],
+        "segroute": [*segroute_command(), *dry, str(config)],
+        "segroute_jq": [*segroute_command(), *dry, str(config_jq)],
         "floor": [sys.executable, "-c", FLOOR, str(path)],
         "floor_text": [sys.executable, "-c", FLOOR_TEXT, str(path)],
     }
@@ -274,8 +284,18 @@ def dry_run(path: Path, config: Path, count: int, repeat: int) -> dict[str, Any]
         "fraction_of_floor": round(seconds["floor"] / seconds["segroute"], 3),
         "floor_text_events_per_s": round(count / seconds["floor_text"]),
         "fraction_of_floor_text": round(seconds["floor_text"] / seconds["segroute"], 3),
+        "segroute_jq_events_per_s": round(count / seconds["segroute_jq"]),
+        "jq_us_per_linked_event": round(
+            (seconds["segroute_jq"] - seconds["segroute"]) / _linked_events(path) * 1e6, 1
+        ),
         "runs": {f"{name}_s": [round(taken, 2) for taken, _ in found] for name, found in runs.items()},
     }
+
+
+def _linked_events(path: Path) -> int:
+    """The events of the linked name in a generated file: those the jq link runs on."""
+    with gzip.open(path, "rb") as lines:
+        return sum(1 for line in lines if orjson.loads(line).get("event") == LINKED)
 
 
 # --- sending ------------------------------------------------------------------------------------
@@ -584,6 +604,13 @@ def table(results: dict[str, Any], earlier: dict[str, Any] | None) -> str:
                 f"| floor copying lines {row['floor_text_events_per_s']:,} "
                 f"| {row['fraction_of_floor_text']:.0%} of it |"
                 + before(past_row("dry_run", "events", n).get("segroute_events_per_s"))
+            )
+        if "segroute_jq_events_per_s" in row:
+            lines.append(
+                f"| dry run, {n:,} events, the linked name with a jq condition and data mapping, events/s "
+                f"| {row['segroute_jq_events_per_s']:,} | plain links {row['segroute_events_per_s']:,} "
+                f"| {row['jq_us_per_linked_event']} µs more per linked event |"
+                + before(past_row("dry_run", "events", n).get("segroute_jq_events_per_s"))
             )
         lines.append(
             f"| dry run, {n:,} events, peak memory (MB) | {row['segroute_max_rss_mb']} "
