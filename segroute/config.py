@@ -105,9 +105,9 @@ class Link(BaseModel):
     @classmethod
     def _check_expression(cls, value: str | None) -> str | None:
         if value is not None:
-            from segroute.expressions import Expression
+            from segroute.expressions import check_expression
 
-            Expression(value)  # ValueError, in jq's words, for one that does not compile
+            check_expression(value)  # ValueError, in jq's words, for one that does not compile
         return value
 
     @model_validator(mode="after")
@@ -387,10 +387,10 @@ def make_link(event: str, template: str, *, journey: bool = False, **options: st
         raise UsageError("--brand is for automations: a journey invoke carries none")
     for key in EXPRESSION_KEYS:
         if options.get(key) is not None:
-            from segroute.expressions import Expression
+            from segroute.expressions import check_expression
 
             try:
-                Expression(options[key] or "")
+                check_expression(options[key] or "")
             except ValueError as exc:
                 raise UsageError(f"--{key}: {exc}") from None
     return Link(event=event, **{"journey" if journey else "automation": template}, **options)

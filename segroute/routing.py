@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from segroute._json import dumps
+from segroute.config import EXPRESSION_KEYS
 from segroute.events import UNSAFE_IDS
-from segroute.models import Event, Mapped, Missed, MissReason, SkipReason, Target
+from segroute.models import Event, Mapped, Missed, SkipReason, Target
 
 if TYPE_CHECKING:
     from segroute.config import Config, Link
-    from segroute.expressions import Expression
 
 __all__ = [
     "COURIER_DESTINATIONS",
@@ -83,19 +83,14 @@ class LinkCounts:
 
 
 class _Link:
-    """A link with a condition or a mapping, its expressions compiled."""
+    """A link with a condition or a mapping, its expressions compiled into one program."""
 
     def __init__(self, link: Link, target: Target) -> None:
-        from segroute.expressions import Expression
-
-        def compiled(text: str | None) -> Expression | None:
-            return None if text is None else Expression(text)
+        from segroute.expressions import Expressions
 
         self.target = target
-        self.when = compiled(link.when)
-        self.data = compiled(link.data)
-        self.recipient = compiled(link.recipient)
-        self.profile = compiled(link.profile)
+        self.texts = {key: text for key in EXPRESSION_KEYS if (text := getattr(link, key)) is not None}
+        self.expressions = Expressions(self.texts)
         self.counts = LinkCounts()
 
     def apply(self, event: Event) -> Target | Mapped | Missed | Literal["anonymous", "condition_false"]:
@@ -104,62 +99,66 @@ class _Link:
 
         counts = self.counts
         counts.events += 1
-        if self.recipient is None and event.user_id is None:
+        mapped_recipient = "recipient" in self.texts
+        if not mapped_recipient and event.user_id is None:
             return "anonymous"
-        step: MissReason = "condition_error"
-        try:
-            if self.when is not None and not truthy(self.when.first(event)):
-                return "condition_false"
-            counts.let_through += 1
-            step = "mapping_error"
-            data = None if self.data is None else self._data(event, self.data)
-            recipient = event.user_id if self.recipient is None else self._recipient(event, self.recipient)
-            if recipient is None:
-                return "anonymous"
-            profile = None if self.profile is None else self._profile(event, self.profile)
-        except ExpressionError as exc:
+        found = self.expressions.run(event)
+        when = found.get("when", True)
+        if isinstance(when, ExpressionError):
             counts.errors += 1
-            expression = "condition" if step == "condition_error" else "a mapping"
-            return Missed(self.target, step, f"{expression} failed: {exc}")
+            return Missed(self.target, "condition_error", f"condition failed: {when}")
+        if not truthy(when):
+            return "condition_false"
+        counts.let_through += 1
+        try:
+            data = self._object("data", found)
+            profile = self._object("profile", found, null=True)
+            recipient = self._recipient(found) if mapped_recipient else event.user_id
         except _WrongKind as exc:
             counts.errors += 1
             return Missed(self.target, "mapping_error", str(exc))
+        if recipient is None:
+            return "anonymous"
         counts.fired += 1
-        if data is None and profile is None and self.recipient is None:
+        if data is None and profile is None and not mapped_recipient:
             return self.target
         return Mapped(self.target, data, recipient, profile)
 
-    @staticmethod
-    def _data(event: Event, expression: Expression) -> bytes:
-        value = expression.first(event)
-        if type(value) is not dict:
-            raise _WrongKind(f"data ({expression.text}) gave {_kind(value)}, not an object")
-        return dumps(value)
+    def _value(self, key: str, found: dict[str, Any]) -> Any:
+        """An expression's output; `_WrongKind` when it failed."""
+        from segroute.expressions import ExpressionError
 
-    @staticmethod
-    def _recipient(event: Event, expression: Expression) -> str | None:
+        value = found[key]
+        if isinstance(value, ExpressionError):
+            raise _WrongKind(f"{key} ({self.texts[key]}) failed: {value}")
+        return value
+
+    def _object(self, key: str, found: dict[str, Any], *, null: bool = False) -> bytes | None:
+        """A mapping's object as JSON text; None when there is no such mapping, or (``null``) when it
+        gives null or nothing."""
         from segroute.expressions import NOTHING
 
-        value = expression.first(event)
+        if key not in found:
+            return None
+        value = self._value(key, found)
+        if null and (value is None or value is NOTHING):
+            return None
+        if type(value) is not dict:
+            raise _WrongKind(f"{key} ({self.texts[key]}) gave {_kind(value)}, not an object")
+        return dumps(value)
+
+    def _recipient(self, found: dict[str, Any]) -> str | None:
+        from segroute.expressions import NOTHING
+
+        value = self._value("recipient", found)
         if value is None or value is NOTHING or value == "":
             return None
+        text = self.texts["recipient"]
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise _WrongKind(f"recipient ({expression.text}) gave {_kind(value)}, not a string")
-        text = str(value)
-        if text in UNSAFE_IDS:
-            raise _WrongKind(f"recipient ({expression.text}) gave {text!r}, which is no user id")
-        return text
-
-    @staticmethod
-    def _profile(event: Event, expression: Expression) -> bytes | None:
-        from segroute.expressions import NOTHING
-
-        value = expression.first(event)
-        if value is None or value is NOTHING:
-            return None
-        if type(value) is not dict:
-            raise _WrongKind(f"profile ({expression.text}) gave {_kind(value)}, not an object")
-        return dumps(value)
+            raise _WrongKind(f"recipient ({text}) gave {_kind(value)}, not a string")
+        if str(value) in UNSAFE_IDS:
+            raise _WrongKind(f"recipient ({text}) gave {str(value)!r}, which is no user id")
+        return str(value)
 
 
 class _WrongKind(Exception):
