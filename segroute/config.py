@@ -118,6 +118,10 @@ class Link(BaseModel):
             raise ValueError("names an automation and a journey: give one of the two")
         if self.brand is not None and self.journey is not None:
             raise ValueError("brand is for automations: a journey invoke carries none")
+        if self.mapped:
+            from segroute.expressions import Expressions
+
+            Expressions(self.expressions)  # as the router will run them
         return self
 
     @property
@@ -136,9 +140,14 @@ class Link(BaseModel):
         return f"{self.kind} {self.template}"
 
     @property
+    def expressions(self) -> dict[str, str]:
+        """The link's jq expressions by key: ``when``, ``data``, ``recipient``, ``profile``."""
+        return {key: text for key in EXPRESSION_KEYS if (text := getattr(self, key)) is not None}
+
+    @property
     def mapped(self) -> bool:
         """Whether the link has a condition or a mapping."""
-        return any(getattr(self, key) is not None for key in EXPRESSION_KEYS)
+        return bool(self.expressions)
 
 
 class Config(BaseModel):

@@ -57,12 +57,20 @@ class Expressions:
         self._names = tuple(named)
         for text in named.values():
             check_expression(text)  # alone, so that a syntax error names the expression
-        # {"when": (try [first(WHEN\n)] catch {error: .}), ...}: an output in an array, none as an
-        # empty one, an error as an object. The line break ends a comment the expression ends with.
-        parts = (
-            f"{json.dumps(name)}: (try [first({text}\n)] catch {{error: .}})" for name, text in named.items()
-        )
+        # {"when": (try [first(WHEN\n\n)] catch {error: .}), ...}: an output in an array, none as an
+        # empty one, an error as an object. The blank line ends a comment the expression ends with,
+        # even one that a last backslash continues onto the next line.
+        parts = [
+            f"{json.dumps(name)}: (try [first({text}\n\n)] catch {{error: .}})"
+            for name, text in named.items()
+        ]
         self._program = _compile("{" + ", ".join(parts) + "}")
+        try:
+            probe = self._program.input_value(None).first()
+        except (ValueError, StopIteration):  # it halts: nothing to tell from
+            return
+        if not isinstance(probe, dict) or set(probe) != set(self._names):  # an expression ate the rest
+            raise ValueError(f"these expressions do not run together as one jq program: {dict(named)}")
 
     def run(self, event: Event) -> dict[str, Any]:
         """Each expression's first output on the event, NOTHING, or an `ExpressionError`.

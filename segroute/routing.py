@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from segroute._json import dumps
-from segroute.config import EXPRESSION_KEYS
 from segroute.events import UNSAFE_IDS
+from segroute.expressions import NOTHING, ExpressionError, Expressions, truthy
 from segroute.models import Event, Mapped, Missed, SkipReason, Target
 
 if TYPE_CHECKING:
@@ -86,17 +86,13 @@ class _Link:
     """A link with a condition or a mapping, its expressions compiled into one program."""
 
     def __init__(self, link: Link, target: Target) -> None:
-        from segroute.expressions import Expressions
-
         self.target = target
-        self.texts = {key: text for key in EXPRESSION_KEYS if (text := getattr(link, key)) is not None}
+        self.texts = link.expressions
         self.expressions = Expressions(self.texts)
         self.counts = LinkCounts()
 
     def apply(self, event: Event) -> Target | Mapped | Missed | Literal["anonymous", "condition_false"]:
         """The link's target for the event with its body parts, or why it does not fire."""
-        from segroute.expressions import ExpressionError, truthy
-
         counts = self.counts
         counts.events += 1
         mapped_recipient = "recipient" in self.texts
@@ -114,7 +110,7 @@ class _Link:
             data = self._object("data", found)
             profile = self._object("profile", found, null=True)
             recipient = self._recipient(found) if mapped_recipient else event.user_id
-        except _WrongKind as exc:
+        except _MappingError as exc:
             counts.errors += 1
             return Missed(self.target, "mapping_error", str(exc))
         if recipient is None:
@@ -125,49 +121,41 @@ class _Link:
         return Mapped(self.target, data, recipient, profile)
 
     def _value(self, key: str, found: dict[str, Any]) -> Any:
-        """An expression's output; `_WrongKind` when it failed."""
-        from segroute.expressions import ExpressionError
-
+        """An expression's output; `_MappingError` when it failed."""
         value = found[key]
         if isinstance(value, ExpressionError):
-            raise _WrongKind(f"{key} ({self.texts[key]}) failed: {value}")
+            raise _MappingError(f"{key} ({self.texts[key]}) failed: {value}")
         return value
 
     def _object(self, key: str, found: dict[str, Any], *, null: bool = False) -> bytes | None:
         """A mapping's object as JSON text; None when there is no such mapping, or (``null``) when it
         gives null or nothing."""
-        from segroute.expressions import NOTHING
-
         if key not in found:
             return None
         value = self._value(key, found)
         if null and (value is None or value is NOTHING):
             return None
         if type(value) is not dict:
-            raise _WrongKind(f"{key} ({self.texts[key]}) gave {_kind(value)}, not an object")
+            raise _MappingError(f"{key} ({self.texts[key]}) gave {_kind(value)}, not an object")
         return dumps(value)
 
     def _recipient(self, found: dict[str, Any]) -> str | None:
-        from segroute.expressions import NOTHING
-
         value = self._value("recipient", found)
         if value is None or value is NOTHING or value == "":
             return None
         text = self.texts["recipient"]
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise _WrongKind(f"recipient ({text}) gave {_kind(value)}, not a string")
+            raise _MappingError(f"recipient ({text}) gave {_kind(value)}, not a string")
         if str(value) in UNSAFE_IDS:
-            raise _WrongKind(f"recipient ({text}) gave {str(value)!r}, which is no user id")
+            raise _MappingError(f"recipient ({text}) gave {str(value)!r}, which is no user id")
         return str(value)
 
 
-class _WrongKind(Exception):
-    """A mapping gave a value of the wrong kind."""
+class _MappingError(Exception):
+    """A mapping failed on an event, or gave a value of the wrong kind."""
 
 
 def _kind(value: Any) -> str:
-    from segroute.expressions import NOTHING
-
     if value is NOTHING:
         return "no output"
     if value is None:

@@ -85,3 +85,9 @@ def test_an_expression_jq_does_not_compile_is_named_in_one_line(text: str, messa
     assert str(info.value) == message
     with pytest.raises(ValueError):
         Expressions({"when": "true", "data": text})
+
+
+def test_a_comment_a_last_backslash_continues_does_not_swallow_the_next_expression() -> None:
+    # jq continues a comment onto the next line after a backslash: the program puts a blank line there.
+    found = run(EVENT, when=".properties.total > 50 # big orders \\", data=".properties")
+    assert found == {"when": True, "data": {"total": 60, "items": [1, 2]}}
