@@ -956,16 +956,16 @@ def unlink(
     event: Annotated[str, typer.Argument(metavar="EVENT", hidden=True)],
     template: Annotated[str | None, typer.Argument(metavar="AUTOMATION", hidden=True)] = None,
     journey: Annotated[
-        bool, typer.Option("--journey", help="Only a link to the journey AUTOMATION names.")
+        bool, typer.Option("--journey", help="AUTOMATION names a journey: unlink the event from it.")
     ] = False,
     config: ConfigOption = None,
     dry_run: DryRunEditOption = False,
 ) -> None:
     """Remove an event's link to one automation or journey, or all of its links.
 
-    EVENT is the track event name; AUTOMATION the automation or journey to unlink, or, left out,
-    every link of the event. The config is edited in place and atomically: the links' tables go,
-    and the rest of the file, comments included, stays as it is.
+    EVENT is the track event name; AUTOMATION the automation to unlink (with --journey, the
+    journey), or, left out, every link of the event. The config is edited in place and
+    atomically: the links' tables go, and the rest of the file, comments included, stays as it is.
 
     Examples:
 
@@ -984,19 +984,28 @@ def unlink(
             raise UsageError("--journey names no journey: give AUTOMATION, the journey to unlink")
         loaded = _load(config, must_exist=True)
         document = settings.config_document(loaded)
-        kind = "journey" if journey else None
+        kind = "journey" if journey else "automation"
         removed = settings.remove_links(document, event, template, kind=kind)
         err = render.stderr_console()
         what = f"{event!r} -> {_target_words(template, journey=journey)}" if template else f"{event!r}"
         if not removed:
-            render.show_message(err, f"no link {what} in {loaded.path}; nothing changed")
+            other = "automation" if journey else "journey"
+            hint = next(
+                (
+                    f" (it links to the {other} {template!r}: {'leave out' if journey else 'add'} --journey)"
+                    for link in loaded.config.links
+                    if link.event == event and link.kind == other and link.template == template
+                ),
+                "",
+            )
+            render.show_message(err, f"no link {what} in {loaded.path}{hint}; nothing changed")
             return
         if dry_run:
             _show_config_change(loaded, document, err)
             return
         settings.save_config(loaded.path, document)
         links = "its link" if removed == 1 else f"its {removed} links"
-        done = f"unlinked {what}" if template and removed == 1 else f"unlinked {what}: {links}"
+        done = f"unlinked {what}" if template else f"unlinked {what}: {links}"
         render.show_message(err, f"{done} in {loaded.path}")
 
 

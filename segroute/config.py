@@ -409,15 +409,10 @@ _OPTIONAL_KEYS = ("brand", *EXPRESSION_KEYS)
 """A link's keys besides its event and what it invokes, in the order a new link lists them."""
 
 
-def _same_target(entry: Mapping[str, Any], event: str, kind: str | None, template: str | None) -> bool:
-    """Whether a config entry is a link of ``event`` to ``template`` (of ``kind``, when given), or to
-    anything, when ``template`` is None."""
-    if entry.get("event") != event:
-        return False
-    if template is None:
-        return True
-    kinds = (kind,) if kind is not None else ("automation", "journey")
-    return any(entry.get(name) == template for name in kinds)
+def _same_target(entry: Mapping[str, Any], event: str, kind: str, template: str | None) -> bool:
+    """Whether a config entry is a link of ``event`` to the automation or journey (``kind``)
+    ``template``, or to anything, when ``template`` is None."""
+    return entry.get("event") == event and (template is None or entry.get(kind) == template)
 
 
 def add_link(document: MutableMapping[str, Any], link: Link) -> str:
@@ -452,10 +447,10 @@ def _toml_string(value: str) -> str:
 
 
 def remove_links(
-    document: MutableMapping[str, Any], event: str, template: str | None, *, kind: str | None = None
+    document: MutableMapping[str, Any], event: str, template: str | None, *, kind: str = "automation"
 ) -> int:
-    """Remove the event's link to one automation or journey (of ``kind``, when given), or all of the
-    event's links; returns how many. A ``[[links]]`` table goes with its header, its keys and the
+    """Remove the event's link to one automation (or, of ``kind`` journey, one journey), or all of
+    the event's links; returns how many. A ``[[links]]`` table goes with its header, its keys and the
     comments among them; comments after its last key stay, as they lead to what follows."""
     from tomlkit.items import AoT
 

@@ -429,6 +429,38 @@ def test_unlink_one_all_and_none() -> None:
     ]
 
 
+def test_link_and_unlink_a_journey_beside_an_automation_of_the_same_id() -> None:
+    journey = invoke("link", "A", "x", "--journey", "--when", '.properties.plan == "pro"')
+    assert (journey.exit_code, journey.stderr) == (
+        0,
+        "linked 'A' -> journey 'x' in segroute.toml (created segroute.toml)\n",
+    )
+    assert Path("segroute.toml").read_text() == (
+        '[[links]]\nevent = "A"\njourney = "x"\nwhen = \'.properties.plan == "pro"\'\n'
+    )
+    # The automation x is another link; unlink without --journey is about automations, as link is.
+    wrong = invoke("unlink", "A", "x")
+    assert (wrong.exit_code, wrong.stderr) == (
+        0,
+        "no link 'A' -> 'x' in segroute.toml (it links to the journey 'x': add --journey); nothing changed\n",
+    )
+    config_with_link("A", "x")
+    automation = invoke("unlink", "A", "x")
+    assert (automation.exit_code, automation.stderr) == (0, "unlinked 'A' -> 'x' in segroute.toml\n")
+    again = invoke("unlink", "A", "x")
+    assert again.stderr == (
+        "no link 'A' -> 'x' in segroute.toml (it links to the journey 'x': add --journey); nothing changed\n"
+    )
+    gone = invoke("unlink", "A", "x", "--journey")
+    assert (gone.exit_code, gone.stderr) == (0, "unlinked 'A' -> journey 'x' in segroute.toml\n")
+    assert json.loads(invoke("links", "-o", "json").stdout) == []
+    brand = invoke("link", "A", "x", "--journey", "--brand", "b")
+    assert (brand.exit_code, brand.stderr) == (
+        2,
+        "error: --brand is for automations: a journey invoke carries none\n",
+    )
+
+
 def test_unlink_without_a_config_is_an_error() -> None:
     result = invoke("unlink", "A")
     assert result.exit_code == 2

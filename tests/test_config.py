@@ -872,8 +872,13 @@ def test_a_journey_link_is_added_beside_an_automation_of_the_same_id_and_unlinke
     )
     removed, after = edited(text, lambda doc: remove_links(doc, "Signed Up", "welcome-flow", kind="journey"))
     assert (removed, after) == (1, EXAMPLE)
-    both, _ = edited(text, lambda doc: remove_links(doc, "Signed Up", "welcome-flow"))
-    assert both == 2
+    # Without a kind, the automation: as link links one.
+    assert edited(text, lambda doc: remove_links(doc, "Signed Up", "welcome-flow")) == (
+        1,
+        EXAMPLE.replace('[[links]]\nevent = "Signed Up"\nautomation = "welcome-flow"\n\n', "")
+        + '\n[[links]]\nevent = "Signed Up"\njourney = "welcome-flow"\n',
+    )
+    assert edited(text, lambda doc: remove_links(doc, "Signed Up", None))[0] == 2
 
 
 def test_inline_links_take_expressions_inline() -> None:
