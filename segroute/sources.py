@@ -7,7 +7,8 @@ items. Everything is read as a stream: memory holds one chunk and one record at 
 size of the input.
 
 Segment's raw-data archive is a tree ``[prefix/]segment-logs/<source-id>/<received-day>/<file>``;
-folders and bundle members laid out that way can be left unread by day (see `iter_items`).
+folders and bundle members laid out that way can be left unread by day (see `iter_items`). A URL
+(``s3://bucket/prefix/``) is read as a folder is, its objects listed and fetched by `buckets`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO, TextIO
 
+from segroute.buckets import is_url
 from segroute.errors import InputError
 from segroute.jsontext import WHITESPACE, Cursor, at, iter_values
 from segroute.models import Item, Note, Rejected
@@ -40,6 +42,7 @@ from segroute.streams import (
 )
 
 if TYPE_CHECKING:
+    from segroute.buckets import Download, Listed
     from segroute.bundles import Member
 
 __all__ = [
@@ -131,9 +134,14 @@ def open_stdin(stdin: TextIO | None) -> BinaryIO | None:
 
 
 def check_inputs(inputs: Iterable[str]) -> None:
-    """Raise `InputError` for the first input that does not exist, before anything is read."""
+    """Raise `InputError` for the first input that does not exist, before anything is read; a URL
+    must name an object, or a prefix with objects under it, that the credentials can reach."""
     for name in inputs:
-        if name != "-" and not os.path.exists(name):
+        if is_url(name):
+            from segroute import buckets  # obstore loads only when a URL is named
+
+            buckets.check_url(name)
+        elif name != "-" and not os.path.exists(name):
             raise InputError(f"{display_name(name)}: no such file or directory")
 
 
@@ -152,7 +160,7 @@ class ReadMeter:
 
     def __init__(self, inputs: Iterable[str]) -> None:
         self.total = _size_of(inputs)
-        """The inputs' bytes; None when one is stdin."""
+        """The inputs' bytes; None when one is stdin or a URL."""
         self._done = 0
         self._state: _InputState | None = None
 
@@ -166,7 +174,7 @@ class ReadMeter:
 def _size_of(inputs: Iterable[str]) -> int | None:
     total = 0
     for name in inputs:
-        if name == "-":
+        if name == "-" or is_url(name):
             return None
         path = Path(name)
         try:
@@ -208,6 +216,9 @@ def _iter_input(name: str, state: _InputState, stdin: BinaryIO | None) -> Iterat
         if stdin is None:
             raise InputError("'-' names stdin, but stdin is closed")
         yield from _iter_stream(stdin, STDIN_NAME, state)
+        return
+    if is_url(name):
+        yield from _iter_url(name, state)
         return
     path = Path(name)
     if not path.is_dir():
@@ -301,6 +312,64 @@ def _iter_file(path: Path, state: _InputState) -> Iterator[Item]:
         return
     with stream:
         yield from _iter_stream(stream, name, state)
+
+
+def _iter_url(name: str, state: _InputState) -> Iterator[Item]:
+    """An object store's URL: one object, or every object under a prefix, as a folder is read."""
+    from segroute import buckets
+
+    shown = display_name(name)
+    bucket = buckets.open_bucket(name)
+    try:
+        found = bucket.find()
+    except OSError as exc:
+        yield Rejected(shown, "unreadable", str(exc))
+        return
+    to_read: Iterable[Listed | Item]
+    if isinstance(found, buckets.Listed):
+        # An object named outright is read whatever its name, as a file named outright is.
+        to_read = [_placeholder(shown) if found.parts[-1] in PLACEHOLDER_NAMES else found]
+    elif (day := archive_day(found.split("/"))) is not None and state.prune(day):
+        yield state.pruned_note(shown)
+        return
+    else:
+        enter = None if state.skip_day is None else (lambda parts: _enter_folder(parts, state))
+        listed = bucket.walk(found, enter)
+        to_read = (entry for entry in map(_object_entry, listed) if entry is not None)
+    for entry in bucket.read_ahead(to_read, window=buckets.read_ahead_window()):
+        if isinstance(entry, buckets.Download):
+            yield from _iter_object(entry, state)
+        else:
+            yield entry
+    if state.pruned:
+        yield state.pruned_note(shown)
+
+
+def _enter_folder(parts: tuple[str, ...], state: _InputState) -> bool:
+    """Whether a folder of a bucket is listed: not hidden, nor a day folder the filter leaves."""
+    day = archive_day(parts)
+    return not parts[-1].startswith(".") and (day is None or not state.prune(day))
+
+
+def _object_entry(entry: Listed | Rejected) -> Listed | Item | None:
+    """What becomes of an object listed: read (itself), a note (a placeholder), or nothing (hidden)."""
+    if isinstance(entry, Rejected):
+        return entry
+    if any(part.startswith(".") for part in entry.parts):
+        return None
+    if entry.parts[-1] in PLACEHOLDER_NAMES:
+        return _placeholder(display_name(entry.url))
+    return entry
+
+
+def _iter_object(download: Download, state: _InputState) -> Iterator[Item]:
+    origin = display_name(download.listed.url)
+    try:
+        stream = download.open()
+    except OSError as exc:
+        yield Rejected(origin, "unreadable", f"cannot open: {exc}")
+        return
+    yield from _iter_stream(stream, origin, state)
 
 
 def _placeholder(origin: str) -> Note:
