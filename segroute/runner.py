@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
+from segroute.buckets import is_url
 from segroute.inventory import Inventory
 from segroute.ledger import DEFAULT_KEY_LIFETIME, FLUSH_SECONDS, Ledger
 from segroute.models import (
@@ -502,6 +503,10 @@ async def _send(
 
         tasks.append(commit_acceptances())
 
+    # One event never takes long to read from files in input order; a sort, a --since that skips
+    # day folders, or a wait on a bucket can, and then the loop must stay free for Ctrl-C.
+    read_inline = options.order == "input" and options.selection.since is None
+    read_inline = read_inline and not any(map(is_url, options.inputs))
     timers = [asyncio.create_task(task) for task in tasks]
     try:
         async with delivery.open_session(options.api_key, options.delivery) as session:
@@ -514,9 +519,7 @@ async def _send(
                 on_request=outputs.result,
                 stats=stats,
                 streaming="-" in options.inputs,
-                # One event never takes long to read from files in input order; a sort or a
-                # --since that skips day folders can, and then the loop must stay free for Ctrl-C.
-                read_inline=options.order == "input" and options.selection.since is None,
+                read_inline=read_inline,
                 before_send=before_send,
             )
     finally:
