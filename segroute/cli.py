@@ -456,16 +456,17 @@ def send(
     """Route Segment events to Courier: each linked track event invokes its automations, each identify
     merges traits into the profile.
 
-    INPUT: files, folders or bundles of Segment events, or - for stdin (the default when piped):
-    JSON, NDJSON, JSON arrays, /v1/batch bodies, gzip'd or not, tar or zip bundles, Segment's
-    segment-logs archive folders, or folders of any of them. The API key comes from
-    $COURIER_API_KEY (or $COURIER_AUTH_TOKEN).
+    INPUT: files, folders or bundles of Segment events, s3:// URLs (an object, or a prefix read as a
+    folder; needs the s3 extra), or - for stdin (the default when piped): JSON, NDJSON, JSON arrays,
+    /v1/batch bodies, gzip'd or not, tar or zip bundles, Segment's segment-logs archive folders, or
+    folders of any of them. The API key comes from $COURIER_API_KEY (or $COURIER_AUTH_TOKEN).
 
     Examples:
 
     \b
       segroute send events.jsonl --dry-run
       segroute send segment-logs/ --since 6h --failed failed.jsonl
+      segroute send s3://my-bucket/segment-logs/ --since 2d --dry-run
       segroute send events.jsonl --shard 2/4 --ledger shard-2.sqlite3
       cat events.jsonl | segroute send - --dry-run -o jsonl | jq .url
     """
@@ -810,13 +811,15 @@ def inspect(
     """Tell what inputs hold, sending nothing: events by type and name, users, time ranges, rejected
     records, and which track events the config links and the requests a send would make.
 
-    INPUT: files, folders or bundles of Segment events, or - for stdin (the default when piped).
+    INPUT: files, folders or bundles of Segment events, s3:// URLs (an object, or a prefix read as a
+    folder; needs the s3 extra), or - for stdin (the default when piped).
 
     Examples:
 
     \b
       segroute inspect events.jsonl
       segroute inspect segment-logs/ --since 2026-01-01 --fail-on unlinked
+      segroute inspect s3://my-bucket/segment-logs/ --since 2026-01-01
       segroute inspect archive.tar.gz -o json | jq .events
     """
     from segroute import config as settings
