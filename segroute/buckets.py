@@ -173,11 +173,12 @@ def _make_store(scheme: str, bucket: str, environ: Mapping[str, str]) -> ObjectS
 
 
 def _profile_credentials(environ: Mapping[str, str]) -> Any:
-    """boto3's credential chain (profiles, SSO, assumed roles: what the AWS CLI reads) when a profile
-    is named, or when no key is in the environment and boto3 is installed; else None, and obstore's
-    own chain reads the environment, web identity, and container or instance roles."""
+    """boto3's credential chain (profiles, SSO, assumed roles: what the AWS CLI reads) when no key is
+    in the environment and boto3 is installed; else None, and obstore's own chain reads the
+    environment, web identity, and container or instance roles. Keys in the environment come before
+    a profile, as they do for the AWS CLI."""
     profile = environ.get("AWS_PROFILE")
-    if not profile and environ.get("AWS_ACCESS_KEY_ID"):
+    if environ.get("AWS_ACCESS_KEY_ID"):
         return None
     try:
         import boto3

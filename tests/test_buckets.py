@@ -519,14 +519,18 @@ def test_the_s3_endpoint_variable_comes_before_the_general_one(
 def test_a_profile_is_read_from_the_aws_files(
     aws: BucketServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
-        monkeypatch.delenv(name)
     credentials = tmp_path / "no-aws-credentials"
     credentials.write_text(
         f"[replay]\naws_access_key_id = AKIDFROMPROFILE\naws_secret_access_key = {SECRET}\n"
     )
     (tmp_path / "no-aws-config").write_text("[profile replay]\nregion = ap-southeast-2\n")
     monkeypatch.setenv("AWS_PROFILE", "replay")
+    # Keys in the environment come first, as they do for the AWS CLI.
+    assert invoke("inspect", f"s3://{ARCHIVE}/segment-logs/").exit_code == 0
+    assert {r.scope.split("/")[0] for r in aws.taken()} == {KEY_ID}
+    aws.reset()
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+        monkeypatch.delenv(name)
     result = invoke("inspect", f"s3://{ARCHIVE}/segment-logs/", "-o", "json")
     assert result.exit_code == 0, result.stderr
     assert {(r.scope.split("/")[0], r.scope.split("/")[2]) for r in aws.taken()} == {
@@ -535,6 +539,7 @@ def test_a_profile_is_read_from_the_aws_files(
 
 
 def test_a_profile_that_does_not_exist_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.setenv("AWS_PROFILE", "nobody")
     result = invoke("inspect", f"s3://{ARCHIVE}/")
     assert (result.exit_code, result.stderr) == (
@@ -545,6 +550,7 @@ def test_a_profile_that_does_not_exist_is_a_usage_error(monkeypatch: pytest.Monk
 
 def test_a_profile_without_boto3_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 raises ImportError
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.setenv("AWS_PROFILE", "replay")
     result = invoke("inspect", f"s3://{ARCHIVE}/")
     assert (result.exit_code, result.stderr) == (
