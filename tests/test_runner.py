@@ -14,7 +14,7 @@ from segroute.config import Config, Link
 from segroute.delivery import DeliveryOptions
 from segroute.errors import ExitCode, UsageError
 from segroute.ledger import Ledger
-from segroute.models import Note, Planned, Rejected, RequestResult
+from segroute.models import Event, Missed, Note, Planned, Rejected, RequestResult, Target
 from segroute.runner import Progress, RunOptions, RunResult, run, take_inventory
 from tests.courier_server import API_KEY, FakeCourier
 
@@ -30,6 +30,7 @@ class Shown:
         self.rejected_shown: list[Rejected] = []
         self.notes_shown: list[Note] = []
         self.progress_shown: list[Progress] = []
+        self.missed_shown: list[tuple[str, Missed]] = []
         self.closed = 0
 
     def request(self, planned: Planned) -> None:
@@ -40,6 +41,9 @@ class Shown:
 
     def rejected(self, rejected: Rejected) -> None:
         self.rejected_shown.append(rejected)
+
+    def missed(self, event: Event, missed: Missed) -> None:
+        self.missed_shown.append((event.origin, missed))
 
     def note(self, note: Note) -> None:
         self.notes_shown.append(note)
@@ -94,6 +98,48 @@ def accepted_rows(path: Path) -> list[tuple[str, str, int]]:
 
 
 # --- a dry run -----------------------------------------------------------------------------------
+
+
+FAILING_LINK = Config(
+    links=[
+        Link(event="Checkout Complete", automation="order-confirmation"),
+        Link(event="Checkout Complete", journey="review", when=".properties.total + 1 > 10"),
+    ]
+)
+"""A plain link beside one whose condition fails on an event without a numeric total."""
+
+
+@pytest.mark.parametrize("mode", ["dry run", "send"])
+def test_a_link_that_fails_is_shown_once_per_event_kept_in_the_failure_file_and_fails_the_run(
+    mode: str, courier: FakeCourier
+) -> None:
+    good = {**checkout(1, "u1"), "properties": {"total": 20}}
+    bad = {**checkout(2, "u2"), "properties": {"total": {"amount": 20}}}
+    write_events(good, bad)
+    fields: dict[str, Any] = {"failed_path": Path("failed.jsonl")}
+    options = (
+        dry_run("events.jsonl", **fields) if mode == "dry run" else send_to(courier, "events.jsonl", **fields)
+    )
+    options.config = FAILING_LINK
+    result, shown = go(options)
+    missed = Missed(
+        Target("journey", "review"),
+        "condition_error",
+        'condition failed: object ({"amount":20}) and number (1) cannot be added',
+    )
+    assert shown.missed_shown == [("events.jsonl:2", missed)]
+    assert result.summary.missed == {("journey review", "condition_error"): 1}
+    assert result.summary.exit_code is ExitCode.FAILED
+    planned_or_sent = "planned" if mode == "dry run" else "sent"
+    assert result.summary.outcomes == {(planned_or_sent, ""): 2}
+    assert [item["reason"] for item in result.problems.items] == ["condition_error"]
+    if mode == "send":  # a dry run sends nothing, so keeps nothing as unsent
+        assert Path("failed.jsonl").read_bytes() == json.dumps(bad).encode() + b"\n"
+        assert sorted(r.path for r in courier.received) == [
+            "/automations/order-confirmation/invoke",
+            "/automations/order-confirmation/invoke",
+            "/journeys/review/invoke",
+        ]
 
 
 def test_a_dry_run_ends_each_record_read_in_one_outcome_and_shows_each_planned_event() -> None:
