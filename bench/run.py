@@ -1,13 +1,14 @@
 """The benchmark: segroute beside its floor and its alternatives, on this machine. One table, and JSON.
 
-    pip install -e ".[fast,bench]" && python bench/run.py            # about 10 minutes on 2 cores
+    pip install -e ".[fast,bench,test]" && python bench/run.py       # about 11 minutes on 2 cores
     python bench/run.py --sizes 100000 --requests 5000               # a quicker look
+    python bench/run.py --sizes 100000 --skip-send                   # the dry runs, from disk and bucket
     python bench/run.py --compare bench/results/<earlier>.json       # beside an earlier run
 
 Everything runs on 127.0.0.1: the send endpoint is bench/server.js (Node's http module, which
 answers in microseconds) when `node` is on the PATH, else a Python aiohttp server, which is slower
 and says so in the table. Each measurement runs in a process of its own; peak memory is that
-process's max RSS.
+process's max RSS (which reads no lower than this process's own peak, printed under the table).
 
 - Dry run: ``segroute send FILE --dry-run -o jsonl > /dev/null`` over generated events shaped as the
   official client writes them (about 1 KB: nested properties and context), gzip'd NDJSON. The floor
@@ -18,6 +19,15 @@ process's max RSS.
   and peak memory the highest of them.
 - Dry run with jq: the same, with a condition and a data mapping on the link of "Checkout
   Complete" (`CONFIG_JQ`), beside the plain links: what the expressions cost per event they run on.
+- From a bucket: a segment-logs tree of ``--s3-events`` events (100,000, made as above) in
+  ``--s3-objects`` gzip'd objects (200) over three day folders, dry-run as above from disk; from a
+  bucket of moto's S3 on 127.0.0.1 (tests/bucket_server.py, in a process of its own); and from it
+  with ``--s3-latency-ms`` (20) added to every request, as a bucket across a network has, with
+  read-ahead on (SEGROUTE_READ_AHEAD=4, the default) and off (0: each object asked for when the
+  reader reaches it). Medians of ``--repeat`` runs taken in turns, and peak memory. moto serves
+  from Python on the same cores as segroute: the bucket rows are a floor for a real bucket nearby.
+  They need the ``s3`` extra and moto (the ``test`` extra); without them, or with ``--skip-s3``,
+  the table says they were skipped and why.
 - Start-up: milliseconds to run ``segroute --help`` and ``segroute links``, medians of
   ``--startup-runs`` (9); beside them, a bare two-command typer app's ``--help`` (the framework's
   own start-up) and ``python -c pass``.
@@ -43,6 +53,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -181,9 +192,13 @@ def measured(
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(command)} exited {proc.returncode}:\n{err[-2000:]}")
-    # ru_maxrss is in KB on Linux, in bytes on macOS.
-    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
-    return seconds, round(usage.ru_maxrss / scale)
+    return seconds, _megabytes(usage.ru_maxrss)
+
+
+def _megabytes(maxrss: int) -> int:
+    """ru_maxrss in MB: it is in KB on Linux, in bytes on macOS. A child's reads no lower than its
+    parent's peak at the time it started (Linux carries the high-water mark across fork and exec)."""
+    return round(maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024))
 
 
 _FLOOR_LOOP = """
@@ -444,6 +459,167 @@ def python_rate(code: str, *args: str) -> float:
     return float(done.stdout.strip())
 
 
+# --- reading from a bucket ----------------------------------------------------------------------
+
+S3_BUCKET = "bench-archive"
+S3_SOURCE = "Bq7Rt2Lm9X"
+DAY_MS = 86_400_000
+FIRST_DAY_MS = 1_772_323_200_000  # 2026-03-01
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench-not-secret",
+    "AWS_REGION": "us-east-1",
+}
+S3_READ_AHEAD = 4
+"""segroute's own default (buckets.READ_AHEAD), set explicitly for the row with latency."""
+
+
+def s3_missing() -> str | None:
+    """Why the bucket rows cannot run here, or None: segroute needs the ``s3`` extra (obstore), the
+    bucket moto's S3 server behind tests/bucket_server.py (both in the ``test`` extra). Asked of a
+    process of its own, so that this one stays lean (see ``BUCKET_SERVER``)."""
+    command = [sys.executable, "-c", "import obstore, boto3, tests.bucket_server"]
+    done = subprocess.run(command, env=_with_root(), capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        return None
+    why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+    return f"{why} (the s3 extra and moto's server: pip install -e '.[test]')"
+
+
+def _with_root() -> dict[str, str]:
+    """This environment, with the checkout first on PYTHONPATH (for ``tests.bucket_server``)."""
+    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+
+
+def write_tree(root: Path, events: int, objects: int) -> dict[str, Path]:
+    """A segment-logs tree of ``events`` events in ``objects`` gzip'd files over three day folders."""
+    rng = random.Random(2026)
+    per_object = max(1, events // objects)
+    files: dict[str, Path] = {}
+    for n in range(objects):
+        day = FIRST_DAY_MS + DAY_MS * (n * 3 // objects)
+        key = f"segment-logs/{S3_SOURCE}/{day}/{day + n * 1000}.{n:04d}.gz"
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _gzip_writer(path) as out:
+            out.write(
+                b"".join(orjson.dumps(make_event(n * per_object + i, rng)) + b"\n" for i in range(per_object))
+            )
+        files[key] = path
+    return files
+
+
+BUCKET_SERVER = """
+import logging, sys
+from pathlib import Path
+import boto3, obstore
+from obstore.store import S3Store
+from tests.bucket_server import BucketServer
+root, bucket, key_id, secret, region = sys.argv[1:]
+logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not a line per request
+server = BucketServer()
+server.start()
+boto3.client(
+    "s3", endpoint_url=server.url, region_name=region, aws_access_key_id=key_id, aws_secret_access_key=secret
+).create_bucket(Bucket=bucket)
+store = S3Store(
+    bucket, endpoint=server.url, region=region, access_key_id=key_id, secret_access_key=secret,
+    client_options={"allow_http": True},
+)
+for path in sorted(Path(root).rglob("*.gz")):
+    obstore.put(store, path.relative_to(root).as_posix(), path.read_bytes())
+print(server.url, flush=True)
+for line in sys.stdin:  # a latency in ms for the requests from now on
+    server.latency = int(line) / 1000
+    print("ok", flush=True)
+server.stop()
+"""
+"""moto's S3 on 127.0.0.1 (tests/bucket_server.py) with the files under ``root`` in a bucket, in a
+process of its own: a child's max RSS never reads below its parent's, so a server in this process
+(moto, boto3, the objects: over 100 MB) would be the peak memory of every row."""
+
+
+def from_bucket(
+    folder: Path, config: Path, events: int, objects: int, latency_ms: int, repeat: int
+) -> dict[str, Any]:
+    """One segment-logs tree dry-run from disk, from moto's S3 on 127.0.0.1, and from it with
+    ``latency_ms`` added to every request, read-ahead on and off; ``repeat`` times each in turns:
+    the median time of each, and the highest peak memory."""
+    root = folder / "logs"
+    files = write_tree(root, events, objects)
+    count = max(1, events // objects) * objects
+    size = sum(path.stat().st_size for path in files.values())
+    url = f"s3://{S3_BUCKET}/"
+    rows: dict[str, tuple[str, int, str | None]] = {
+        "disk": (str(root), 0, None),
+        "bucket": (url, 0, None),
+        "bucket_latency": (url, latency_ms, str(S3_READ_AHEAD)),
+        "bucket_latency_no_read_ahead": (url, latency_ms, "0"),
+    }
+    runs: dict[str, list[tuple[float, int]]] = {name: [] for name in rows}
+    credentials = [
+        S3_CREDENTIALS[key] for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+    ]
+    server = subprocess.Popen(
+        [sys.executable, "-c", BUCKET_SERVER, str(root), S3_BUCKET, *credentials],
+        env=_with_root(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        endpoint = server.stdout.readline().strip()
+        if not endpoint:
+            raise SystemExit(f"the bucket server exited {server.wait()} before it served")
+        for _ in range(repeat):
+            for name, (source, latency, read_ahead) in rows.items():
+                server.stdin.write(f"{latency}\n")
+                server.stdin.flush()
+                server.stdout.readline()
+                runs[name].append(_bucket_dry_run(endpoint, source, config, read_ahead, count))
+    finally:
+        server.stdin.close()
+        server.wait()
+        shutil.rmtree(root)
+    seconds = {name: statistics.median(taken for taken, _ in found) for name, found in runs.items()}
+    return {
+        "events": count,
+        "objects": objects,
+        "gzip_mb": round(size / 1e6, 1),
+        "latency_ms": latency_ms,
+        "read_ahead": S3_READ_AHEAD,
+        **{f"{name}_events_per_s": round(count / seconds[name]) for name in rows},
+        "bucket_fraction_of_disk": round(seconds["disk"] / seconds["bucket"], 3),
+        "read_ahead_speedup": round(seconds["bucket_latency_no_read_ahead"] / seconds["bucket_latency"], 2),
+        **{f"{name}_max_rss_mb": max(rss for _, rss in found) for name, found in runs.items()},
+        "bucket_peak_max_rss_mb": max(rss for name in rows if name != "disk" for _, rss in runs[name]),
+        "runs": {f"{name}_s": [round(taken, 2) for taken, _ in found] for name, found in runs.items()},
+    }
+
+
+def _bucket_dry_run(
+    endpoint: str, source: str, config: Path, read_ahead: str | None, count: int
+) -> tuple[float, int]:
+    """``segroute send SOURCE --dry-run -o jsonl -q --no-ledger`` with the bucket's credentials and
+    endpoint in the environment, as AWS tools take them; checks from its report that it read every
+    event."""
+    env = dict(os.environ, **S3_CREDENTIALS, AWS_ENDPOINT_URL=endpoint)
+    env.pop("SEGROUTE_READ_AHEAD", None)
+    if read_ahead is not None:
+        env["SEGROUTE_READ_AHEAD"] = read_ahead
+    report = config.with_name("report-bucket.json")
+    command = [*segroute_command(), "send", source, "--dry-run", "-o", "jsonl", "-q", "--no-ledger"]
+    command += ["-c", str(config), "--report", str(report)]
+    with open(os.devnull, "wb") as devnull:
+        found = measured(command, env=env, stdout=devnull)
+    read = json.loads(report.read_text())["read"]
+    if read != count:
+        raise SystemExit(f"{source}: segroute read {read} events of {count}")
+    return found
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -486,7 +662,16 @@ def main() -> None:
         "--out", type=Path, help="write the results here [default: bench/results/<time>.json]"
     )
     parser.add_argument("--compare", type=Path, help="an earlier results file to show beside this run")
-    parser.add_argument("--skip-send", action="store_true", help="only the dry run")
+    parser.add_argument("--skip-send", action="store_true", help="only the dry runs (from disk and bucket)")
+    parser.add_argument("--skip-s3", action="store_true", help="without the rows that read from a bucket")
+    parser.add_argument("--s3-events", type=int, default=100_000, help="events in the bucket's archive")
+    parser.add_argument("--s3-objects", type=int, default=200, help="objects the archive is split into")
+    parser.add_argument(
+        "--s3-latency-ms",
+        type=int,
+        default=20,
+        help="added to every request to the bucket in its rows with latency, as a network adds",
+    )
     parser.add_argument(
         "--latency-ms",
         type=int,
@@ -522,6 +707,16 @@ def main() -> None:
             results["dry_run"].append(row)
             print(f"dry run {size:>9,} events: {row}", file=sys.stderr)
             path.unlink()
+        missing = "--skip-s3" if args.skip_s3 else s3_missing()
+        if missing:
+            results["s3"] = {"skipped": missing}
+        else:
+            results["s3"] = from_bucket(
+                folder, config, args.s3_events, args.s3_objects, args.s3_latency_ms, args.repeat
+            )
+        print(f"from a bucket: {results['s3']}", file=sys.stderr)
+        # The memory rows cannot read below this: see _megabytes.
+        results["bench_max_rss_mb"] = _megabytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
         if not args.skip_send:
             server, url, kind = start_server()
             results["endpoint"] = kind
@@ -617,6 +812,7 @@ def table(results: dict[str, Any], earlier: dict[str, Any] | None) -> str:
             f"| floor {row['floor_max_rss_mb']} | |"
             + before(past_row("dry_run", "events", n).get("segroute_max_rss_mb"))
         )
+    lines += _bucket_rows(results.get("s3"), past.get("s3"), earlier is not None)
     if "startup" in results:
         found, started = results["startup"], past.get("startup", {})
         lines.append(
@@ -654,9 +850,53 @@ def table(results: dict[str, Any], earlier: dict[str, Any] | None) -> str:
                 f"| {ours / sdk:.0f}x the sequential SDK |"
                 + before(past.get("latency", {}).get(f"segroute_c{c}_req_per_s"))
             )
+    if "bench_max_rss_mb" in results:
+        lines.append(
+            f"\npeak memory: a process's max RSS, which reads no lower than the benchmark's own peak "
+            f"before it started ({results['bench_max_rss_mb']} MB)"
+        )
     if "endpoint" in results:
         lines.append(f"\nendpoint: {results['endpoint']} on 127.0.0.1")
     return "\n".join(lines)
+
+
+def _bucket_rows(found: dict[str, Any] | None, past: dict[str, Any] | None, compare: bool) -> list[str]:
+    """The rows that read the archive from disk and from the bucket; or one that says why they were
+    skipped. An earlier run's figures are shown only for the same archive and latency."""
+    if found is None:  # results from before the bucket rows
+        return []
+    if "skipped" in found:
+        return [
+            f"| archive from a bucket (s3://) | skipped: {found['skipped']} | | |"
+            + (" - |" if compare else "")
+        ]
+    same = ("events", "objects", "latency_ms", "read_ahead")
+    earlier = past if past and all(past.get(key) == found[key] for key in same) else {}
+
+    def before(key: str) -> str:
+        if not compare:
+            return ""
+        value = earlier.get(key)
+        return f" {value:,} |" if isinstance(value, int | float) else " - |"
+
+    ms, ahead = found["latency_ms"], found["read_ahead"]
+    disk, bucket = found["disk_events_per_s"], found["bucket_events_per_s"]
+    slow, slow_off = found["bucket_latency_events_per_s"], found["bucket_latency_no_read_ahead_events_per_s"]
+    peak = found["bucket_peak_max_rss_mb"]
+    return [
+        f"| archive of {found['events']:,} events in {found['objects']} objects "
+        f"({found['gzip_mb']} MB gzip'd), from disk, events/s | {disk:,} | | |" + before("disk_events_per_s"),
+        f"| the archive from moto's S3 on 127.0.0.1, events/s | {bucket:,} | from disk {disk:,} "
+        f"| {found['bucket_fraction_of_disk']:.0%} of disk |" + before("bucket_events_per_s"),
+        f"| the archive from the bucket, {ms} ms a request, read-ahead {ahead}, events/s | {slow:,} "
+        f"| read-ahead off {slow_off:,} | {found['read_ahead_speedup']:.1f}x read-ahead off |"
+        + before("bucket_latency_events_per_s"),
+        f"| the archive from the bucket, {ms} ms a request, read-ahead off, events/s | {slow_off:,} "
+        f"| no latency {bucket:,} | {slow_off / bucket:.0%} of it |"
+        + before("bucket_latency_no_read_ahead_events_per_s"),
+        f"| the archive from the bucket, peak memory (MB), the highest of its rows | {peak} "
+        f"| from disk {found['disk_max_rss_mb']} | |" + before("bucket_peak_max_rss_mb"),
+    ]
 
 
 if __name__ == "__main__":
