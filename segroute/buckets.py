@@ -11,7 +11,9 @@ every byte, and so every event, is handed to the reader once.
 obstore is the ``s3`` extra, imported only when a URL is read, so nothing else starts slower.
 Credentials, region and endpoint come as AWS's own tools take them (the ``AWS_*`` variables, a
 profile through boto3 when it is installed, container and instance roles); nothing here ever puts a
-secret into a message.
+secret into a message. ``gs://`` takes ``STORAGE_EMULATOR_HOST`` as Google's client libraries do (an
+emulator's address, asked without credentials), else obstore's own ``GOOGLE_*`` variables and
+Google's application default credentials; ``az://`` takes obstore's ``AZURE_*`` variables.
 """
 
 from __future__ import annotations
@@ -142,13 +144,21 @@ def open_bucket(name: str, environ: Mapping[str, str] = os.environ) -> Bucket:
         raise InputError(
             f"{display_name(name)}: reading {scheme}:// needs the s3 extra: {EXTRA_INSTALL}"
         ) from None
-    return Bucket(scheme.lower(), bucket, key, _make_store(scheme.lower(), bucket, environ), environ)
+    try:
+        store = _make_store(scheme.lower(), bucket, environ)
+    except InputError:
+        raise
+    except Exception as exc:  # obstore's: a credentials file that is missing or not JSON, a bad setting
+        raise InputError(f"{display_name(name)}: {describe(exc, environ)}") from None
+    return Bucket(scheme.lower(), bucket, key, store, environ)
 
 
 def _make_store(scheme: str, bucket: str, environ: Mapping[str, str]) -> ObjectStore:
-    """A store configured from the environment as AWS's tools (or gcloud's, Azure's) would be."""
+    """A store configured from the environment as AWS's tools (or Google's, Azure's) would be."""
     from obstore.store import S3Store, from_url
 
+    if scheme == "gs" and environ.get("STORAGE_EMULATOR_HOST", "").strip():
+        return _emulated_gcs_store(bucket, environ["STORAGE_EMULATOR_HOST"].strip())
     if scheme != "s3":
         store: ObjectStore = from_url(f"{scheme}://{bucket}", retry_config=RETRY)  # GOOGLE_*, AZURE_*
         return store
@@ -169,6 +179,23 @@ def _make_store(scheme: str, bucket: str, environ: Mapping[str, str]) -> ObjectS
         config["region"] = provider.config["region"]
     return S3Store(
         bucket, config=config, client_options=client, retry_config=RETRY, credential_provider=provider
+    )
+
+
+def _emulated_gcs_store(bucket: str, host: str) -> ObjectStore:
+    """A GCS store that talks to the emulator at ``STORAGE_EMULATOR_HOST``, as Google's client
+    libraries do when it is set: that address instead of storage.googleapis.com (with its scheme, as
+    Python's client takes it; ``HOST:PORT`` alone means plain HTTP), and no credentials, so nothing
+    asks a metadata server for a token. obstore speaks GCS's XML API, which the emulator must serve
+    at that address (fake-gcs-server does when started with ``-public-host HOST:PORT``)."""
+    from obstore.store import GCSStore
+
+    base = (host if "://" in host else f"http://{host}").rstrip("/")
+    return GCSStore(
+        bucket,
+        config={"base_url": base, "skip_signature": True},
+        client_options={"allow_http": base.lower().startswith("http://")},
+        retry_config=RETRY,
     )
 
 
@@ -443,6 +470,11 @@ def describe(exc: BaseException, environ: Mapping[str, str] = os.environ) -> str
         return "the download broke off mid-object, and again on each retry"
     if " 301 " in text or "incorrectly configured region" in text:
         return "the bucket is in another region: set AWS_REGION to its region" + _used_region(environ)
+    said = re.search(r"<Message>([^<]*)</Message>", text)
+    if said and said.group(1).strip():  # an error code not known here: what the store said of it
+        from html import unescape
+
+        return _one_line(f"{_one_line(text, environ)}: {unescape(said.group(1).strip())}", environ)
     return _one_line(text, environ)
 
 
@@ -454,7 +486,7 @@ def _used_region(environ: Mapping[str, str]) -> str:
 def _one_line(text: str, environ: Mapping[str, str]) -> str:
     """The first line of a message, shortened, with query strings and secret values taken out."""
     line = text.strip().splitlines()[0] if text.strip() else "unknown error"
-    line = line.split(": <?xml", 1)[0]  # the store's XML answer, when no code in it was known
+    line = re.split(r": <[?A-Za-z]", line, maxsplit=1)[0]  # the store's XML answer (describe reads it)
     line = re.sub(r"(https?://[^\s?]*)\?\S*", r"\1", line)  # signed URLs carry credentials
     for variable in _SECRET_VARIABLES:
         secret = environ.get(variable)
