@@ -359,3 +359,27 @@ def test_via_segment_posts_track_identify_and_group_and_ignores_the_links() -> N
     off = Router(Config(update_profiles=False), via="segment")
     assert off.route(make_event(identify)) == "profiles_off"
     assert Router(Config(links=[link]), via="segment").link_counts == []
+
+
+def test_the_router_counts_the_events_a_link_failed_on() -> None:
+    failing = Link(event="Order Completed", automation="a", when=".properties.revenue + 1 > 10")
+    mapping = Link(event="Order Completed", journey="j", data=".properties.revenue > 1")
+    router = Router(Config(links=[failing, mapping]))
+    for revenue in (150, "x"):
+        router.route(make_event({**ORDER, "properties": {"revenue": revenue}}))
+    counts = {link.label: counts for link, counts in router.link_counts}
+    # "x" + 1 fails; the data mapping gives a boolean each time.
+    assert counts["automation a"] == LinkCounts(events=2, let_through=1, fired=1, errors=1)
+    assert counts["journey j"] == LinkCounts(events=2, let_through=2, fired=0, errors=2)
+    ((_, [missed]),) = [routed(ORDER, mapping)]
+    assert missed.detail == "data (.properties.revenue > 1) gave a boolean, not an object"
+
+
+def test_an_anonymous_event_whose_plain_link_cannot_address_it_is_anonymous_not_condition_false() -> None:
+    plain = Link(event="Order Completed", automation="receipt")
+    # It could address the anonymous event (by its anonymousId), but its condition holds it back.
+    conditional = Link(event="Order Completed", journey="j", when="false", recipient=".anonymousId")
+    anonymous = {**ORDER, "userId": None, "anonymousId": "a"}
+    assert routed(anonymous, conditional) == "condition_false"
+    # Beside a plain link, which cannot address it, the event is anonymous: the thing to fix first.
+    assert routed(anonymous, plain, conditional) == "anonymous"
