@@ -18,6 +18,7 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "UNSAFE_IDS",
     "derive_message_id",
+    "json_kind",
     "parse_event",
 ]
 
@@ -36,7 +37,7 @@ def parse_event(record: Record) -> Event | Rejected:
     """Check a record against the Segment spec; a `Rejected` record names the first problem."""
     value = record.value
     if type(value) is not dict:  # what JSON reads is a dict exactly, or not an object at all
-        return Rejected(record.origin, "not_object", f"not a JSON object but {_kind(value)}", value)
+        return Rejected(record.origin, "not_object", f"not a JSON object but {json_kind(value)}", value)
     # A text of n characters holds at most 4n bytes of UTF-8: measure exactly only when it could matter.
     if record.size > _MAYBE_TOO_LARGE:
         too_large = _too_large(record.origin, value)
@@ -90,7 +91,7 @@ def _bad_type(origin: str, kind: Any, value: dict[str, Any]) -> Rejected:
     if kind is None:
         return Rejected(origin, "missing_type", "no 'type'", value)
     if not isinstance(kind, str):
-        return Rejected(origin, "unknown_type", f"'type' is not a string but {_kind(kind)}", value)
+        return Rejected(origin, "unknown_type", f"'type' is not a string but {json_kind(kind)}", value)
     return Rejected(origin, "unknown_type", f"unknown type {kind!r}", value)
 
 
@@ -111,7 +112,8 @@ def derive_message_id(event: dict[str, Any]) -> str:
     return DERIVED_ID_PREFIX + hashlib.sha256(canonical).hexdigest()[:32]
 
 
-def _kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """A JSON value's kind in words: ``an object``, ``null``, ``a number`` ..."""
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, list):

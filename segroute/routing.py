@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from segroute._json import dumps
-from segroute.events import UNSAFE_IDS
+from segroute.events import UNSAFE_IDS, json_kind
 from segroute.expressions import NOTHING, ExpressionError, Expressions, truthy
 from segroute.models import Event, Mapped, Missed, SkipReason, Target
 
@@ -156,14 +156,7 @@ class _MappingError(Exception):
 
 
 def _kind(value: Any) -> str:
-    if value is NOTHING:
-        return "no output"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    kinds = {str: "a string", list: "an array", dict: "an object"}
-    return next((text for kind, text in kinds.items() if isinstance(value, kind)), "a number")
+    return "no output" if value is NOTHING else json_kind(value)
 
 
 class Router:
