@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from segroute.dedupe import SeenIds
-from segroute.models import Event, Outcome, Rejected, Skipped
+from segroute.models import Event, Note, Outcome, Rejected, Skipped
 from segroute.selection import event_time, format_time, received_time
 from segroute.summary import Summary
 
@@ -85,8 +85,11 @@ class Inventory:
     _users: SeenIds = field(default_factory=SeenIds)
     distinct_users: int = 0
 
-    def add(self, outcome: Outcome) -> None:
-        """Count one outcome."""
+    def add(self, outcome: Outcome | Note) -> None:
+        """Count one outcome, or a note about an input."""
+        if isinstance(outcome, Note):
+            self.notes += 1
+            return
         self.summary.add(outcome)
         if isinstance(outcome, Rejected):
             origins = self.rejected.setdefault(outcome.reason, [])

@@ -372,10 +372,7 @@ def take_inventory(options: RunOptions, *, stdin: BinaryIO | None) -> Inventory:
     try:
         with _sigterm_as_interrupt([]):
             for outcome in _outcomes(options, stdin, ledger, router=router):
-                if isinstance(outcome, Note):
-                    inventory.notes += 1
-                else:
-                    inventory.add(outcome)
+                inventory.add(outcome)
     finally:
         inventory.close()
         if ledger is not None:

@@ -11,7 +11,7 @@ import pytest
 
 from segroute.config import Config, Link
 from segroute.inventory import FIRST_ORIGINS, MAX_NAMES, Inventory
-from segroute.models import Note, Planned, Prior
+from segroute.models import Planned, Prior
 from segroute.pipeline import plan
 from segroute.routing import Router
 from segroute.selection import Selection
@@ -48,10 +48,7 @@ def inventory_of(
     )
     try:
         for outcome in outcomes:
-            if isinstance(outcome, Note):
-                inventory.notes += 1
-            else:
-                inventory.add(outcome)
+            inventory.add(outcome)
     finally:
         inventory.close()
     return inventory
