@@ -53,6 +53,17 @@ def _many(client: Any) -> None:
         client.alias(f"anon-{n}", user)
 
 
+USER_SETTINGS = ("SEGROUTE_CONFIG", "COURIER_BASE_URL", "COURIER_API_KEY", "COURIER_AUTH_TOKEN")
+"""What a user's shell may set that would change what a test's command does."""
+
+
+def isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *more: str) -> None:
+    """Run the test in its own folder, with none of the user's settings (USER_SETTINGS and ``more``)."""
+    monkeypatch.chdir(tmp_path)
+    for name in (*USER_SETTINGS, *more):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(autouse=True)
 def _ledger_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test's ledger lives in its own tmp_path, never beside a config in the repository."""
@@ -274,16 +285,7 @@ def bucket_contents(files: dict[str, bytes]) -> dict[str, dict[str, bytes]]:
 def bucket_test_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A bucket test in its own folder, with nothing of the user's: no config, no Courier settings,
     no read-ahead, none of AWS's or Google's variables."""
-    monkeypatch.chdir(tmp_path)
-    for name in (
-        "SEGROUTE_CONFIG",
-        "COURIER_BASE_URL",
-        "COURIER_API_KEY",
-        "COURIER_AUTH_TOKEN",
-        "SEGROUTE_READ_AHEAD",
-        *STORE_VARIABLES,
-    ):
-        monkeypatch.delenv(name, raising=False)
+    isolate(tmp_path, monkeypatch, "SEGROUTE_READ_AHEAD", *STORE_VARIABLES)
     return tmp_path
 
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner, Result
 
 from segroute import __version__
 from segroute.cli import app
+from tests.conftest import isolate
 from tests.startup import run_fresh
 
 runner = CliRunner()
@@ -37,9 +38,7 @@ TRACK_KEY = "sr1-92f94c5035840c93ad8b6f68acce3ad8"
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test in its own folder, with none of the user's settings."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("SEGROUTE_CONFIG", "COURIER_BASE_URL", "COURIER_API_KEY", "COURIER_AUTH_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
+    isolate(tmp_path, monkeypatch)
 
 
 _LINES = b"".join(

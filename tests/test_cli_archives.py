@@ -21,6 +21,7 @@ from typer.testing import CliRunner, Result
 
 from segroute.cli import app
 from tests.archives import DAY, layout, spread, tar_bytes, tar_with, write_tree, zip_bytes
+from tests.conftest import isolate
 from tests.courier_server import API_KEY, FakeCourier
 
 runner = CliRunner()
@@ -38,9 +39,7 @@ Select = Callable[[Event], bool]
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test in its own folder, with none of the user's settings."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("SEGROUTE_CONFIG", "COURIER_BASE_URL", "COURIER_API_KEY", "COURIER_AUTH_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
+    isolate(tmp_path, monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from segroute.cli import app
-from tests.conftest import background, received_keys, received_so_far, report, send, wait_until
+from tests.conftest import background, isolate, received_keys, received_so_far, report, send, wait_until
 from tests.courier_server import API_KEY, FakeCourier, Received
 
 runner = CliRunner()
@@ -40,9 +40,7 @@ order number that is a multiple of 5, else whether it is even."""
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test in its own folder with the fake Courier's API key and none of the user's settings."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("SEGROUTE_CONFIG", "COURIER_BASE_URL", "COURIER_AUTH_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
+    isolate(tmp_path, monkeypatch)
     monkeypatch.setenv("COURIER_API_KEY", API_KEY)
 
 

@@ -29,7 +29,7 @@ from segroute.models import Event, Record, Request, RequestResult
 from segroute.pipeline import plan
 from segroute.routing import Router
 from segroute.throttle import Throttle
-from tests.conftest import received_so_far
+from tests.conftest import isolate, received_so_far
 from tests.conftest import segroute_send as segroute_send  # test_health imports it from here
 from tests.courier_server import API_KEY, FakeCourier, Received
 
@@ -49,9 +49,7 @@ brand = "shop"
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in ("SEGROUTE_CONFIG", "COURIER_BASE_URL", "COURIER_AUTH_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
+    isolate(tmp_path, monkeypatch)
     monkeypatch.setenv("COURIER_API_KEY", API_KEY)
     Path("segroute.toml").write_text(CONFIG)
 
