@@ -428,9 +428,8 @@ class Download:
                 if not self._put(bytes(chunk)):
                     return
             self._put(_END)
-        except (
-            BaseException
-        ) as exc:  # a panic in obstore's Rust is a BaseException: the reader must hear of it
+        # A panic in obstore's Rust is a BaseException, not an Exception: the reader must hear of it.
+        except BaseException as exc:
             failure = exc if isinstance(exc, ObjectStoreError) else self._error(exc)
             if self._answered.is_set():
                 self._put(failure)
